@@ -1,0 +1,59 @@
+# symroute — see README.md. `make demo` and `make test` install what they need via `make setup`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ROOT      := $(abspath .)
+VENV      := $(ROOT)/.venv
+PY        := $(VENV)/bin/python
+CARGO     ?= cargo
+export PATH := $(VENV)/bin:$(HOME)/.cargo/bin:$(PATH)
+
+# Debian packages every part needs; part files (mk/*.mk) add theirs before `setup` runs.
+APT_PACKAGES := iproute2 iputils-ping nftables radvd curl jq procps psmisc python3-venv
+RUST_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl
+# Extra test steps that parts contribute (each a make target run after `cargo test`).
+TEST_STEPS :=
+
+include $(sort $(wildcard mk/*.mk))
+
+.PHONY: help setup setup-apt setup-rust setup-python test demo agent lambda deploy bench fmt clippy
+
+help:
+	@echo "make demo    the whole chain on this machine (no AWS account)"
+	@echo "make test    every test (root; creates network namespaces)"
+	@echo "make setup   install what the above need (idempotent)"
+	@echo "make agent   static agent binaries into dist/agent/"
+	@echo "make lambda  the Lambda as an arm64 zip (cargo-lambda)"
+	@echo "make deploy  build, upload the agent, sam deploy"
+	@echo "make bench   measure speed and memory into bench/RESULTS.md"
+
+setup: setup-apt setup-rust setup-python
+
+setup-apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:" $$missing; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+setup-rust:
+	@installed=$$(rustup target list --installed); \
+	for t in $(RUST_TARGETS); do grep -qx $$t <<<"$$installed" || rustup target add $$t; done
+
+$(VENV)/.stamp: requirements-dev.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+setup-python: $(VENV)/.stamp
+
+test: setup
+	$(CARGO) test --workspace --locked
+	@for step in $(TEST_STEPS); do $(MAKE) --no-print-directory $$step || exit 1; done
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
