@@ -1,0 +1,28 @@
+# Deployable stack (issue 4): SSM document, EventBridge patterns, SAM template, `make deploy`.
+# Docs: docs/deploy.md.
+TEST_STEPS += test-stack
+
+STACK_NAME ?= symroute
+STACK_PARAMETERS ?=
+SAM_VENV := $(ROOT)/.tools/sam
+
+.PHONY: test-stack stack-embed deploy
+
+# pytest exits 5 when it collects nothing: that is a broken suite here, not a pass.
+test-stack: setup-python
+	@cd $(ROOT) && $(PY) -m pytest -q -p no:cacheprovider tests/stack; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "test-stack: pytest collected no tests in tests/stack" >&2; fi; \
+	exit $$rc
+
+# After editing ssm-documents/ or eventbridge/: refresh their copies inside infra/template.yaml.
+stack-embed: setup-python
+	$(PY) infra/embed_document.py
+
+$(SAM_VENV)/.stamp: infra/requirements-deploy.txt
+	@test -x $(SAM_VENV)/bin/python || python3 -m venv $(SAM_VENV)
+	@$(SAM_VENV)/bin/pip install -q --disable-pip-version-check -r $<
+	@touch $@
+
+deploy: setup agent $(SAM_VENV)/.stamp
+	STACK_NAME='$(STACK_NAME)' STACK_PARAMETERS='$(STACK_PARAMETERS)' SAM='$(SAM_VENV)/bin/sam' \
+	  PY='$(PY)' AGENT_DIST='$(AGENT_DIST)' infra/deploy.sh
