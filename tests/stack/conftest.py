@@ -22,3 +22,44 @@ def require_root():
     if os.environ.get("CI") == "true":
         pytest.fail("this test needs root, and CI=true forbids skipping it")
     pytest.skip("needs root (network namespaces); run as root or in CI")
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A real moto server on a free loopback port; yields the environment that points at it."""
+    import subprocess
+    import time
+    import urllib.request
+
+    port = _free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):  # bounded wait for the listener, not a speed check
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail("moto_server exited at start")
+                time.sleep(0.05)
+        else:
+            pytest.fail("moto_server did not start listening")
+        yield {
+            "AWS_ENDPOINT_URL": url, "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
