@@ -1,0 +1,119 @@
+//! The command line, as DESIGN.md fixes it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::model::{EniId, Mac};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "symroute",
+    version,
+    about = "Make secondary AWS ENIs route symmetrically: replies leave by the interface the request came in on.",
+    long_about = "Make secondary AWS ENIs route symmetrically: replies leave by the interface the request came in on.\n\n\
+For each secondary ENI, symroute reads instance metadata (IMDSv2) and installs, over netlink:\n\
+a route table numbered 10000 + 100*network_card + device_number holding the subnet route and a\n\
+default route via the subnet's router, and rules `from <each address of the ENI> lookup <table>`\n\
+at the same priority. The primary ENI and the main table's default route are left alone.",
+    after_help = "Examples:\n  symroute apply                  configure every secondary ENI\n  symroute apply --eni eni-0a9c4b60624c0e41d --wait 60\n  symroute apply --dry-run        show the changes, make none\n  symroute status --json\n  symroute remove --stale         clean up after detached ENIs\n\n\
+Exit codes: 0 done or nothing to do; 1 failed (the host is left as it was); 2 bad usage or input;\n3 the ENI did not appear within --wait.\n\
+Environment: AWS_EC2_METADATA_SERVICE_ENDPOINT overrides the IMDS address (default http://169.254.169.254);\nSYMROUTE_LOG=debug|info|warn|error sets the log level (default info; logs go to stderr)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Install symmetric routing for secondary ENIs (all of them by default).
+    Apply(ApplyArgs),
+    /// Remove the routing symroute installed.
+    Remove(RemoveArgs),
+    /// Show every ENI: link, addresses, table, rules, and whether it routes symmetrically.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+#[group(id = "target", multiple = false)]
+pub struct Target {
+    /// Every secondary ENI (the default for apply).
+    #[arg(long, group = "target")]
+    pub all: bool,
+    /// Only this ENI, e.g. eni-0a9c4b60624c0e41d.
+    #[arg(long, value_name = "ENI_ID", value_parser = parse_eni, group = "target")]
+    pub eni: Option<EniId>,
+    /// Only the ENI with this MAC address, e.g. 02:1a:2b:3c:4d:5e.
+    #[arg(long, value_name = "MAC", value_parser = parse_mac, group = "target")]
+    pub mac: Option<Mac>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum PersistMode {
+    /// Detect the host's network manager and persist in its configuration.
+    #[default]
+    Auto,
+    /// Live routing only; nothing written to disk.
+    None,
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Where to persist the routing across reboots.
+    #[arg(long, value_enum, default_value_t = PersistMode::Auto, value_name = "MODE")]
+    pub persist: PersistMode,
+    /// Write persisted files under DIR instead of / (for tests and image builds).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Seconds to wait for a just-attached ENI to appear in metadata and as a kernel link.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub wait: u64,
+    /// Print the changes that would be made, and make none.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Configure ENIs that another tool already routes symmetrically.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RemoveArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only what is left by ENIs no longer attached (or addresses no longer assigned).
+    #[arg(long, conflicts_with_all = ["all", "eni", "mac"])]
+    pub stale: bool,
+    /// Where the routing was persisted.
+    #[arg(long, value_enum, default_value_t = PersistMode::Auto, value_name = "MODE")]
+    pub persist: PersistMode,
+    /// Persisted files live under DIR instead of /.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print the changes that would be made, and make none.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_eni(s: &str) -> Result<EniId, String> {
+    s.parse()
+}
+
+fn parse_mac(s: &str) -> Result<Mac, String> {
+    s.parse()
+}

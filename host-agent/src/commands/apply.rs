@@ -1,0 +1,112 @@
+use std::time::Duration;
+
+use log::{info, warn};
+
+use crate::cli::ApplyArgs;
+use crate::discover::wait_until_ready;
+use crate::error::{Error, Result};
+use crate::execute;
+use crate::imds::Imds;
+use crate::kernel::Kernel;
+use crate::lock;
+use crate::plan::{plan_apply, EniStatus, Selection};
+use crate::report::{EniReport, Report};
+use crate::verify;
+
+pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
+    let sel = super::selection(&args.target);
+    report.persist = super::persist_note(args.persist, args.root.as_deref())?;
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(lock::acquire(super::LOCK_TIMEOUT)?)
+    };
+    let mut imds = Imds::from_env()?;
+    let mut kernel = Kernel::connect()?;
+    let result = apply(args, &sel, &mut imds, &mut kernel, report);
+    report.netlink_requests = kernel.requests;
+    report.imds_requests = imds.attempts();
+    result
+}
+
+fn apply(
+    args: &ApplyArgs,
+    sel: &Selection,
+    imds: &mut Imds,
+    kernel: &mut Kernel,
+    report: &mut Report,
+) -> Result<()> {
+    let (inst, pending) = wait_until_ready(imds, kernel, sel, Duration::from_secs(args.wait))?;
+    report.instance_id = inst.instance_id.clone();
+    let snap = kernel.snapshot()?;
+    let plan = plan_apply(&inst, &snap, sel, args.force);
+    report.enis = plan.enis.iter().map(EniReport::from_plan).collect();
+    report.pruned = plan.prune.iter().map(|o| o.to_string()).collect();
+    for e in plan
+        .enis
+        .iter()
+        .filter(|e| e.status == EniStatus::ManagedByOther)
+    {
+        info!(
+            "{}: {}; left alone (use --force to take over)",
+            e.eni.eni_id,
+            e.owner.as_deref().unwrap_or("")
+        );
+    }
+    if args.dry_run {
+        return Ok(());
+    }
+
+    let ops = plan.ops();
+    let mut applied = execute::run(kernel, &ops)?;
+    report.changes = applied.changed.len();
+
+    // Prove it, with the kernel's own route lookups.
+    let snap = if applied.changed.is_empty() {
+        snap
+    } else {
+        kernel.snapshot()?
+    };
+    let mut failures = Vec::new();
+    for (p, r) in plan.enis.iter().zip(report.enis.iter_mut()) {
+        let Some(link) = snap.link_by_mac(p.eni.mac) else {
+            continue;
+        };
+        if p.status != EniStatus::Configure {
+            continue;
+        }
+        let checks = verify::checks(kernel, &snap, &p.eni, link)?;
+        for c in checks.iter().filter(|c| !c.ok) {
+            failures.push(format!(
+                "{}: from {} to {} leaves via {}",
+                p.eni.eni_id,
+                c.source,
+                c.destination,
+                c.via.as_deref().unwrap_or("nothing")
+            ));
+        }
+        r.set_checks(checks);
+    }
+    if !failures.is_empty() {
+        let (undone, errors) = applied.rollback(kernel);
+        report.changes = 0;
+        warn!("verification failed; rolled back {undone} change(s)");
+        let mut msg = failures.join("; ");
+        if applied.changed.is_empty() && undone > 0 {
+            msg.push_str(&format!(" (rolled back {undone} change(s))"));
+        }
+        if !errors.is_empty() {
+            msg.push_str(&format!("; rollback incomplete: {}", errors.join("; ")));
+        }
+        return Err(Error::Verify(msg));
+    }
+
+    if !pending.is_empty() {
+        return Err(Error::NotAppeared {
+            what: "some ENIs".into(),
+            waited: Duration::from_secs(args.wait),
+            detail: format!("{} (the others were configured)", pending.join("; ")),
+        });
+    }
+    Ok(())
+}

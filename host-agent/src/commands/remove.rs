@@ -1,0 +1,54 @@
+use crate::cli::RemoveArgs;
+use crate::error::Result;
+use crate::execute;
+use crate::imds::Imds;
+use crate::kernel::Kernel;
+use crate::lock;
+use crate::model::Instance;
+use crate::plan::{plan_remove, RemoveSelection};
+use crate::report::{EniReport, Report};
+
+pub fn run(args: &RemoveArgs, report: &mut Report) -> Result<()> {
+    let sel = if args.stale {
+        RemoveSelection::Stale
+    } else if args.target.eni.is_some() || args.target.mac.is_some() {
+        RemoveSelection::One(super::selection(&args.target))
+    } else if args.target.all {
+        RemoveSelection::All
+    } else {
+        return Err(crate::error::Error::Usage(
+            "remove needs a target: --all, --eni ENI_ID, --mac MAC or --stale".into(),
+        ));
+    };
+    report.persist = super::persist_note(args.persist, args.root.as_deref())?;
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(lock::acquire(super::LOCK_TIMEOUT)?)
+    };
+    let mut kernel = Kernel::connect()?;
+    let mut imds = Imds::from_env()?;
+    // Removing everything needs no metadata: it must work even when IMDS does not.
+    let inst = if sel == RemoveSelection::All {
+        Instance {
+            instance_id: None,
+            primary_mac: None,
+            enis: Vec::new(),
+        }
+    } else {
+        imds.instance()?
+    };
+    report.instance_id = inst.instance_id.clone();
+    let snap = kernel.snapshot()?;
+    let (plan, note) = plan_remove(&inst, &snap, &sel);
+    report.notes.extend(note);
+    report.enis = plan.enis.iter().map(EniReport::from_plan).collect();
+    report.pruned = plan.prune.iter().map(|o| o.to_string()).collect();
+    if !args.dry_run {
+        let applied = execute::run(&mut kernel, &plan.ops());
+        report.netlink_requests = kernel.requests;
+        report.imds_requests = imds.attempts();
+        report.changes = applied?.changed.len();
+    }
+    Ok(())
+}

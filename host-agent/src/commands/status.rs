@@ -1,0 +1,73 @@
+use std::net::IpAddr;
+
+use crate::error::Result;
+use crate::imds::Imds;
+use crate::kernel::Kernel;
+use crate::model::RTPROT_SYMROUTE;
+use crate::plan::{foreign_owner, EniPlan, EniStatus};
+use crate::report::{EniReport, Report};
+use crate::verify;
+
+pub fn run(report: &mut Report) -> Result<()> {
+    let mut imds = Imds::from_env()?;
+    let mut kernel = Kernel::connect()?;
+    let inst = imds.instance()?;
+    report.instance_id = inst.instance_id.clone();
+    let snap = kernel.snapshot()?;
+    for eni in &inst.enis {
+        let link = snap.link_by_mac(eni.mac);
+        let t = eni.table();
+        let owner = link.and_then(|l| foreign_owner(eni, l, &snap));
+        let ours = snap
+            .rules
+            .iter()
+            .filter_map(|r| r.spec.as_ref())
+            .any(|r| r.priority == t && r.protocol == RTPROT_SYMROUTE);
+        let plan = EniPlan {
+            eni: eni.clone(),
+            link: link.cloned(),
+            status: match (link, &owner) {
+                (None, _) => EniStatus::Missing,
+                (Some(_), Some(_)) if !ours => EniStatus::ManagedByOther,
+                _ => EniStatus::Configure,
+            },
+            owner: if ours { Some("symroute".into()) } else { owner },
+            ops: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let mut r = EniReport::from_plan(&plan);
+        if let Some(link) = link {
+            // What the kernel holds, which may differ from what IMDS assigns.
+            r.addresses = snap
+                .addrs
+                .iter()
+                .filter(|a| a.index == link.index && !is_link_local(&a.ip))
+                .map(|a| format!("{}/{}", a.ip, a.prefix_len))
+                .collect();
+            r.rules =
+                snap.rules
+                    .iter()
+                    .filter_map(|k| k.spec.as_ref())
+                    .filter(|k| {
+                        k.table == t
+                            || eni.ipv4s.iter().any(|ip| {
+                                k.src.contains(&IpAddr::V4(*ip)) && k.src.prefix_len() > 0
+                            })
+                    })
+                    .map(|k| k.to_string())
+                    .collect();
+            r.set_checks(verify::checks(&mut kernel, &snap, eni, link)?);
+        }
+        report.enis.push(r);
+    }
+    report.netlink_requests = kernel.requests;
+    report.imds_requests = imds.attempts();
+    Ok(())
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => crate::metadata::is_link_local(v6),
+    }
+}

@@ -1,0 +1,88 @@
+//! Waits, bounded, until the ENIs a command is about are usable: listed by IMDS with a real
+//! device number (a just-attached ENI may report 0 for a moment) and present as a kernel link
+//! (which can appear seconds after the API call).
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use log::info;
+
+use crate::error::{Error, Result};
+use crate::imds::Imds;
+use crate::kernel::Kernel;
+use crate::model::{ImdsEni, Instance};
+use crate::ops::Link;
+use crate::plan::Selection;
+
+/// Why one ENI is not usable yet, or `None` when it is.
+fn not_ready(inst: &Instance, eni: &ImdsEni, links: &[Link]) -> Option<String> {
+    if !inst.is_settled(eni) {
+        Some(format!("{} still reports device-number 0", eni.eni_id))
+    } else if !links.iter().any(|l| l.mac == Some(eni.mac)) {
+        Some(format!(
+            "no kernel interface with MAC {} ({}) yet",
+            eni.mac, eni.eni_id
+        ))
+    } else {
+        None
+    }
+}
+
+fn pending(inst: &Instance, links: &[Link], sel: &Selection) -> Vec<String> {
+    match sel {
+        Selection::All => inst
+            .enis
+            .iter()
+            .filter(|e| {
+                inst.primary_mac != Some(e.mac)
+                    && !(inst.primary_mac.is_none() && e.is_primary_device())
+            })
+            .filter_map(|e| not_ready(inst, e, links))
+            .collect(),
+        one => match inst.enis.iter().find(|e| one.matches(e)) {
+            Some(e) => not_ready(inst, e, links).into_iter().collect(),
+            None => vec![format!(
+                "instance metadata does not list {}",
+                one.describe()
+            )],
+        },
+    }
+}
+
+/// Returns the instance once everything selected is ready. With `--all`, whatever is still not
+/// ready when the wait ends is returned as `pending` (the rest is configured); for one ENI,
+/// the wait ending is an error (exit 3).
+pub fn wait_until_ready(
+    imds: &mut Imds,
+    kernel: &mut Kernel,
+    sel: &Selection,
+    wait: Duration,
+) -> Result<(Instance, Vec<String>)> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    let mut told = false;
+    loop {
+        let inst = imds.instance()?;
+        let links = kernel.links()?;
+        let waiting = pending(&inst, &links, sel);
+        if waiting.is_empty() {
+            return Ok((inst, waiting));
+        }
+        if start.elapsed() >= wait {
+            return match sel {
+                Selection::All => Ok((inst, waiting)),
+                _ => Err(Error::NotAppeared {
+                    what: sel.describe(),
+                    waited: wait,
+                    detail: waiting.join("; "),
+                }),
+            };
+        }
+        if !told {
+            info!("waiting up to {}s: {}", wait.as_secs(), waiting.join("; "));
+            told = true;
+        }
+        sleep(pause.min(wait.saturating_sub(start.elapsed())));
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,253 @@
+//! IMDSv2 client: a session token, then bounded retries with backoff on every read.
+//! Plain HTTP on a link-local address, so a small blocking client is all that is needed.
+
+use std::io::Read;
+use std::thread::sleep;
+use std::time::Duration;
+
+use log::{debug, warn};
+
+use crate::error::{Error, Result};
+use crate::metadata::{parse_eni, parse_mac_list};
+use crate::model::{EniId, Instance, Mac};
+
+pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
+pub const ENDPOINT_ENV: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
+
+const TOKEN_TTL_SECS: &str = "21600";
+/// Tries per request (the first plus retries), backing off 100, 200, 400, 800 ms.
+const ATTEMPTS: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// No metadata value is anywhere near this; a bigger body is an attack or a bug.
+const MAX_BODY: u64 = 64 * 1024;
+
+pub struct Imds {
+    endpoint: String,
+    agent: ureq::Agent,
+    token: Option<String>,
+    attempts: u32,
+}
+
+/// What a GET came back with, once retries are done.
+enum Fetched {
+    Body(String),
+    NotFound,
+}
+
+impl Imds {
+    /// Uses `AWS_EC2_METADATA_SERVICE_ENDPOINT` when set, the standard address otherwise.
+    pub fn from_env() -> Result<Self> {
+        let endpoint = std::env::var(ENDPOINT_ENV).unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned());
+        Self::new(&endpoint)
+    }
+
+    pub fn new(endpoint: &str) -> Result<Self> {
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(Error::Usage(format!(
+                "{ENDPOINT_ENV}={:?} is not an http:// URL",
+                crate::model::clip(&endpoint)
+            )));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            // Metadata must never go through a proxy named in the environment.
+            .proxy(None)
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(1)))
+            .timeout_global(Some(Duration::from_secs(3)))
+            .max_redirects(0)
+            .build()
+            .into();
+        Ok(Imds {
+            endpoint,
+            agent,
+            token: None,
+            attempts: 0,
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// HTTP requests made so far (retries included), for the report.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    fn fail(&self, reason: impl Into<String>) -> Error {
+        Error::Imds {
+            endpoint: self.endpoint.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn token(&mut self) -> Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let url = format!("{}/latest/api/token", self.endpoint);
+        let mut last = String::new();
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=ATTEMPTS {
+            self.attempts += 1;
+            let res = self
+                .agent
+                .put(&url)
+                .header("X-aws-ec2-metadata-token-ttl-seconds", TOKEN_TTL_SECS)
+                .send_empty();
+            match res {
+                Ok(mut r) if r.status().is_success() => {
+                    let t = read_body(r.body_mut())
+                        .map_err(|e| self.fail(format!("reading token: {e}")))?;
+                    let t = t.trim().to_owned();
+                    if t.is_empty() || t.len() > 1024 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                        return Err(self.fail("the token service returned an unusable token"));
+                    }
+                    self.token = Some(t.clone());
+                    return Ok(t);
+                }
+                Ok(r) if retryable(r.status().as_u16()) => {
+                    last = format!("HTTP {}", r.status().as_u16())
+                }
+                Ok(r) => return Err(self.fail(format!(
+                    "token request refused with HTTP {} (IMDSv2 disabled, or hop limit too low?)",
+                    r.status().as_u16()
+                ))),
+                Err(e) => last = e.to_string(),
+            }
+            if attempt < ATTEMPTS {
+                debug!("IMDS token attempt {attempt} failed ({last}); retrying in {backoff:?}");
+                sleep(backoff);
+                backoff *= 2;
+            }
+        }
+        Err(self.fail(format!("no token after {ATTEMPTS} attempts: {last}")))
+    }
+
+    /// GET a metadata path (relative to `/latest/meta-data/`).
+    fn get(&mut self, path: &str) -> Result<Fetched> {
+        let url = format!("{}/latest/meta-data/{path}", self.endpoint);
+        let mut last = String::new();
+        let mut backoff = FIRST_BACKOFF;
+        let mut renewed = false;
+        let mut attempt = 1;
+        while attempt <= ATTEMPTS {
+            let token = self.token()?;
+            self.attempts += 1;
+            match self
+                .agent
+                .get(&url)
+                .header("X-aws-ec2-metadata-token", &token)
+                .call()
+            {
+                Ok(mut r) => match r.status().as_u16() {
+                    200 => {
+                        return read_body(r.body_mut())
+                            .map(Fetched::Body)
+                            .map_err(|e| Error::bad_metadata(path, e));
+                    }
+                    404 => return Ok(Fetched::NotFound),
+                    // An expired or rotated token: fetch a new one, once, without counting a try.
+                    401 if !renewed => {
+                        renewed = true;
+                        self.token = None;
+                        continue;
+                    }
+                    s if retryable(s) => last = format!("HTTP {s}"),
+                    s => return Err(self.fail(format!("GET {path}: HTTP {s}"))),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            if attempt < ATTEMPTS {
+                warn!("IMDS GET {path} failed ({last}); retrying in {backoff:?}");
+                sleep(backoff);
+                backoff *= 2;
+            }
+            attempt += 1;
+        }
+        Err(self.fail(format!(
+            "GET {path}: no answer after {ATTEMPTS} attempts: {last}"
+        )))
+    }
+
+    fn get_required(&mut self, path: &str) -> Result<String> {
+        match self.get(path)? {
+            Fetched::Body(b) => Ok(b),
+            Fetched::NotFound => Err(Error::bad_metadata(path, "missing")),
+        }
+    }
+
+    fn get_optional(&mut self, path: &str) -> Result<Option<String>> {
+        Ok(match self.get(path)? {
+            Fetched::Body(b) => Some(b),
+            Fetched::NotFound => None,
+        })
+    }
+
+    /// Reads every interface of the instance. Any invalid value fails the whole read, so that
+    /// nothing is changed on the strength of garbage.
+    pub fn instance(&mut self) -> Result<Instance> {
+        let instance_id = self
+            .get_optional("instance-id")?
+            .map(|s| s.trim().to_owned());
+        if let Some(id) = &instance_id {
+            let ok = id.strip_prefix("i-").is_some_and(|h| {
+                (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit())
+            });
+            if !ok {
+                return Err(Error::bad_metadata(
+                    "instance-id",
+                    format!("{:?} is not an instance id", crate::model::clip(id)),
+                ));
+            }
+        }
+        let primary_mac = match self.get_optional("mac")? {
+            Some(m) => Some(
+                m.trim()
+                    .parse::<Mac>()
+                    .map_err(|e| Error::bad_metadata("mac", e))?,
+            ),
+            None => None,
+        };
+        let list = self.get_required("network/interfaces/macs/")?;
+        let macs = parse_mac_list(&list)?;
+        let mut enis = Vec::with_capacity(macs.len());
+        for mac in macs {
+            let base = format!("network/interfaces/macs/{mac}/");
+            let mut fields = |name: &str| self.get_optional(&format!("{base}{name}"));
+            enis.push(parse_eni(mac, &mut fields)?);
+        }
+        let mut seen: Vec<&EniId> = Vec::new();
+        for e in &enis {
+            if seen.contains(&&e.eni_id) {
+                return Err(Error::bad_metadata(
+                    "network/interfaces/macs/",
+                    format!("{} listed twice", e.eni_id),
+                ));
+            }
+            seen.push(&e.eni_id);
+        }
+        Ok(Instance {
+            instance_id,
+            primary_mac,
+            enis,
+        })
+    }
+}
+
+fn retryable(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
+fn read_body(body: &mut ureq::Body) -> std::result::Result<String, String> {
+    let mut buf = Vec::new();
+    body.as_reader()
+        .take(MAX_BODY + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    if buf.len() as u64 > MAX_BODY {
+        return Err(format!("value larger than {MAX_BODY} bytes"));
+    }
+    String::from_utf8(buf).map_err(|_| "value is not UTF-8".to_owned())
+}

@@ -1,0 +1,508 @@
+//! The kernel side, over one rtnetlink handle with explicit messages: dump links, addresses,
+//! rules and routes into plain data, run `Op`s, and ask the kernel for route lookups.
+
+use std::net::IpAddr;
+
+use futures_util::stream::StreamExt;
+use ipnet::IpNet;
+use netlink_packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
+    AddressScope,
+};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::error::{Error, Result};
+use crate::model::Mac;
+use crate::ops::{AddrSpec, KernelRule, Link, Op, RouteSpec, RuleSpec};
+
+const EEXIST: i32 = 17;
+const ENOENT: i32 = 2;
+const ESRCH: i32 = 3;
+const EADDRNOTAVAIL: i32 = 99;
+const ENODEV: i32 = 19;
+
+/// Everything the planner needs to know about the kernel's current routing state.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub links: Vec<Link>,
+    pub addrs: Vec<AddrSpec>,
+    pub rules: Vec<KernelRule>,
+    pub routes: Vec<RouteSpec>,
+}
+
+impl Snapshot {
+    pub fn link_by_mac(&self, mac: Mac) -> Option<&Link> {
+        self.links.iter().find(|l| l.mac == Some(mac))
+    }
+
+    pub fn link_by_index(&self, index: u32) -> Option<&Link> {
+        self.links.iter().find(|l| l.index == index)
+    }
+}
+
+/// What running one op did: changed the kernel, or found it already so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Changed,
+    AlreadyThere,
+}
+
+pub struct Kernel {
+    rt: tokio::runtime::Runtime,
+    handle: rtnetlink::Handle,
+    /// Netlink requests sent, for the report and the "no-op re-apply" promise.
+    pub requests: u32,
+}
+
+impl Kernel {
+    pub fn connect() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| Error::Netlink(format!("starting the runtime: {e}")))?;
+        let (conn, handle, _) = rt
+            .block_on(async { rtnetlink::new_connection() })
+            .map_err(|e| Error::Netlink(format!("opening the route netlink socket: {e}")))?;
+        rt.spawn(conn);
+        Ok(Kernel {
+            rt,
+            handle,
+            requests: 0,
+        })
+    }
+
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> std::result::Result<Vec<RouteNetlinkMessage>, NlError> {
+        self.requests += 1;
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = flags;
+        let mut handle = self.handle.clone();
+        self.rt.block_on(async move {
+            let mut stream = handle
+                .request(req)
+                .map_err(|e| NlError::Io(e.to_string()))?;
+            let mut out = Vec::new();
+            while let Some(m) = stream.next().await {
+                match m.payload {
+                    NetlinkPayload::InnerMessage(inner) => out.push(inner),
+                    NetlinkPayload::Error(e) if e.code.is_some() => {
+                        return Err(NlError::Errno(e.raw_code().abs(), e.to_io().to_string()))
+                    }
+                    _ => {}
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn dump(&mut self, msg: RouteNetlinkMessage, what: &str) -> Result<Vec<RouteNetlinkMessage>> {
+        self.request(msg, NLM_F_REQUEST | NLM_F_DUMP)
+            .map_err(|e| Error::Netlink(format!("listing {what}: {e}")))
+    }
+
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        Ok(Snapshot {
+            links: self.links()?,
+            addrs: self.addrs()?,
+            rules: self.rules()?,
+            routes: self.routes()?,
+        })
+    }
+
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        let msgs = self.dump(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            "links",
+        )?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(parse_link(&l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn addrs(&mut self) -> Result<Vec<AddrSpec>> {
+        let links = self.links()?;
+        let msgs = self.dump(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            "addresses",
+        )?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => parse_addr(&a, &links),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn rules(&mut self) -> Result<Vec<KernelRule>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = RuleMessage::default();
+            msg.header.family = family;
+            for m in self.dump(RouteNetlinkMessage::GetRule(msg), "rules")? {
+                if let RouteNetlinkMessage::NewRule(r) = m {
+                    out.push(parse_rule(&r));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn routes(&mut self) -> Result<Vec<RouteSpec>> {
+        let links = self.links()?;
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = family;
+            for m in self.dump(RouteNetlinkMessage::GetRoute(msg), "routes")? {
+                if let RouteNetlinkMessage::NewRoute(r) = m {
+                    if let Some(spec) = parse_route(&r, &links) {
+                        out.push(spec);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one change. Adding what exists, or deleting what is gone, is not an error: it is
+    /// reported as `AlreadyThere` so that it is neither counted nor rolled back.
+    pub fn run(&mut self, op: &Op) -> std::result::Result<Outcome, NlError> {
+        let create = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+        let delete = NLM_F_REQUEST | NLM_F_ACK;
+        let (msg, flags, tolerated): (RouteNetlinkMessage, u16, &[i32]) = match op {
+            Op::LinkUp { index, .. } => (link_msg(*index, true), delete, &[]),
+            Op::LinkDown { index, .. } => (link_msg(*index, false), delete, &[]),
+            Op::AddAddr(a) => (
+                RouteNetlinkMessage::NewAddress(addr_msg(a)),
+                create,
+                &[EEXIST],
+            ),
+            Op::DelAddr(a) => (
+                RouteNetlinkMessage::DelAddress(addr_msg(a)),
+                delete,
+                &[EADDRNOTAVAIL, ENODEV],
+            ),
+            Op::AddRoute(r) => (
+                RouteNetlinkMessage::NewRoute(route_msg(r, false)),
+                create,
+                &[EEXIST],
+            ),
+            Op::DelRoute(r) => (
+                RouteNetlinkMessage::DelRoute(route_msg(r, true)),
+                delete,
+                &[ESRCH, ENOENT, ENODEV],
+            ),
+            Op::AddRule(r) => (RouteNetlinkMessage::NewRule(rule_msg(r)), create, &[EEXIST]),
+            Op::DelRule(r) => (RouteNetlinkMessage::DelRule(rule_msg(r)), delete, &[ENOENT]),
+        };
+        match self.request(msg, flags) {
+            Ok(_) => Ok(Outcome::Changed),
+            Err(NlError::Errno(code, _)) if tolerated.contains(&code) => Ok(Outcome::AlreadyThere),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Which link the kernel would send a packet from `src` to `dst` out of (no packet is sent).
+    pub fn route_get(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+    ) -> std::result::Result<Option<u32>, NlError> {
+        let mut msg = RouteMessage::default();
+        let len = if src.is_ipv4() { 32 } else { 128 };
+        msg.header.address_family = family_of(&src);
+        msg.header.destination_prefix_length = len;
+        msg.header.source_prefix_length = len;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+        msg.attributes
+            .push(RouteAttribute::Source(RouteAddress::from(src)));
+        let answer = self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_REQUEST)?;
+        Ok(answer.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    }
+}
+
+/// A netlink failure, keeping the errno so callers can tell "exists" from real failures.
+#[derive(Debug, Clone)]
+pub enum NlError {
+    Errno(i32, String),
+    Io(String),
+}
+
+impl std::fmt::Display for NlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NlError::Errno(1, m) => write!(f, "{m} (symroute needs root or CAP_NET_ADMIN)"),
+            NlError::Errno(_, m) => f.write_str(m),
+            NlError::Io(m) => f.write_str(m),
+        }
+    }
+}
+
+fn family_of(ip: &IpAddr) -> AddressFamily {
+    if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+fn parse_link(l: &LinkMessage) -> Link {
+    let mut name = String::new();
+    let mut mac = None;
+    for a in &l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => name = n.clone(),
+            LinkAttribute::Address(b) if b.len() == 6 => {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(b);
+                mac = Some(Mac(m));
+            }
+            _ => {}
+        }
+    }
+    Link {
+        index: l.header.index,
+        name,
+        mac,
+        up: l.header.flags.contains(LinkFlags::Up),
+    }
+}
+
+fn link_msg(index: u32, up: bool) -> RouteNetlinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.header.change_mask = LinkFlags::Up;
+    if up {
+        m.header.flags = LinkFlags::Up;
+    }
+    RouteNetlinkMessage::SetLink(m)
+}
+
+fn dev_name(links: &[Link], index: u32) -> String {
+    links
+        .iter()
+        .find(|l| l.index == index)
+        .map(|l| l.name.clone())
+        .unwrap_or_else(|| format!("if{index}"))
+}
+
+fn parse_addr(a: &AddressMessage, links: &[Link]) -> Option<AddrSpec> {
+    let mut local = None;
+    let mut address = None;
+    let mut protocol = 0u8;
+    for attr in &a.attributes {
+        match attr {
+            AddressAttribute::Local(ip) => local = Some(*ip),
+            AddressAttribute::Address(ip) => address = Some(*ip),
+            AddressAttribute::Protocol(p) => protocol = u8::from(*p),
+            _ => {}
+        }
+    }
+    let ip = local.or(address)?;
+    Some(AddrSpec {
+        index: a.header.index,
+        dev: dev_name(links, a.header.index),
+        ip,
+        prefix_len: a.header.prefix_len,
+        protocol,
+    })
+}
+
+fn addr_msg(a: &AddrSpec) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = family_of(&a.ip);
+    m.header.prefix_len = a.prefix_len;
+    m.header.index = a.index;
+    m.header.scope = AddressScope::Universe;
+    m.attributes.push(AddressAttribute::Local(a.ip));
+    m.attributes.push(AddressAttribute::Address(a.ip));
+    if a.ip.is_ipv6() {
+        // The VPC guarantees the address is ours: no duplicate detection delay.
+        m.header.flags = AddressHeaderFlags::Nodad;
+        m.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    if a.protocol != 0 {
+        m.attributes
+            .push(AddressAttribute::Protocol(AddressProtocol::from(
+                a.protocol,
+            )));
+    }
+    m
+}
+
+fn parse_rule(r: &RuleMessage) -> KernelRule {
+    let mut table = r.header.table as u32;
+    let mut priority = 0;
+    let mut src = None;
+    let mut protocol = 0u8;
+    let mut other_selector = false;
+    for a in &r.attributes {
+        match a {
+            RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::Priority(p) => priority = *p,
+            RuleAttribute::Source(ip) => src = Some(*ip),
+            RuleAttribute::Protocol(p) => protocol = u8::from(*p),
+            RuleAttribute::Destination(_)
+            | RuleAttribute::Iifname(_)
+            | RuleAttribute::Oifname(_)
+            | RuleAttribute::FwMark(_)
+            | RuleAttribute::UidRange(_)
+            | RuleAttribute::IpProtocol(_)
+            | RuleAttribute::SourcePortRange(_)
+            | RuleAttribute::DestinationPortRange(_) => other_selector = true,
+            _ => {}
+        }
+    }
+    let spec = match (r.header.action, src, other_selector || r.header.tos != 0) {
+        (RuleAction::ToTable, Some(ip), false) => {
+            IpNet::new(ip, r.header.src_len).ok().map(|src| RuleSpec {
+                priority,
+                src,
+                table,
+                protocol,
+            })
+        }
+        _ => None,
+    };
+    KernelRule { spec }
+}
+
+fn rule_msg(r: &RuleSpec) -> RuleMessage {
+    let mut m = RuleMessage::default();
+    m.header.family = family_of(&r.src.addr());
+    m.header.src_len = r.src.prefix_len();
+    // Without an explicit action the kernel accepts the rule and then never matches a lookup.
+    m.header.action = RuleAction::ToTable;
+    // Tables above 255 only fit the TABLE attribute; the header says "see attribute".
+    m.header.table = if r.table <= 255 {
+        r.table as u8
+    } else {
+        RouteHeader::RT_TABLE_UNSPEC
+    };
+    m.attributes.push(RuleAttribute::Table(r.table));
+    m.attributes.push(RuleAttribute::Priority(r.priority));
+    m.attributes.push(RuleAttribute::Source(r.src.addr()));
+    if r.protocol != 0 {
+        m.attributes
+            .push(RuleAttribute::Protocol(RouteProtocol::from(r.protocol)));
+    }
+    m
+}
+
+fn parse_route(r: &RouteMessage, links: &[Link]) -> Option<RouteSpec> {
+    if r.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let mut table = r.header.table as u32;
+    let mut dst = None;
+    let mut gateway = None;
+    let mut oif = None;
+    let mut prefsrc = None;
+    let mut metric = None;
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(d) => dst = route_ip(d),
+            RouteAttribute::Gateway(g) => gateway = route_ip(g),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::PrefSource(s) => prefsrc = route_ip(s),
+            RouteAttribute::Priority(p) => metric = Some(*p),
+            _ => {}
+        }
+    }
+    // Multipath routes have no single link and are never the agent's.
+    let oif = oif?;
+    let unspecified: IpAddr = match r.header.address_family {
+        AddressFamily::Inet => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        AddressFamily::Inet6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        _ => return None,
+    };
+    let dst = IpNet::new(
+        dst.unwrap_or(unspecified),
+        r.header.destination_prefix_length,
+    )
+    .ok()?;
+    Some(RouteSpec {
+        table,
+        dst,
+        gateway,
+        oif,
+        dev: dev_name(links, oif),
+        prefsrc,
+        scope_link: r.header.scope == RouteScope::Link,
+        protocol: u8::from(r.header.protocol),
+        metric,
+    })
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+fn route_msg(r: &RouteSpec, delete: bool) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family_of(&r.dst.addr());
+    m.header.destination_prefix_length = r.dst.prefix_len();
+    m.header.table = if r.table <= 255 {
+        r.table as u8
+    } else {
+        RouteHeader::RT_TABLE_UNSPEC
+    };
+    m.header.protocol = RouteProtocol::from(r.protocol);
+    m.header.kind = RouteType::Unicast;
+    m.header.scope = if delete {
+        // Like `ip route del`: match whatever scope the route has.
+        RouteScope::NoWhere
+    } else if r.scope_link {
+        RouteScope::Link
+    } else {
+        RouteScope::Universe
+    };
+    m.attributes.push(RouteAttribute::Table(r.table));
+    if r.dst.prefix_len() > 0 {
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                r.dst.addr(),
+            )));
+    }
+    if let Some(g) = r.gateway {
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(g)));
+    }
+    m.attributes.push(RouteAttribute::Oif(r.oif));
+    if let Some(s) = r.prefsrc {
+        m.attributes
+            .push(RouteAttribute::PrefSource(RouteAddress::from(s)));
+    }
+    if let Some(p) = r.metric {
+        m.attributes.push(RouteAttribute::Priority(p));
+    }
+    m
+}

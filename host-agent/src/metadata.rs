@@ -1,0 +1,393 @@
+//! Turns raw instance-metadata values into validated `ImdsEni`s. Pure: no I/O, so it can be
+//! tested and fuzzed without a server. Everything IMDS says is treated as untrusted text.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use crate::error::{Error, Result};
+use crate::model::{clip, EniId, ImdsEni, Mac, DEVICES_PER_CARD, MAX_NETWORK_CARD};
+
+/// Most addresses one ENI can carry on the largest instance types is 50 IPv4 + 50 IPv6; anything
+/// far beyond is garbage, not a big instance.
+const MAX_LINES: usize = 256;
+
+/// Reads one field of the ENI's metadata directory: `Ok(None)` when the field does not exist.
+pub trait FieldSource {
+    fn field(&mut self, name: &str) -> Result<Option<String>>;
+}
+
+impl<F: FnMut(&str) -> Result<Option<String>>> FieldSource for F {
+    fn field(&mut self, name: &str) -> Result<Option<String>> {
+        self(name)
+    }
+}
+
+/// Parses the list of MAC directories (`network/interfaces/macs/`).
+pub fn parse_mac_list(body: &str) -> Result<Vec<Mac>> {
+    let path = "network/interfaces/macs/";
+    let mut macs = Vec::new();
+    for line in lines(path, body)? {
+        let name = line.strip_suffix('/').unwrap_or(line);
+        let mac: Mac = name
+            .parse()
+            .map_err(|e: String| Error::bad_metadata(path, e))?;
+        if !macs.contains(&mac) {
+            macs.push(mac);
+        }
+    }
+    Ok(macs)
+}
+
+/// Parses one ENI from its metadata directory.
+pub fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> {
+    let base = format!("network/interfaces/macs/{mac}/");
+    let p = |f: &str| format!("{base}{f}");
+    let required = |src: &mut dyn FieldSource, f: &str| -> Result<String> {
+        src.field(f)?
+            .ok_or_else(|| Error::bad_metadata(p(f), "missing"))
+    };
+
+    let device_number = parse_number(
+        &p("device-number"),
+        &required(src, "device-number")?,
+        DEVICES_PER_CARD - 1,
+    )?;
+    let network_card = match src.field("network-card")? {
+        Some(v) => parse_number(&p("network-card"), &v, MAX_NETWORK_CARD)?,
+        // Instance types with a single network card do not publish the field.
+        None => 0,
+    };
+    let eni_id: EniId = single(&p("interface-id"), &required(src, "interface-id")?)?
+        .parse()
+        .map_err(|e: String| Error::bad_metadata(p("interface-id"), e))?;
+
+    let subnet_v4: Ipv4Net = parse_net(
+        &p("subnet-ipv4-cidr-block"),
+        &required(src, "subnet-ipv4-cidr-block")?,
+    )?;
+    if subnet_v4.prefix_len() > 30 {
+        return Err(Error::bad_metadata(
+            p("subnet-ipv4-cidr-block"),
+            format!("{subnet_v4} is too small for a VPC subnet (at most /28 in AWS)"),
+        ));
+    }
+
+    let ipv4s: Vec<Ipv4Addr> = parse_list(&p("local-ipv4s"), &required(src, "local-ipv4s")?)?;
+    if ipv4s.is_empty() {
+        return Err(Error::bad_metadata(p("local-ipv4s"), "no address"));
+    }
+    for ip in &ipv4s {
+        if !subnet_v4.contains(ip) || *ip == subnet_v4.network() || *ip == subnet_v4.broadcast() {
+            return Err(Error::bad_metadata(
+                p("local-ipv4s"),
+                format!("{ip} is not a host address of the subnet {subnet_v4}"),
+            ));
+        }
+    }
+
+    let prefixes_v4: Vec<Ipv4Net> = match src.field("ipv4-prefix")? {
+        Some(v) => parse_nets(&p("ipv4-prefix"), &v)?,
+        None => Vec::new(),
+    };
+    for pre in &prefixes_v4 {
+        if !subnet_v4.contains(pre) {
+            return Err(Error::bad_metadata(
+                p("ipv4-prefix"),
+                format!("{pre} is outside the subnet {subnet_v4}"),
+            ));
+        }
+    }
+
+    let ipv6s: Vec<Ipv6Addr> = match src.field("ipv6s")? {
+        Some(v) => parse_list(&p("ipv6s"), &v)?,
+        None => Vec::new(),
+    };
+    for ip in &ipv6s {
+        if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || is_link_local(ip) {
+            return Err(Error::bad_metadata(
+                p("ipv6s"),
+                format!("{ip} is not a global address"),
+            ));
+        }
+    }
+    let subnets_v6: Vec<Ipv6Net> = match src.field("subnet-ipv6-cidr-blocks")? {
+        Some(v) => parse_nets(&p("subnet-ipv6-cidr-blocks"), &v)?,
+        None => Vec::new(),
+    };
+
+    Ok(ImdsEni {
+        mac,
+        eni_id,
+        device_number,
+        network_card,
+        ipv4s,
+        subnet_v4,
+        prefixes_v4,
+        ipv6s,
+        subnets_v6,
+    })
+}
+
+pub fn is_link_local(ip: &Ipv6Addr) -> bool {
+    (ip.segments()[0] & 0xffc0) == 0xfe80
+}
+
+/// Splits a body into lines, refusing control characters and absurd sizes.
+fn lines<'a>(path: &str, body: &'a str) -> Result<Vec<&'a str>> {
+    if let Some(c) = body
+        .chars()
+        .find(|c| c.is_control() && *c != '\n' && *c != '\r')
+    {
+        return Err(Error::bad_metadata(
+            path,
+            format!("control character {c:?} in value"),
+        ));
+    }
+    let out: Vec<&str> = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if out.len() > MAX_LINES {
+        return Err(Error::bad_metadata(
+            path,
+            format!("{} lines, expected at most {MAX_LINES}", out.len()),
+        ));
+    }
+    Ok(out)
+}
+
+fn single<'a>(path: &str, body: &'a str) -> Result<&'a str> {
+    match lines(path, body)?.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Error::bad_metadata(path, "empty value")),
+        _ => Err(Error::bad_metadata(
+            path,
+            "expected a single value, got several lines",
+        )),
+    }
+}
+
+fn parse_number(path: &str, body: &str, max: u32) -> Result<u32> {
+    let v = single(path, body)?;
+    let n: u32 = v
+        .parse()
+        .ok()
+        .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| Error::bad_metadata(path, format!("{:?} is not a number", clip(v))))?;
+    if n > max {
+        return Err(Error::bad_metadata(
+            path,
+            format!("{n} is out of range (0..={max})"),
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_list<T: std::str::FromStr + Ord + Copy>(path: &str, body: &str) -> Result<Vec<T>> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for l in lines(path, body)? {
+        let v: T = l.parse().map_err(|_| {
+            Error::bad_metadata(path, format!("{:?} is not an IP address", clip(l)))
+        })?;
+        if seen.insert(v) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_net<N>(path: &str, body: &str) -> Result<N>
+where
+    N: std::str::FromStr + Copy + PartialEq + Network,
+{
+    let l = single(path, body)?;
+    parse_one_net(path, l)
+}
+
+fn parse_nets<N>(path: &str, body: &str) -> Result<Vec<N>>
+where
+    N: std::str::FromStr + Copy + PartialEq + Network,
+{
+    let mut out: Vec<N> = Vec::new();
+    for l in lines(path, body)? {
+        let n = parse_one_net(path, l)?;
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_one_net<N>(path: &str, l: &str) -> Result<N>
+where
+    N: std::str::FromStr + Copy + PartialEq + Network,
+{
+    let n: N = l
+        .parse()
+        .map_err(|_| Error::bad_metadata(path, format!("{:?} is not a CIDR block", clip(l))))?;
+    if n.truncated() != n {
+        return Err(Error::bad_metadata(path, format!("{l} has host bits set")));
+    }
+    Ok(n)
+}
+
+/// What the parser needs of `Ipv4Net`/`Ipv6Net`.
+pub trait Network: Sized {
+    fn truncated(&self) -> Self;
+}
+impl Network for Ipv4Net {
+    fn truncated(&self) -> Self {
+        self.trunc()
+    }
+}
+impl Network for Ipv6Net {
+    fn truncated(&self) -> Self {
+        self.trunc()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn src(pairs: &[(&str, &str)]) -> impl FnMut(&str) -> Result<Option<String>> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| Ok(m.get(k).cloned())
+    }
+
+    fn good() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("device-number", "1"),
+            ("network-card", "0"),
+            ("interface-id", "eni-0a9c4b60624c0e41d"),
+            ("local-ipv4s", "10.0.1.20\n10.0.1.21\n"),
+            ("subnet-ipv4-cidr-block", "10.0.1.0/24"),
+            ("ipv4-prefix", "10.0.1.64/28"),
+            ("ipv6s", "2600:1f18::20"),
+            ("subnet-ipv6-cidr-blocks", "2600:1f18::/64"),
+        ]
+    }
+
+    fn mac() -> Mac {
+        "02:00:00:00:00:01".parse().unwrap()
+    }
+
+    #[test]
+    fn parses_a_full_eni() {
+        let eni = parse_eni(mac(), &mut src(&good())).unwrap();
+        assert_eq!(eni.table(), 10001);
+        assert_eq!(eni.ipv4s.len(), 2);
+        assert_eq!(eni.gateway_v4(), "10.0.1.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(eni.prefixes_v4.len(), 1);
+        assert_eq!(eni.ipv6s.len(), 1);
+    }
+
+    #[test]
+    fn network_card_defaults_to_zero_and_numbers_tables() {
+        let mut f = good();
+        f.retain(|(k, _)| *k != "network-card");
+        assert_eq!(parse_eni(mac(), &mut src(&f)).unwrap().table(), 10001);
+        let mut f = good();
+        f[1] = ("network-card", "1");
+        f[0] = ("device-number", "2");
+        assert_eq!(parse_eni(mac(), &mut src(&f)).unwrap().table(), 10102);
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        let cases: &[(&str, &str)] = &[
+            ("device-number", "-1"),
+            ("device-number", "1; reboot"),
+            ("device-number", "100"),
+            ("device-number", "+1"),
+            ("network-card", "4294967296"),
+            ("interface-id", "eni-$(reboot)"),
+            ("local-ipv4s", "10.0.2.5"),
+            ("local-ipv4s", "10.0.1.0"),
+            ("local-ipv4s", "not-an-ip"),
+            ("local-ipv4s", ""),
+            ("subnet-ipv4-cidr-block", "10.0.1.5/24"),
+            ("subnet-ipv4-cidr-block", "10.0.1.0/31"),
+            ("subnet-ipv4-cidr-block", "10.0.1.0/24\n10.0.2.0/24"),
+            ("ipv4-prefix", "10.9.0.0/28"),
+            ("ipv6s", "fe80::1"),
+            ("ipv6s", "::1"),
+            ("subnet-ipv6-cidr-blocks", "2600::1/64"),
+            ("local-ipv4s", "10.0.1.20\u{0}"),
+        ];
+        for (k, v) in cases {
+            let mut f = good();
+            for e in f.iter_mut() {
+                if e.0 == *k {
+                    e.1 = v;
+                }
+            }
+            let err = parse_eni(mac(), &mut src(&f)).expect_err(&format!("{k}={v:?} accepted"));
+            assert_eq!(err.exit_code(), 2, "{err}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        for k in [
+            "device-number",
+            "interface-id",
+            "local-ipv4s",
+            "subnet-ipv4-cidr-block",
+        ] {
+            let mut f = good();
+            f.retain(|(n, _)| *n != k);
+            let err = parse_eni(mac(), &mut src(&f)).unwrap_err();
+            assert!(err.to_string().contains(k), "{err}");
+        }
+    }
+
+    #[test]
+    fn mac_list() {
+        let macs = parse_mac_list("02:00:00:00:00:01/\n02:00:00:00:00:02/\n").unwrap();
+        assert_eq!(macs.len(), 2);
+        assert!(parse_mac_list("02:00:00:00:00:01/\n../../etc/\n").is_err());
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            /// Any value in any field gives a parsed ENI or a one-line BadMetadata, never a panic.
+            #[test]
+            fn any_field_value_is_handled(field in 0usize..8, value in "\\PC{0,80}|[0-9./:a-f\\n-]{0,80}") {
+                let mut f: Vec<(String, String)> = good().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                f[field].1 = value;
+                let m: HashMap<String, String> = f.into_iter().collect();
+                let mut s = move |k: &str| Ok(m.get(k).cloned());
+                match parse_eni(mac(), &mut s) {
+                    Ok(eni) => {
+                        prop_assert!(eni.table() < 32766);
+                        prop_assert!(!eni.ipv4s.is_empty());
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(e.exit_code(), 2);
+                        prop_assert!(!e.to_string().contains('\n'));
+                    }
+                }
+            }
+
+            #[test]
+            fn any_mac_list_is_handled(body in "\\PC{0,200}") {
+                let _ = parse_mac_list(&body);
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Validated identifiers and the instance's interfaces as IMDS describes them.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Serialize, Serializer};
+
+/// First table / rule priority; compatible with amazon-ec2-net-utils.
+pub const TABLE_BASE: u32 = 10_000;
+/// Device numbers per network card in the numbering scheme (`10000 + 100*card + device`).
+pub const DEVICES_PER_CARD: u32 = 100;
+/// Highest network card we accept, so every priority stays below the kernel's `main` rule
+/// (32766) and nothing collides.
+pub const MAX_NETWORK_CARD: u32 = 99;
+
+/// The routing protocol number stamped on every rule, route and address the agent installs, so
+/// it can find and prune exactly its own state. Unassigned in the kernel's rtnetlink.h list.
+pub const RTPROT_SYMROUTE: u8 = 177;
+
+/// An Ethernet MAC address, printed lowercase with colons as IMDS and the kernel name it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac(pub [u8; 6]);
+
+impl FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut out = [0u8; 6];
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!(
+                "{:?} is not a MAC address (want xx:xx:xx:xx:xx:xx)",
+                clip(s)
+            ));
+        }
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "{:?} is not a MAC address (want xx:xx:xx:xx:xx:xx)",
+                    clip(s)
+                ));
+            }
+            out[i] = u8::from_str_radix(p, 16).expect("two hex digits");
+        }
+        Ok(Mac(out))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// An ENI id: `eni-` and 8 or 17 hex digits (AWS uses both lengths).
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize)]
+#[serde(transparent)]
+pub struct EniId(String);
+
+impl FromStr for EniId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ok = s
+            .strip_prefix("eni-")
+            .map(|h| {
+                (h.len() == 8 || h.len() == 17)
+                    && h.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
+            .unwrap_or(false);
+        if ok {
+            Ok(EniId(s.to_owned()))
+        } else {
+            Err(format!(
+                "{:?} is not an ENI id (want eni- followed by 8 or 17 lowercase hex digits)",
+                clip(s)
+            ))
+        }
+    }
+}
+
+impl fmt::Display for EniId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Shortens hostile input before it is echoed in an error line.
+pub fn clip(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.chars().count() <= MAX {
+        s.to_owned()
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head}…")
+    }
+}
+
+/// One network interface as instance metadata describes it, validated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImdsEni {
+    pub mac: Mac,
+    pub eni_id: EniId,
+    pub device_number: u32,
+    pub network_card: u32,
+    /// Private IPv4 addresses, primary first.
+    pub ipv4s: Vec<Ipv4Addr>,
+    pub subnet_v4: Ipv4Net,
+    /// Delegated IPv4 prefixes.
+    pub prefixes_v4: Vec<Ipv4Net>,
+    pub ipv6s: Vec<Ipv6Addr>,
+    pub subnets_v6: Vec<Ipv6Net>,
+}
+
+impl ImdsEni {
+    /// Route table id and rule priority, as amazon-ec2-net-utils numbers them.
+    pub fn table(&self) -> u32 {
+        TABLE_BASE + DEVICES_PER_CARD * self.network_card + self.device_number
+    }
+
+    pub fn primary_ipv4(&self) -> Ipv4Addr {
+        self.ipv4s[0]
+    }
+
+    /// The VPC router: the subnet's first host.
+    pub fn gateway_v4(&self) -> Ipv4Addr {
+        first_host(self.subnet_v4)
+    }
+
+    pub fn is_primary_device(&self) -> bool {
+        self.device_number == 0 && self.network_card == 0
+    }
+}
+
+pub fn first_host(net: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()).wrapping_add(1))
+}
+
+/// The instance as metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Instance {
+    pub instance_id: Option<String>,
+    /// MAC of the primary interface (`meta-data/mac`), which a just-attached ENI's transient
+    /// device-number 0 must not be confused with.
+    pub primary_mac: Option<Mac>,
+    pub enis: Vec<ImdsEni>,
+}
+
+impl Instance {
+    pub fn by_mac(&self, mac: Mac) -> Option<&ImdsEni> {
+        self.enis.iter().find(|e| e.mac == mac)
+    }
+
+    pub fn by_eni(&self, id: &EniId) -> Option<&ImdsEni> {
+        self.enis.iter().find(|e| &e.eni_id == id)
+    }
+
+    /// An ENI is settled when its device number can be trusted: the primary interface, or a
+    /// secondary that no longer reports the transient device number 0.
+    pub fn is_settled(&self, eni: &ImdsEni) -> bool {
+        match self.primary_mac {
+            Some(p) if p == eni.mac => true,
+            Some(_) => !eni.is_primary_device(),
+            // Without meta-data/mac we cannot tell; trust device 0 only if it is alone.
+            None => !eni.is_primary_device() || self.enis.len() == 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parses_and_normalises() {
+        let m: Mac = "0A:1b:2C:3d:4E:5f".parse().unwrap();
+        assert_eq!(m.to_string(), "0a:1b:2c:3d:4e:5f");
+        for bad in [
+            "",
+            "0a:1b",
+            "0a:1b:2c:3d:4e:5f:00",
+            "0a:1b:2c:3d:4e:5g",
+            "0a-1b-2c-3d-4e-5f",
+            "a:1b:2c:3d:4e:5f0",
+        ] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn eni_id_accepts_only_the_aws_shape() {
+        assert!("eni-0a9c4b60624c0e41d".parse::<EniId>().is_ok());
+        assert!("eni-12345678".parse::<EniId>().is_ok());
+        for bad in [
+            "eni-",
+            "eni-0A9C4B60624C0E41D",
+            "eni-123",
+            "eni-12345678;rm -rf /",
+            "i-12345678",
+            "eni-1234567890",
+        ] {
+            assert!(bad.parse::<EniId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn clip_shortens_long_input() {
+        let long = "x".repeat(1000);
+        assert!(clip(&long).chars().count() <= 65);
+    }
+}

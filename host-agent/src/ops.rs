@@ -1,0 +1,208 @@
+//! Plain data for kernel routing state and for the changes the agent makes to it. Everything
+//! here is printable as the equivalent `ip` command, for `--dry-run` and the report.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::model::{Mac, RTPROT_SYMROUTE};
+
+/// The kernel's default metric for IPv6 routes given none.
+pub const IP6_DEFAULT_METRIC: u32 = 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<Mac>,
+    pub up: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AddrSpec {
+    pub index: u32,
+    pub dev: String,
+    pub ip: IpAddr,
+    pub prefix_len: u8,
+    /// `IFA_PROTO`; the agent marks its own addresses with `RTPROT_SYMROUTE`.
+    pub protocol: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteSpec {
+    pub table: u32,
+    pub dst: IpNet,
+    pub gateway: Option<IpAddr>,
+    pub oif: u32,
+    pub dev: String,
+    pub prefsrc: Option<IpAddr>,
+    /// Link scope for on-link (connected) routes, universe otherwise.
+    pub scope_link: bool,
+    pub protocol: u8,
+    pub metric: Option<u32>,
+}
+
+impl RouteSpec {
+    /// The metric as the kernel stores it, so desired and dumped routes compare equal.
+    pub fn effective_metric(&self) -> u32 {
+        match (self.metric, self.dst) {
+            (Some(m), _) => m,
+            (None, IpNet::V6(_)) => IP6_DEFAULT_METRIC,
+            (None, IpNet::V4(_)) => 0,
+        }
+    }
+
+    /// Same route in the kernel's eyes (protocol aside).
+    pub fn same_route(&self, other: &RouteSpec) -> bool {
+        self.table == other.table
+            && self.dst == other.dst
+            && self.gateway == other.gateway
+            && self.oif == other.oif
+            && self.prefsrc == other.prefsrc
+            && self.effective_metric() == other.effective_metric()
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.dst.prefix_len() == 0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleSpec {
+    pub priority: u32,
+    pub src: IpNet,
+    pub table: u32,
+    pub protocol: u8,
+}
+
+impl RuleSpec {
+    /// Same selector and target (protocol aside).
+    pub fn same_rule(&self, other: &RuleSpec) -> bool {
+        self.priority == other.priority && self.src == other.src && self.table == other.table
+    }
+}
+
+/// A rule as dumped from the kernel; only `from <src> lookup <table>` rules become `spec`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelRule {
+    pub spec: Option<RuleSpec>,
+}
+
+/// One change to the kernel. Each has an exact inverse, which is what rollback runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    LinkUp { index: u32, dev: String },
+    LinkDown { index: u32, dev: String },
+    AddAddr(AddrSpec),
+    DelAddr(AddrSpec),
+    AddRoute(RouteSpec),
+    DelRoute(RouteSpec),
+    AddRule(RuleSpec),
+    DelRule(RuleSpec),
+}
+
+impl Op {
+    pub fn inverse(&self) -> Op {
+        match self.clone() {
+            Op::LinkUp { index, dev } => Op::LinkDown { index, dev },
+            Op::LinkDown { index, dev } => Op::LinkUp { index, dev },
+            Op::AddAddr(a) => Op::DelAddr(a),
+            Op::DelAddr(a) => Op::AddAddr(a),
+            Op::AddRoute(r) => Op::DelRoute(r),
+            Op::DelRoute(r) => Op::AddRoute(r),
+            Op::AddRule(r) => Op::DelRule(r),
+            Op::DelRule(r) => Op::AddRule(r),
+        }
+    }
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        RTPROT_SYMROUTE => "symroute".into(),
+        2 => "kernel".into(),
+        3 => "boot".into(),
+        4 => "static".into(),
+        9 => "ra".into(),
+        16 => "dhcp".into(),
+        n => n.to_string(),
+    }
+}
+
+fn family(net: &IpNet) -> &'static str {
+    match net {
+        IpNet::V4(_) => "",
+        IpNet::V6(_) => "-6 ",
+    }
+}
+
+impl fmt::Display for RouteSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_default() {
+            write!(f, "default")?;
+        } else {
+            write!(f, "{}", self.dst)?;
+        }
+        if let Some(g) = self.gateway {
+            write!(f, " via {g}")?;
+        }
+        write!(f, " dev {}", self.dev)?;
+        if self.table != 254 {
+            write!(f, " table {}", self.table)?;
+        }
+        write!(f, " proto {}", proto_name(self.protocol))?;
+        if self.scope_link {
+            write!(f, " scope link")?;
+        }
+        if let Some(s) = self.prefsrc {
+            write!(f, " src {s}")?;
+        }
+        if let Some(m) = self.metric {
+            write!(f, " metric {m}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for RuleSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "from {} lookup {} pref {} proto {}",
+            self.src,
+            self.table,
+            self.priority,
+            proto_name(self.protocol)
+        )
+    }
+}
+
+impl fmt::Display for AddrSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} dev {} proto {}",
+            self.ip,
+            self.prefix_len,
+            self.dev,
+            proto_name(self.protocol)
+        )
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::LinkUp { dev, .. } => write!(f, "ip link set {dev} up"),
+            Op::LinkDown { dev, .. } => write!(f, "ip link set {dev} down"),
+            Op::AddAddr(a) => write!(f, "ip {}addr add {a}", family(&IpNet::from(a.ip))),
+            Op::DelAddr(a) => write!(f, "ip {}addr del {a}", family(&IpNet::from(a.ip))),
+            Op::AddRoute(r) => write!(f, "ip {}route add {r}", family(&r.dst)),
+            Op::DelRoute(r) => write!(f, "ip {}route del {r}", family(&r.dst)),
+            Op::AddRule(r) => write!(f, "ip {}rule add {r}", family(&r.src)),
+            Op::DelRule(r) => write!(f, "ip {}rule del {r}", family(&r.src)),
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! The planner: from what IMDS says and what the kernel has, the list of changes that makes
+//! every selected ENI route symmetrically. Pure data in, pure data out: no I/O here.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::Serialize;
+
+use crate::kernel::Snapshot;
+use crate::model::{EniId, ImdsEni, Instance, Mac, RTPROT_SYMROUTE};
+use crate::ops::{AddrSpec, Link, Op, RouteSpec, RuleSpec};
+
+const RT_TABLE_MAIN: u32 = 254;
+
+/// Which ENIs a command is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    All,
+    Eni(EniId),
+    Mac(Mac),
+}
+
+impl Selection {
+    pub fn matches(&self, eni: &ImdsEni) -> bool {
+        match self {
+            Selection::All => !eni.is_primary_device(),
+            Selection::Eni(id) => &eni.eni_id == id,
+            Selection::Mac(m) => eni.mac == *m,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Selection::All => "all secondary ENIs".into(),
+            Selection::Eni(id) => id.to_string(),
+            Selection::Mac(m) => format!("the ENI with MAC {m}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EniStatus {
+    /// Planned (possibly with nothing to do).
+    Configure,
+    /// Another tool already routes it symmetrically; left alone (no `--force`).
+    ManagedByOther,
+    /// Listed by IMDS but no kernel link (yet).
+    Missing,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EniPlan {
+    pub eni: ImdsEni,
+    pub link: Option<Link>,
+    pub status: EniStatus,
+    /// Why another tool is considered the owner, for `ManagedByOther`.
+    pub owner: Option<String>,
+    pub ops: Vec<Op>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Plan {
+    pub enis: Vec<EniPlan>,
+    /// Agent-owned state that no ENI wants any more (`apply --all`, `remove`).
+    pub prune: Vec<Op>,
+}
+
+impl Plan {
+    /// Every change, in the order it must run: each ENI's own, then pruning.
+    pub fn ops(&self) -> Vec<Op> {
+        self.enis
+            .iter()
+            .flat_map(|e| e.ops.iter().cloned())
+            .chain(self.prune.iter().cloned())
+            .collect()
+    }
+}
+
+/// What one ENI should look like in the kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub addrs: Vec<AddrSpec>,
+    pub routes: Vec<RouteSpec>,
+    pub rules: Vec<RuleSpec>,
+    pub warnings: Vec<String>,
+}
+
+fn is_ours_rule(r: &RuleSpec) -> bool {
+    r.protocol == RTPROT_SYMROUTE
+}
+
+fn ours_rules(snap: &Snapshot) -> impl Iterator<Item = &RuleSpec> {
+    snap.rules
+        .iter()
+        .filter_map(|r| r.spec.as_ref())
+        .filter(|r| is_ours_rule(r))
+}
+
+fn ours_routes(snap: &Snapshot) -> impl Iterator<Item = &RouteSpec> {
+    snap.routes.iter().filter(|r| r.protocol == RTPROT_SYMROUTE)
+}
+
+fn ours_addrs(snap: &Snapshot) -> impl Iterator<Item = &AddrSpec> {
+    snap.addrs.iter().filter(|a| a.protocol == RTPROT_SYMROUTE)
+}
+
+/// Rules depend on IMDS alone, so they can be computed for ENIs without a link.
+pub fn desired_rules(eni: &ImdsEni) -> Vec<RuleSpec> {
+    let t = eni.table();
+    let rule = |src: IpNet| RuleSpec {
+        priority: t,
+        src,
+        table: t,
+        protocol: RTPROT_SYMROUTE,
+    };
+    eni.ipv4s
+        .iter()
+        .map(|ip| rule(IpNet::V4(Ipv4Net::from(*ip))))
+        .chain(eni.prefixes_v4.iter().map(|p| rule(IpNet::V4(*p))))
+        .chain(
+            eni.ipv6s
+                .iter()
+                .map(|ip| rule(IpNet::V6(Ipv6Net::from(*ip)))),
+        )
+        .collect()
+}
+
+/// The router the interface learned for IPv6: the main table's default via that link (the RA
+/// default), lowest metric first.
+pub fn learned_v6_router(snap: &Snapshot, link: &Link) -> Option<Ipv6Addr> {
+    let mut defaults: Vec<&RouteSpec> = snap
+        .routes
+        .iter()
+        .filter(|r| {
+            r.table == RT_TABLE_MAIN
+                && r.oif == link.index
+                && r.is_default()
+                && r.dst.addr().is_ipv6()
+        })
+        .filter(|r| r.protocol != RTPROT_SYMROUTE)
+        .collect();
+    defaults.sort_by_key(|r| r.effective_metric());
+    defaults.iter().find_map(|r| match r.gateway {
+        Some(IpAddr::V6(g)) => Some(g),
+        _ => None,
+    })
+}
+
+pub fn desired(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Desired {
+    let t = eni.table();
+    let mut d = Desired {
+        rules: desired_rules(eni),
+        ..Default::default()
+    };
+    // Addresses: an ENI that arrives unconfigured (RHEL/CentOS 7) gets all of them; on one a
+    // DHCP client configured, only the missing secondary addresses are added.
+    for ip in &eni.ipv4s {
+        let present = snap
+            .addrs
+            .iter()
+            .any(|a| a.index == link.index && a.ip == IpAddr::V4(*ip));
+        let ours = snap.addrs.iter().any(|a| {
+            a.index == link.index && a.ip == IpAddr::V4(*ip) && a.protocol == RTPROT_SYMROUTE
+        });
+        if !present || ours {
+            d.addrs.push(AddrSpec {
+                index: link.index,
+                dev: link.name.clone(),
+                ip: IpAddr::V4(*ip),
+                prefix_len: eni.subnet_v4.prefix_len(),
+                protocol: RTPROT_SYMROUTE,
+            });
+        }
+    }
+    let route = |dst: IpNet, gateway: Option<IpAddr>, prefsrc: Option<IpAddr>, scope_link: bool| {
+        RouteSpec {
+            table: t,
+            dst,
+            gateway,
+            oif: link.index,
+            dev: link.name.clone(),
+            prefsrc,
+            scope_link,
+            protocol: RTPROT_SYMROUTE,
+            metric: None,
+        }
+    };
+    d.routes.push(route(
+        IpNet::V4(eni.subnet_v4),
+        None,
+        Some(IpAddr::V4(eni.primary_ipv4())),
+        true,
+    ));
+    d.routes.push(route(
+        IpNet::V4(Ipv4Net::default()),
+        Some(IpAddr::V4(eni.gateway_v4())),
+        None,
+        false,
+    ));
+    if !eni.ipv6s.is_empty() {
+        for net in &eni.subnets_v6 {
+            d.routes.push(route(IpNet::V6(*net), None, None, false));
+        }
+        match learned_v6_router(snap, link) {
+            Some(gw) => d.routes.push(route(IpNet::V6(Ipv6Net::default()), Some(IpAddr::V6(gw)), None, false)),
+            None => d.warnings.push(format!(
+                "no IPv6 router learned on {} yet (no RA default route): IPv6 replies to other subnets stay on the main table until the next apply",
+                link.name
+            )),
+        }
+    }
+    d
+}
+
+/// Another tool routes this ENI symmetrically when a foreign `from <its address> lookup T`
+/// rule points at a table that sends traffic out of the ENI's own link.
+pub fn foreign_owner(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Option<String> {
+    let primary = IpAddr::V4(eni.primary_ipv4());
+    snap.rules
+        .iter()
+        .filter_map(|r| r.spec.as_ref())
+        .filter(|r| !is_ours_rule(r) && r.src.prefix_len() > 0 && r.src.contains(&primary))
+        .filter(|r| r.table != RT_TABLE_MAIN && r.table != 255 && r.table != 253)
+        .find(|r| {
+            snap.routes
+                .iter()
+                .any(|rt| rt.table == r.table && rt.oif == link.index)
+        })
+        .map(|r| {
+            format!(
+                "rule `from {} lookup {} pref {}` (protocol {}) already routes it via {}",
+                r.src, r.table, r.priority, r.protocol, link.name
+            )
+        })
+}
+
+/// A DHCP default on a secondary that is as good as or better than the primary's takes over
+/// the instance's outbound traffic: move it behind the primary's, keeping it.
+fn demotions(eni: &ImdsEni, link: &Link, snap: &Snapshot, primary: Option<&Link>) -> Vec<Op> {
+    let Some(primary) = primary else {
+        return Vec::new();
+    };
+    if primary.index == link.index {
+        return Vec::new();
+    }
+    let v4_default =
+        |r: &&RouteSpec| r.table == RT_TABLE_MAIN && r.is_default() && r.dst.addr().is_ipv4();
+    let Some(best_primary) = snap
+        .routes
+        .iter()
+        .filter(v4_default)
+        .filter(|r| r.oif == primary.index)
+        .map(|r| r.effective_metric())
+        .min()
+    else {
+        return Vec::new();
+    };
+    let new_metric = eni.table().max(best_primary.saturating_add(1));
+    snap.routes
+        .iter()
+        .filter(v4_default)
+        .filter(|r| r.oif == link.index && r.effective_metric() <= best_primary)
+        .flat_map(|old| {
+            let new = RouteSpec {
+                metric: Some(new_metric),
+                ..old.clone()
+            };
+            let exists = snap.routes.iter().any(|r| r.same_route(&new));
+            let mut v = Vec::new();
+            if !exists {
+                v.push(Op::AddRoute(new));
+            }
+            v.push(Op::DelRoute(old.clone()));
+            v
+        })
+        .collect()
+}
+
+/// Changes that bring the kernel from `snap` to `want` for one ENI. Pruning (scoped to this
+/// ENI's table, rule priority and link) only touches the agent's own state.
+fn diff_eni(eni: &ImdsEni, link: &Link, want: &Desired, snap: &Snapshot, prune: bool) -> Vec<Op> {
+    let mut ops = Vec::new();
+    if !link.up {
+        ops.push(Op::LinkUp {
+            index: link.index,
+            dev: link.name.clone(),
+        });
+    }
+    for a in &want.addrs {
+        if !snap
+            .addrs
+            .iter()
+            .any(|k| k.index == a.index && k.ip == a.ip)
+        {
+            ops.push(Op::AddAddr(a.clone()));
+        }
+    }
+    for r in &want.routes {
+        if !snap.routes.iter().any(|k| k.same_route(r)) {
+            ops.push(Op::AddRoute(r.clone()));
+        }
+    }
+    for r in &want.rules {
+        if !snap
+            .rules
+            .iter()
+            .filter_map(|k| k.spec.as_ref())
+            .any(|k| k.same_rule(r))
+        {
+            ops.push(Op::AddRule(r.clone()));
+        }
+    }
+    if prune {
+        let t = eni.table();
+        for r in ours_rules(snap).filter(|r| r.priority == t) {
+            if !want.rules.iter().any(|w| w.same_rule(r)) {
+                ops.push(Op::DelRule(r.clone()));
+            }
+        }
+        for r in ours_routes(snap).filter(|r| r.table == t) {
+            if !want.routes.iter().any(|w| w.same_route(r)) {
+                ops.push(Op::DelRoute(r.clone()));
+            }
+        }
+        for a in ours_addrs(snap).filter(|a| a.index == link.index) {
+            if !want.addrs.iter().any(|w| w.ip == a.ip) {
+                ops.push(Op::DelAddr(a.clone()));
+            }
+        }
+    }
+    ops
+}
+
+fn primary_link<'a>(inst: &Instance, snap: &'a Snapshot) -> Option<&'a Link> {
+    let mac = inst.primary_mac.or_else(|| {
+        inst.enis
+            .iter()
+            .find(|e| e.is_primary_device())
+            .map(|e| e.mac)
+    })?;
+    snap.link_by_mac(mac)
+}
+
+/// Everything the agent owns that no ENI of the instance wants: the state of detached ENIs,
+/// of addresses unassigned since, of tables renumbered.
+pub fn stale(inst: &Instance, snap: &Snapshot) -> Vec<Op> {
+    let mut keep_rules = Vec::new();
+    let mut keep_routes = Vec::new();
+    let mut keep_addrs: Vec<(u32, IpAddr)> = Vec::new();
+    for eni in &inst.enis {
+        keep_rules.extend(desired_rules(eni));
+        if let Some(link) = snap.link_by_mac(eni.mac) {
+            let d = desired(eni, link, snap);
+            keep_routes.extend(d.routes);
+            keep_addrs.extend(eni.ipv4s.iter().map(|ip| (link.index, IpAddr::V4(*ip))));
+        }
+    }
+    let mut ops = Vec::new();
+    ops.extend(
+        ours_rules(snap)
+            .filter(|r| !keep_rules.iter().any(|k| k.same_rule(r)))
+            .map(|r| Op::DelRule(r.clone())),
+    );
+    ops.extend(
+        ours_routes(snap)
+            .filter(|r| !keep_routes.iter().any(|k| k.same_route(r)))
+            .map(|r| Op::DelRoute(r.clone())),
+    );
+    ops.extend(
+        ours_addrs(snap)
+            .filter(|a| !keep_addrs.contains(&(a.index, a.ip)))
+            .map(|a| Op::DelAddr(a.clone())),
+    );
+    ops
+}
+
+/// Everything the agent owns for one ENI (or for all, with `None`).
+pub fn owned(snap: &Snapshot, eni: Option<(&ImdsEni, Option<&Link>)>) -> Vec<Op> {
+    let (table, index) = match eni {
+        Some((e, l)) => (Some(e.table()), l.map(|l| l.index)),
+        None => (None, None),
+    };
+    let mut ops = Vec::new();
+    ops.extend(
+        ours_rules(snap)
+            .filter(|r| table.is_none_or(|t| r.priority == t))
+            .map(|r| Op::DelRule(r.clone())),
+    );
+    ops.extend(
+        ours_routes(snap)
+            .filter(|r| table.is_none_or(|t| r.table == t))
+            .map(|r| Op::DelRoute(r.clone())),
+    );
+    if eni.is_none() || index.is_some() {
+        ops.extend(
+            ours_addrs(snap)
+                .filter(|a| index.is_none_or(|i| a.index == i))
+                .map(|a| Op::DelAddr(a.clone())),
+        );
+    }
+    ops
+}
+
+/// The plan for `apply`. ENIs without a kernel link are reported as missing and left alone.
+pub fn plan_apply(inst: &Instance, snap: &Snapshot, sel: &Selection, force: bool) -> Plan {
+    let primary = primary_link(inst, snap);
+    let all = *sel == Selection::All;
+    let mut plan = Plan::default();
+    for eni in inst.enis.iter().filter(|e| sel.matches(e)) {
+        let link = snap.link_by_mac(eni.mac);
+        let mut p = EniPlan {
+            eni: eni.clone(),
+            link: link.cloned(),
+            status: EniStatus::Configure,
+            owner: None,
+            ops: Vec::new(),
+            warnings: Vec::new(),
+        };
+        match link {
+            None => p.status = EniStatus::Missing,
+            Some(link) => {
+                p.owner = foreign_owner(eni, link, snap);
+                if p.owner.is_some() && !force {
+                    p.status = EniStatus::ManagedByOther;
+                } else {
+                    let want = desired(eni, link, snap);
+                    p.ops = diff_eni(eni, link, &want, snap, !all);
+                    p.ops.extend(demotions(eni, link, snap, primary));
+                    p.warnings = want.warnings;
+                }
+            }
+        }
+        plan.enis.push(p);
+    }
+    if all {
+        plan.prune = stale(inst, snap);
+    }
+    plan
+}
+
+/// What `remove` is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoveSelection {
+    All,
+    Stale,
+    One(Selection),
+}
+
+/// The plan for `remove`. An ENI that is no longer attached (the usual case after a detach)
+/// cannot be told apart by table any more: its state is whatever is stale.
+pub fn plan_remove(
+    inst: &Instance,
+    snap: &Snapshot,
+    sel: &RemoveSelection,
+) -> (Plan, Option<String>) {
+    let mut plan = Plan::default();
+    let mut note = None;
+    match sel {
+        RemoveSelection::All => plan.prune = owned(snap, None),
+        RemoveSelection::Stale => plan.prune = stale(inst, snap),
+        RemoveSelection::One(s) => match inst.enis.iter().find(|e| s.matches(e)) {
+            Some(eni) => {
+                let link = snap.link_by_mac(eni.mac);
+                plan.enis.push(EniPlan {
+                    eni: eni.clone(),
+                    link: link.cloned(),
+                    status: EniStatus::Configure,
+                    owner: None,
+                    ops: owned(snap, Some((eni, link))),
+                    warnings: Vec::new(),
+                });
+            }
+            None => {
+                note = Some(format!(
+                    "{} is not attached (any more); removing the state of every detached ENI instead",
+                    s.describe()
+                ));
+                plan.prune = stale(inst, snap);
+            }
+        },
+    }
+    (plan, note)
+}
+
+/// Off-link destinations for route lookups. Only asked of the kernel's FIB; nothing is sent.
+pub fn probe_destinations(eni: &ImdsEni) -> (Ipv4Addr, Ipv6Addr) {
+    let v4 = ["192.0.2.1", "198.51.100.1", "203.0.113.1"]
+        .iter()
+        .map(|s| s.parse::<Ipv4Addr>().expect("literal"))
+        .find(|ip| !eni.subnet_v4.contains(ip))
+        .expect("a subnet cannot hold all three documentation ranges");
+    let v6 = ["2001:db8::1", "3fff::1"]
+        .iter()
+        .map(|s| s.parse::<Ipv6Addr>().expect("literal"))
+        .find(|ip| !eni.subnets_v6.iter().any(|n| n.contains(ip)))
+        .expect("a subnet cannot hold both documentation ranges");
+    (v4, v6)
+}

@@ -1,0 +1,187 @@
+//! What a run reports: plain data, printed as JSON (`--json`, kept by SSM as the command
+//! output) or as short human-readable lines.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::plan::{EniPlan, EniStatus};
+use crate::verify::Check;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub action: &'static str,
+    pub ok: bool,
+    pub exit_code: u8,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    pub enis: Vec<EniReport>,
+    /// Agent-owned state removed because no ENI wants it any more.
+    pub pruned: Vec<String>,
+    /// Kernel changes made by this run (0 for a no-op re-apply and for --dry-run).
+    pub changes: usize,
+    pub netlink_requests: u32,
+    pub imds_requests: u32,
+    pub persist: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EniReport {
+    pub eni_id: String,
+    pub mac: String,
+    pub interface: Option<String>,
+    pub device_number: u32,
+    pub network_card: u32,
+    pub table: u32,
+    pub status: EniStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
+    pub addresses: Vec<String>,
+    /// Rules that steer this ENI's traffic (status only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    /// Changes planned (with --dry-run) or made, as the equivalent `ip` commands.
+    pub changes: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verify: Vec<Check>,
+    /// Every checked address leaves by its own link.
+    pub symmetric: Option<bool>,
+}
+
+impl EniReport {
+    pub fn from_plan(p: &EniPlan) -> Self {
+        let e = &p.eni;
+        EniReport {
+            eni_id: e.eni_id.to_string(),
+            mac: e.mac.to_string(),
+            interface: p.link.as_ref().map(|l| l.name.clone()),
+            device_number: e.device_number,
+            network_card: e.network_card,
+            table: e.table(),
+            status: p.status,
+            managed_by: p.owner.clone(),
+            addresses: e
+                .ipv4s
+                .iter()
+                .map(|i| i.to_string())
+                .chain(e.prefixes_v4.iter().map(|n| n.to_string()))
+                .chain(e.ipv6s.iter().map(|i| i.to_string()))
+                .collect(),
+            rules: Vec::new(),
+            changes: p.ops.iter().map(|o| o.to_string()).collect(),
+            warnings: p.warnings.clone(),
+            verify: Vec::new(),
+            symmetric: None,
+        }
+    }
+
+    pub fn set_checks(&mut self, checks: Vec<Check>) {
+        self.symmetric = Some(!checks.is_empty() && checks.iter().all(|c| c.ok));
+        self.verify = checks;
+    }
+}
+
+impl Report {
+    pub fn new(action: &'static str, dry_run: bool) -> Self {
+        Report {
+            action,
+            ok: true,
+            exit_code: 0,
+            dry_run,
+            instance_id: None,
+            enis: Vec::new(),
+            pruned: Vec::new(),
+            changes: 0,
+            netlink_requests: 0,
+            imds_requests: 0,
+            persist: "none".into(),
+            notes: Vec::new(),
+            error: None,
+            duration_ms: 0,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serialises")
+    }
+
+    /// A few lines a person can read at a glance.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        for e in &self.enis {
+            let iface = e.interface.as_deref().unwrap_or("-");
+            let sym = match e.symmetric {
+                Some(true) => "symmetric",
+                Some(false) => "NOT symmetric",
+                None => "",
+            };
+            let status = match e.status {
+                EniStatus::Configure if self.action == "remove" => "removed".to_string(),
+                EniStatus::Configure if e.changes.is_empty() => "unchanged".to_string(),
+                EniStatus::Configure if self.dry_run => {
+                    format!("{} change(s) planned", e.changes.len())
+                }
+                EniStatus::Configure => format!("{} change(s)", e.changes.len()),
+                EniStatus::ManagedByOther => {
+                    "managed by another tool, left alone (--force to take over)".into()
+                }
+                EniStatus::Missing => "no kernel link yet".into(),
+            };
+            let _ = writeln!(
+                s,
+                "{} {} {} table {}: {} {}",
+                e.eni_id, iface, e.mac, e.table, status, sym
+            );
+            for c in &e.changes {
+                let _ = writeln!(
+                    s,
+                    "  {}{}",
+                    if self.dry_run { "would run: " } else { "" },
+                    c
+                );
+            }
+            for c in e.verify.iter().filter(|c| !c.ok) {
+                let _ = writeln!(
+                    s,
+                    "  check failed: from {} to {} leaves via {}",
+                    c.source,
+                    c.destination,
+                    c.via.as_deref().unwrap_or("nothing")
+                );
+            }
+            for w in &e.warnings {
+                let _ = writeln!(s, "  warning: {w}");
+            }
+            if let Some(m) = &e.managed_by {
+                let _ = writeln!(s, "  {m}");
+            }
+        }
+        for p in &self.pruned {
+            let _ = writeln!(
+                s,
+                "{}{}",
+                if self.dry_run {
+                    "would run: "
+                } else {
+                    "pruned: "
+                },
+                p
+            );
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "note: {n}");
+        }
+        if self.enis.is_empty() && self.pruned.is_empty() && self.error.is_none() {
+            let _ = writeln!(s, "nothing to do");
+        }
+        s
+    }
+}
