@@ -1,0 +1,123 @@
+"""The template deployed into moto (AWS's own SAM transform, moto's CloudFormation), then the
+document as deployed run against the agent as `make deploy` uploads it."""
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import boto3
+import pytest
+import yaml
+
+from conftest import PATTERNS, ROOT
+import ssmdoc
+import stack
+
+ARCHES = {"x86_64": "symroute-linux-x86_64", "aarch64": "symroute-linux-aarch64"}
+HERE_FILE = ARCHES[platform.machine()]
+
+
+@pytest.fixture(scope="module")
+def aws(moto_server):
+    saved = dict(os.environ)
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        del os.environ[key]
+    os.environ.update(moto_server)
+    yield moto_server
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def deployed(aws, tmp_path_factory):
+    """Stand-in agents in dist/ form, uploaded by infra/upload_agent.py to the stack's bucket."""
+    tmp = tmp_path_factory.mktemp("deployed")
+    dist = tmp / "dist"
+    dist.mkdir()
+    marker = tmp / "agent-ran"
+    lines = []
+    for arch, name in ARCHES.items():
+        body = f"#!/bin/sh\n# stand-in for {arch}\nprintf '%s\\n' \"$@\" > '{marker}'\n".encode()
+        (dist / name).write_bytes(body)
+        lines.append(f"{hashlib.sha256(body).hexdigest()}  {name}")
+    (dist / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    upload = [sys.executable, str(ROOT / "infra" / "upload_agent.py"), "--dist", str(dist)]
+    params = subprocess.run([*upload, "--parameters"], capture_output=True, text=True, check=True)
+    parameters = dict(word.split("=", 1) for word in params.stdout.split())
+    outputs = stack.deploy("symroute-test", parameters)
+    subprocess.run([*upload, "--stack", "symroute-test"], capture_output=True, text=True, check=True)
+    return {"outputs": outputs, "dist": dist, "marker": marker, "tmp": tmp, "parameters": parameters}
+
+
+def document(outputs):
+    content = boto3.client("ssm").get_document(Name=outputs["DocumentName"])["Content"]
+    return yaml.safe_load(content)
+
+
+def run(deployed, name, **parameters):
+    tmp = deployed["tmp"] / name
+    root = tmp / "root"
+    env = {"PATH": os.environ["PATH"], "SYMROUTE_DOWNLOAD_DIR": str(root / "var/lib/symroute/download")}
+    deployed["marker"].unlink(missing_ok=True)
+    return ssmdoc.run(document(deployed["outputs"]), parameters, fetch=stack.s3_fetch,
+                      orchestration=tmp / "orchestration", env=env, root=root)
+
+
+def test_deployed_document_carries_the_digests_and_bucket(deployed):
+    doc, params = document(deployed["outputs"]), deployed["parameters"]
+    assert "@@" not in json.dumps(doc)
+    bucket = deployed["outputs"]["AgentBucket"]
+    paths = [json.loads(s["inputs"]["sourceInfo"])["path"] for s in doc["mainSteps"][:2]]
+    assert paths == [
+        f"https://s3.us-east-1.amazonaws.com/{bucket}/agent/{params['AgentSha256X8664']}/symroute-linux-x86_64",
+        f"https://s3.us-east-1.amazonaws.com/{bucket}/agent/{params['AgentSha256Aarch64']}/symroute-linux-aarch64"]
+    script = doc["mainSteps"][2]["inputs"]["runCommand"]
+    assert f"sha_x86_64='{params['AgentSha256X8664']}'" in script
+    assert f"sha_aarch64='{params['AgentSha256Aarch64']}'" in script
+
+
+def test_deployed_document_runs_the_uploaded_agent(deployed):
+    result = run(deployed, "apply", action="apply", target="eni-0a9c4b60624c0e41d")
+    assert [s.exit_code for s in result.steps] == [0, 0, 0], result.steps
+    assert deployed["marker"].read_text().splitlines() == ["apply", "--eni", "eni-0a9c4b60624c0e41d", "--json"]
+
+
+def test_a_tampered_object_in_the_bucket_is_refused(deployed):
+    bucket = deployed["outputs"]["AgentBucket"]
+    key = f"agent/{deployed['parameters'][{'symroute-linux-x86_64': 'AgentSha256X8664', 'symroute-linux-aarch64': 'AgentSha256Aarch64'}[HERE_FILE]]}/{HERE_FILE}"
+    s3 = boto3.client("s3")
+    original = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    pwned = deployed["tmp"] / "pwned"
+    s3.put_object(Bucket=bucket, Key=key, Body=original.replace(b"printf", f"touch '{pwned}'; printf".encode()))
+    try:
+        result = run(deployed, "tampered")
+        assert result.exit_code == 1
+        assert "refusing to run" in result.step("runAgent").stderr
+        assert not deployed["marker"].exists() and not pwned.exists()
+    finally:
+        s3.put_object(Bucket=bucket, Key=key, Body=original)
+
+
+def test_lambda_is_wired_to_the_document_and_log_group(deployed):
+    outputs = deployed["outputs"]
+    config = boto3.client("lambda").get_function_configuration(FunctionName=outputs["FunctionName"])
+    env = config["Environment"]["Variables"]
+    assert env["SYMROUTE_DOCUMENT_NAME"] == outputs["DocumentName"]
+    assert env["SYMROUTE_LOG_GROUP"] == outputs["CommandLogGroupName"]
+    assert env["SYMROUTE_SKIP_TAG"] == "symroute:skip"
+    assert config["Runtime"] == "provided.al2023"  # moto's CloudFormation drops Architectures
+
+
+def test_rules_carry_the_pattern_files_and_target_the_lambda(deployed):
+    events = boto3.client("events")
+    function_arn = boto3.client("lambda").get_function(
+        FunctionName=deployed["outputs"]["FunctionName"])["Configuration"]["FunctionArn"]
+    canonical = lambda pattern: json.dumps(pattern, sort_keys=True)
+    patterns = sorted(canonical(json.loads(p.read_text())) for p in PATTERNS.glob("*.json"))
+    rules = [r for r in events.list_rules()["Rules"] if r["Name"].startswith("symroute-test-")]
+    assert sorted(canonical(json.loads(r["EventPattern"])) for r in rules) == patterns
+    for rule in rules:
+        targets = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+        assert [t["Arn"] for t in targets] == [function_arn]
