@@ -186,3 +186,18 @@ def test_nothing_account_region_or_name_specific():
         for key in named & set(resource.get("Properties", {})):
             value = resource["Properties"][key]
             assert not isinstance(value, str), f"{logical}.{key} is fixed to {value!r}"
+
+
+def test_template_after_the_sam_transform_is_lint_clean(tmp_path, monkeypatch):
+    """What CloudFormation actually receives (AWS's own SAM transform) lints clean too."""
+    import stack
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    out = stack.transformed("code-bucket", "lambda.zip")
+    types = {r["Type"] for r in out["Resources"].values()}
+    assert {"AWS::Events::Rule", "AWS::Lambda::Permission", "AWS::Lambda::EventInvokeConfig"} <= types
+    rendered = tmp_path / "transformed.json"
+    rendered.write_text(json.dumps(out))
+    proc = subprocess.run([CFN_LINT, "--include-checks", "I", "--", rendered], capture_output=True, text=True)
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
