@@ -1,1 +1,23 @@
+//! symroute's testbed: a simulated AWS VPC in Linux network namespaces and an IMDSv2
+//! stand-in. See tests/README.md for a tour.
 
+mod cmd;
+mod eni;
+mod error;
+pub mod imds;
+mod netns;
+mod ping;
+mod radvd;
+mod root;
+mod srcdst;
+mod subnet;
+mod vpc;
+
+pub use eni::{Config, Eni, EniSpec};
+pub use error::{Error, Result};
+pub use imds::{EniMeta, Imds, InstanceMeta, Request};
+pub use netns::{is_alive, list_with_prefix, prefix_of_pid, sweep_leftovers, Host, NAME_PREFIX};
+pub use ping::{PingStats, PingStream};
+pub use root::require_root;
+pub use subnet::Subnet;
+pub use vpc::{Instance, Vpc, KEEP_ENV, OWNER_ID};

@@ -1,0 +1,154 @@
+//! Typed instance and ENI metadata, written into the tree at the paths IMDS uses.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use crate::eni::{Eni, EniSpec};
+use crate::vpc::OWNER_ID;
+
+/// Instance-level metadata.
+#[derive(Clone, Debug)]
+pub struct InstanceMeta {
+    pub instance_id: String,
+    /// The primary ENI's MAC (`meta-data/mac`).
+    pub mac: String,
+    pub region: String,
+    pub availability_zone: String,
+    pub instance_type: String,
+}
+
+impl InstanceMeta {
+    pub fn new(instance_id: &str, primary_mac: &str) -> Self {
+        InstanceMeta {
+            instance_id: instance_id.to_string(),
+            mac: primary_mac.to_string(),
+            region: "us-east-1".to_string(),
+            availability_zone: "us-east-1a".to_string(),
+            instance_type: "t3.micro".to_string(),
+        }
+    }
+
+    pub(crate) fn entries(&self) -> Vec<(String, String)> {
+        [
+            ("instance-id", self.instance_id.clone()),
+            ("mac", self.mac.clone()),
+            ("instance-type", self.instance_type.clone()),
+            ("placement/region", self.region.clone()),
+            (
+                "placement/availability-zone",
+                self.availability_zone.clone(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("meta-data/{k}"), v))
+        .collect()
+    }
+}
+
+/// One ENI under `meta-data/network/interfaces/macs/<mac>/`.
+#[derive(Clone, Debug)]
+pub struct EniMeta {
+    pub mac: String,
+    pub device_number: u32,
+    pub network_card: u32,
+    /// `eni-...`
+    pub interface_id: String,
+    /// Primary first.
+    pub local_ipv4s: Vec<Ipv4Addr>,
+    pub subnet_ipv4_cidr_block: Ipv4Net,
+    /// Written as `ipv4-prefix` only when not empty, as IMDS does.
+    pub ipv4_prefixes: Vec<Ipv4Net>,
+    pub ipv6s: Vec<Ipv6Addr>,
+    /// Written only when not empty.
+    pub subnet_ipv6_cidr_blocks: Vec<Ipv6Net>,
+    pub subnet_id: String,
+    pub vpc_id: String,
+    pub owner_id: String,
+    pub local_hostname: String,
+}
+
+impl EniMeta {
+    /// Metadata for the ENI described by `spec` (give it its addresses: a spec left to
+    /// allocate at attach has none yet; use [`EniMeta::from_eni`] then).
+    pub fn from_spec(spec: &EniSpec, device_number: u32, network_card: u32, eni_id: &str) -> Self {
+        let subnet = &spec.subnet;
+        EniMeta {
+            mac: spec.mac.clone(),
+            device_number,
+            network_card,
+            interface_id: eni_id.to_string(),
+            local_ipv4s: spec.ipv4s.clone(),
+            subnet_ipv4_cidr_block: subnet.cidr(),
+            ipv4_prefixes: spec.ipv4_prefixes.clone(),
+            ipv6s: spec.ipv6s.clone(),
+            subnet_ipv6_cidr_blocks: subnet.ipv6_prefix().into_iter().collect(),
+            subnet_id: subnet.id().to_string(),
+            vpc_id: subnet.vpc_id().to_string(),
+            owner_id: OWNER_ID.to_string(),
+            local_hostname: spec
+                .ipv4s
+                .first()
+                .map(|a| format!("ip-{}.ec2.internal", a.to_string().replace('.', "-")))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Metadata for an attached ENI, with the addresses it actually got.
+    pub fn from_eni(eni: &Eni, device_number: u32, network_card: u32, eni_id: &str) -> Self {
+        EniMeta::from_spec(eni.spec(), device_number, network_card, eni_id)
+    }
+
+    pub(crate) fn dir(mac: &str) -> String {
+        format!("meta-data/network/interfaces/macs/{mac}")
+    }
+
+    pub(crate) fn entries(&self) -> Vec<(String, String)> {
+        let lines = |items: Vec<String>| items.join("\n");
+        let mut e = vec![
+            ("device-number", self.device_number.to_string()),
+            ("network-card", self.network_card.to_string()),
+            ("interface-id", self.interface_id.clone()),
+            (
+                "local-ipv4s",
+                lines(self.local_ipv4s.iter().map(|a| a.to_string()).collect()),
+            ),
+            (
+                "subnet-ipv4-cidr-block",
+                self.subnet_ipv4_cidr_block.to_string(),
+            ),
+            ("mac", self.mac.clone()),
+            ("subnet-id", self.subnet_id.clone()),
+            ("vpc-id", self.vpc_id.clone()),
+            ("owner-id", self.owner_id.clone()),
+            ("local-hostname", self.local_hostname.clone()),
+        ];
+        if !self.ipv4_prefixes.is_empty() {
+            e.push((
+                "ipv4-prefix",
+                lines(self.ipv4_prefixes.iter().map(|p| p.to_string()).collect()),
+            ));
+        }
+        if !self.ipv6s.is_empty() {
+            e.push((
+                "ipv6s",
+                lines(self.ipv6s.iter().map(|a| a.to_string()).collect()),
+            ));
+        }
+        if !self.subnet_ipv6_cidr_blocks.is_empty() {
+            e.push((
+                "subnet-ipv6-cidr-blocks",
+                lines(
+                    self.subnet_ipv6_cidr_blocks
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect(),
+                ),
+            ));
+        }
+        let dir = EniMeta::dir(&self.mac);
+        e.into_iter()
+            .map(|(k, v)| (format!("{dir}/{k}"), v))
+            .collect()
+    }
+}
