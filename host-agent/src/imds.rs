@@ -110,10 +110,12 @@ impl Imds {
                 Ok(r) if retryable(r.status().as_u16()) => {
                     last = format!("HTTP {}", r.status().as_u16())
                 }
-                Ok(r) => return Err(self.fail(format!(
+                Ok(r) => {
+                    return Err(self.fail(format!(
                     "token request refused with HTTP {} (IMDSv2 disabled, or hop limit too low?)",
                     r.status().as_u16()
-                ))),
+                )))
+                }
                 Err(e) => last = e.to_string(),
             }
             if attempt < ATTEMPTS {

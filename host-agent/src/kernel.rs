@@ -65,6 +65,7 @@ pub struct Kernel {
 impl Kernel {
     pub fn connect() -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
             .build()
             .map_err(|e| Error::Netlink(format!("starting the runtime: {e}")))?;
         let (conn, handle, _) = rt

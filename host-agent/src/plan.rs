@@ -280,7 +280,16 @@ fn demotions(eni: &ImdsEni, link: &Link, snap: &Snapshot, primary: Option<&Link>
 
 /// Changes that bring the kernel from `snap` to `want` for one ENI. Pruning (scoped to this
 /// ENI's table, rule priority and link) only touches the agent's own state.
-fn diff_eni(eni: &ImdsEni, link: &Link, want: &Desired, snap: &Snapshot, prune: bool) -> Vec<Op> {
+/// With `take_over`, only the agent's own rules count as present, so that it installs (and
+/// from then on owns) its copy next to another tool's.
+fn diff_eni(
+    eni: &ImdsEni,
+    link: &Link,
+    want: &Desired,
+    snap: &Snapshot,
+    prune: bool,
+    take_over: bool,
+) -> Vec<Op> {
     let mut ops = Vec::new();
     if !link.up {
         ops.push(Op::LinkUp {
@@ -307,7 +316,7 @@ fn diff_eni(eni: &ImdsEni, link: &Link, want: &Desired, snap: &Snapshot, prune: 
             .rules
             .iter()
             .filter_map(|k| k.spec.as_ref())
-            .any(|k| k.same_rule(r))
+            .any(|k| k.same_rule(r) && (!take_over || is_ours_rule(k)))
         {
             ops.push(Op::AddRule(r.clone()));
         }
@@ -426,7 +435,7 @@ pub fn plan_apply(inst: &Instance, snap: &Snapshot, sel: &Selection, force: bool
                     p.status = EniStatus::ManagedByOther;
                 } else {
                     let want = desired(eni, link, snap);
-                    p.ops = diff_eni(eni, link, &want, snap, !all);
+                    p.ops = diff_eni(eni, link, &want, snap, !all, p.owner.is_some());
                     p.ops.extend(demotions(eni, link, snap, primary));
                     p.warnings = want.warnings;
                 }

@@ -1,0 +1,688 @@
+//! The agent against the real kernel: a simulated VPC in network namespaces whose bridge
+//! filter drops what the VPC's source/destination check drops, an instance with ENIs as veths,
+//! clients in other namespaces, and an IMDSv2 stand-in. Needs root (fails under CI=true).
+
+mod common;
+
+use common::{ip, Bed};
+use symroute_testbed::{Config, EniSpec};
+
+/// 1. The classic case: eth0 and eth1 in one subnet.
+#[test]
+fn classic_same_subnet_secondary_answers_after_apply() {
+    need_root!();
+    let bed = Bed::new(false);
+    let eth1 = bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.20"),
+        1,
+        0,
+        "eni-0a9c4b60624c0e41d",
+    );
+    let far = bed.vpc.add_client(&bed.b, "10.0.2.50").expect("client b");
+    let near = bed.vpc.add_client(&bed.a, "10.0.1.50").expect("client a");
+    let eth1_ip = ip(&eth1.primary_ipv4().to_string());
+    let eth0_ip = ip("10.0.1.10");
+
+    assert!(
+        far.ping(eth0_ip, 1, 2),
+        "eth0 must answer before apply (testbed sanity)"
+    );
+    let drops_before = bed.vpc.srcdst_drops().unwrap();
+    assert!(
+        !far.ping(eth1_ip, 2, 1),
+        "eth1 must NOT answer a client in another subnet before apply"
+    );
+    assert!(
+        bed.vpc.srcdst_drops().unwrap() > drops_before,
+        "the VPC's src/dst check dropped the replies"
+    );
+    // (A same-subnet client may or may not get answers before apply: the kernel picks between
+    // eth0's and eth1's identical connected routes by insertion order. After apply it must.)
+
+    // A 10 ms ping stream to eth0 runs across the whole apply.
+    let stream = far.spawn_ping_stream(eth0_ip, 10);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let run = bed.apply(&[]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let stats = stream.stop().expect("ping stream");
+    assert!(stats.sent >= 30, "ping stream ran: {stats:?}");
+    assert_eq!(stats.lost(), 0, "eth0 lost packets during apply: {stats:?}");
+
+    assert!(
+        far.ping(eth1_ip, 1, 2),
+        "eth1 answers another subnet after apply"
+    );
+    assert!(
+        near.ping(eth1_ip, 1, 2),
+        "eth1 answers its own subnet after apply"
+    );
+    assert!(far.ping(eth0_ip, 1, 2), "eth0 still answers");
+
+    let eni = &run.json["enis"][0];
+    assert_eq!(eni["eni_id"], "eni-0a9c4b60624c0e41d");
+    assert_eq!(eni["interface"], "eth1");
+    assert_eq!(eni["table"], 10001);
+    assert_eq!(eni["symmetric"], true, "{}", run.stdout);
+    assert!(run.json["changes"].as_u64().unwrap() >= 3);
+    assert_eq!(
+        bed.rules_for_table(10001),
+        vec![("10.0.1.20/32".to_string(), 10001)]
+    );
+    let routes = bed.table_routes(10001, "-4");
+    assert!(
+        routes
+            .iter()
+            .any(|r| r["dst"] == "default" && r["gateway"] == "10.0.1.1" && r["dev"] == "eth1"),
+        "{routes:?}"
+    );
+    assert!(
+        routes.iter().any(|r| r["dst"] == "10.0.1.0/24"
+            && r["prefsrc"] == "10.0.1.20"
+            && r["scope"] == "link"),
+        "{routes:?}"
+    );
+
+    // The main table's preferred default stays on eth0.
+    let main = bed.ip_json(&["-4", "route", "show", "default"]);
+    assert_eq!(main[0]["dev"], "eth0", "{main:?}");
+
+    // A second apply changes nothing.
+    let before = bed.routing_state();
+    let again = bed.apply(&[]);
+    assert_eq!(again.json["changes"], 0, "{}", again.stdout);
+    assert_eq!(
+        again.json["enis"][0]["changes"].as_array().unwrap().len(),
+        0
+    );
+    assert_eq!(bed.routing_state(), before);
+}
+
+/// 2. Dual-homed: eth1 in another subnet, arriving down and unconfigured with three IPs.
+#[test]
+fn dual_homed_unconfigured_eni_gets_every_address() {
+    need_root!();
+    let bed = Bed::new(false);
+    let spec = EniSpec::new("eth1", &bed.b)
+        .ip("10.0.2.20")
+        .ip("10.0.2.21")
+        .ip("10.0.2.22")
+        .config(Config::Unconfigured);
+    bed.attach(spec, 1, 0, "eni-11111111111111111");
+    let client_a = bed.vpc.add_client(&bed.a, "10.0.1.50").unwrap();
+    let client_b = bed.vpc.add_client(&bed.b, "10.0.2.50").unwrap();
+    for a in ["10.0.2.20", "10.0.2.21", "10.0.2.22"] {
+        assert!(!client_a.ping(ip(a), 1, 1), "{a} answers before apply?");
+    }
+
+    let run = bed.apply(&["--eni", "eni-11111111111111111"]);
+    assert_eq!(run.json["enis"][0]["symmetric"], true, "{}", run.stdout);
+    for a in ["10.0.2.20", "10.0.2.21", "10.0.2.22"] {
+        assert!(
+            client_a.ping(ip(a), 1, 2),
+            "{a} must answer another subnet after apply"
+        );
+        assert!(
+            client_b.ping(ip(a), 1, 2),
+            "{a} must answer its own subnet after apply"
+        );
+    }
+    let link = bed.ip_json(&["link", "show", "eth1"]);
+    assert!(link[0]["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "UP"));
+    let mut rules = bed.rules_for_table(10001);
+    rules.sort();
+    assert_eq!(
+        rules,
+        vec![
+            ("10.0.2.20/32".to_string(), 10001),
+            ("10.0.2.21/32".to_string(), 10001),
+            ("10.0.2.22/32".to_string(), 10001)
+        ]
+    );
+    // Addresses the agent added carry its protocol, so remove can find exactly them.
+    let addrs = bed.ip_json(&["-4", "addr", "show", "dev", "eth1"]);
+    let infos = addrs[0]["addr_info"].as_array().unwrap();
+    assert_eq!(infos.len(), 3, "{infos:?}");
+}
+
+/// 3. Several ENIs, one on network card 1: numbering, and a re-apply that changes nothing.
+#[test]
+fn several_enis_are_numbered_by_card_and_device() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.21").ip("10.0.1.22"),
+        1,
+        0,
+        "eni-22222222222222221",
+    );
+    bed.attach(
+        EniSpec::new("eth2", &bed.b)
+            .ip("10.0.2.23")
+            .prefix("10.0.2.64/28"),
+        2,
+        0,
+        "eni-22222222222222222",
+    );
+    bed.attach(
+        EniSpec::new("eth3", &bed.b).ip("10.0.2.24"),
+        1,
+        1,
+        "eni-22222222222222223",
+    );
+    let client = bed.vpc.add_client(&bed.b, "10.0.2.50").unwrap();
+    let client_a = bed.vpc.add_client(&bed.a, "10.0.1.50").unwrap();
+
+    let run = bed.apply(&["--all"]);
+    let tables: Vec<u64> = run.json["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["table"].as_u64().unwrap())
+        .collect();
+    let mut sorted = tables.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![10001, 10002, 10101]);
+    assert_eq!(bed.rules_for_table(10001).len(), 2);
+    let mut t2 = bed.rules_for_table(10002);
+    t2.sort();
+    assert_eq!(
+        t2,
+        vec![
+            ("10.0.2.23/32".into(), 10002),
+            ("10.0.2.64/28".into(), 10002)
+        ]
+    );
+    assert_eq!(
+        bed.rules_for_table(10101),
+        vec![("10.0.2.24/32".into(), 10101)]
+    );
+    for e in run.json["enis"].as_array().unwrap() {
+        assert_eq!(e["symmetric"], true, "{e}");
+    }
+    for a in ["10.0.1.21", "10.0.1.22", "10.0.2.23", "10.0.2.24"] {
+        assert!(client_a.ping(ip(a), 1, 2), "{a} from subnet A");
+        assert!(client.ping(ip(a), 1, 2), "{a} from subnet B");
+    }
+
+    let before = bed.routing_state();
+    let again = bed.apply(&["--all"]);
+    assert_eq!(again.json["changes"], 0, "{}", again.stdout);
+    assert_eq!(bed.routing_state(), before);
+    // A dry run of a configured host plans nothing either.
+    let dry = bed.apply(&["--dry-run"]);
+    assert!(dry.json["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["changes"].as_array().unwrap().is_empty()));
+}
+
+/// 4. remove and remove --stale leave nothing of the agent behind; eth0 untouched.
+#[test]
+fn remove_and_stale_leave_nothing_behind() {
+    need_root!();
+    let bed = Bed::new(false);
+    let eth0_before = (
+        bed.ip_json(&["addr", "show", "dev", "eth0"]).to_string(),
+        bed.ip_json(&["-4", "route", "show", "table", "main"])
+            .to_string(),
+    );
+    bed.attach(
+        EniSpec::new("eth1", &bed.a)
+            .ip("10.0.1.21")
+            .config(Config::Unconfigured),
+        1,
+        0,
+        "eni-33333333333333331",
+    );
+    let eth2 = bed.attach(
+        EniSpec::new("eth2", &bed.b).ip("10.0.2.22"),
+        2,
+        0,
+        "eni-33333333333333332",
+    );
+    bed.apply(&[]);
+    assert_eq!(bed.our_rules().len(), 2);
+
+    // Detach eth2 (the kernel link goes, IMDS forgets it): its rules stay behind until pruned.
+    bed.vpc.detach_eni(&eth2).unwrap();
+    bed.imds.remove_eni(eth2.mac());
+    assert_eq!(bed.our_rules().len(), 2, "rules outlive a detach");
+    let stale = bed.agent(&["remove", "--stale", "--json"]);
+    assert_eq!(stale.code, 0, "{}{}", stale.stdout, stale.stderr);
+    assert_eq!(bed.rules_for_table(10002), vec![]);
+    assert_eq!(
+        bed.rules_for_table(10001).len(),
+        1,
+        "the attached ENI keeps its rules"
+    );
+
+    // remove --eni of a detached ENI (what the Lambda sends on detach) is a clean no-op.
+    let gone = bed.agent(&["remove", "--eni", "eni-33333333333333332", "--json"]);
+    assert_eq!(gone.code, 0, "{}{}", gone.stdout, gone.stderr);
+
+    let rm = bed.agent(&["remove", "--eni", "eni-33333333333333331", "--json"]);
+    assert_eq!(rm.code, 0, "{}{}", rm.stdout, rm.stderr);
+    assert!(bed.our_rules().is_empty(), "{:?}", bed.our_rules());
+    assert!(bed.our_routes().is_empty(), "{:?}", bed.our_routes());
+    let eth1 = bed.ip_json(&["-4", "addr", "show", "dev", "eth1"]);
+    assert!(
+        eth1[0]["addr_info"]
+            .as_array()
+            .map(|a| a.is_empty())
+            .unwrap_or(true),
+        "agent-added address removed: {eth1}"
+    );
+
+    // remove --all after a fresh apply, too.
+    bed.apply(&[]);
+    assert!(!bed.our_rules().is_empty());
+    let all = bed.agent(&["remove", "--all", "--json"]);
+    assert_eq!(all.code, 0, "{}{}", all.stdout, all.stderr);
+    assert!(bed.our_rules().is_empty());
+    assert!(bed.our_routes().is_empty());
+    let eth0_after = (
+        bed.ip_json(&["addr", "show", "dev", "eth0"]).to_string(),
+        bed.ip_json(&["-4", "route", "show", "table", "main"])
+            .to_string(),
+    );
+    assert_eq!(eth0_before, eth0_after, "eth0 untouched");
+}
+
+/// 5. Bad input: documented exit code, a one-line reason, the host unchanged.
+#[test]
+fn bad_input_changes_nothing() {
+    need_root!();
+    let bed = Bed::new(false);
+    let eth1 = bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.20"),
+        1,
+        0,
+        "eni-44444444444444441",
+    );
+    let before = bed.routing_state();
+
+    let one_line = |r: &common::Run| {
+        let errs: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("symroute: error:") || l.starts_with("error:"))
+            .collect();
+        assert_eq!(errs.len(), 1, "exactly one error line: {}", r.stderr);
+    };
+
+    for hostile in [
+        "eni-$(reboot)",
+        "eni-1234;rm -rf /",
+        "../../etc/passwd",
+        "eni-ZZZZZZZZ",
+        "",
+        &"a".repeat(5000),
+    ] {
+        let r = bed.agent(&["apply", "--eni", hostile]);
+        assert_eq!(r.code, 2, "--eni {hostile:?}: {}", r.stderr);
+    }
+    let r = bed.agent(&["apply", "--mac", "02:00:00:00:00:zz"]);
+    assert_eq!(r.code, 2);
+    let r = bed.agent(&["apply", "--all", "--eni", "eni-44444444444444441"]);
+    assert_eq!(r.code, 2, "conflicting targets");
+    let r = bed.agent(&["remove"]);
+    assert_eq!(r.code, 2, "remove needs a target");
+    one_line(&r);
+
+    // Garbage from IMDS.
+    let dir = format!("meta-data/network/interfaces/macs/{}", eth1.mac());
+    for (field, garbage) in [
+        ("device-number", "1; reboot"),
+        ("local-ipv4s", "10.0.1.20\n$(curl evil)"),
+        ("subnet-ipv4-cidr-block", "10.0.1.0/33"),
+        ("interface-id", "eni-`id`"),
+        ("local-ipv4s", "192.168.9.9"),
+    ] {
+        let good = bed.imds.get(&format!("{dir}/{field}")).unwrap();
+        bed.imds.set(&format!("{dir}/{field}"), garbage);
+        let r = bed.agent(&["apply", "--json"]);
+        assert_eq!(r.code, 2, "{field}={garbage:?}: {}", r.stderr);
+        assert_eq!(r.json["ok"], false);
+        assert!(
+            r.json["error"].as_str().unwrap().contains(field),
+            "{}",
+            r.json["error"]
+        );
+        one_line(&r);
+        bed.imds.set(&format!("{dir}/{field}"), &good);
+    }
+
+    // IMDS unreachable: a closed port in the instance namespace.
+    let r = bed.agent_with(&["apply", "--json"], "http://127.0.0.1:9");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.json["error"].as_str().unwrap().contains("metadata"),
+        "{}",
+        r.json["error"]
+    );
+    one_line(&r);
+
+    // Transient IMDS errors are retried, bounded.
+    bed.imds.clear_requests();
+    bed.imds.fail_next(2, 503);
+    let r = bed.agent(&["apply", "--json", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.json["imds_requests"].as_u64().unwrap() >= 2 + 1);
+
+    // Persistent IMDS errors end in exit 1.
+    bed.imds.fail_next(100, 500);
+    let r = bed.agent(&["apply", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    bed.imds.fail_next(0, 500);
+
+    // An ENI that never shows up: exit 3 after --wait.
+    let r = bed.agent(&[
+        "apply",
+        "--eni",
+        "eni-99999999999999999",
+        "--wait",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    one_line(&r);
+    // Listed by IMDS, but no kernel device with its MAC.
+    bed.imds.put_eni(&symroute_testbed::EniMeta {
+        mac: "02:99:99:99:99:99".into(),
+        ..symroute_testbed::EniMeta::from_eni(&eth1, 2, 0, "eni-99999999999999998")
+    });
+    let r = bed.agent(&[
+        "apply",
+        "--eni",
+        "eni-99999999999999998",
+        "--wait",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.json["error"]
+        .as_str()
+        .unwrap()
+        .contains("02:99:99:99:99:99"));
+    bed.imds.remove_eni("02:99:99:99:99:99");
+
+    assert_eq!(
+        bed.routing_state(),
+        before,
+        "bad input left the host as it was"
+    );
+}
+
+/// 6. A change the kernel refuses mid-apply rolls everything back.
+#[test]
+fn fault_mid_apply_rolls_back() {
+    need_root!();
+    let bed = Bed::new(true);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a)
+            .ip("10.0.1.20")
+            .config(Config::Unconfigured),
+        1,
+        0,
+        "eni-55555555555555551",
+    );
+    bed.attach(
+        EniSpec::new("eth2", &bed.b)
+            .ip("10.0.2.20")
+            .ipv6("2600:1f18:1:2::20"),
+        2,
+        0,
+        "eni-55555555555555552",
+    );
+    // The kernel refuses IPv6 routes through a link with IPv6 disabled (EACCES): eth2's v6
+    // subnet route fails after eth1 is fully configured and eth2's IPv4 part is in.
+    bed.inst
+        .sysctl("net.ipv6.conf.eth2.disable_ipv6", "1")
+        .unwrap();
+    let before = bed.routing_state();
+
+    let r = bed.agent(&["apply", "--json"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let err = r.json["error"].as_str().unwrap();
+    assert!(err.contains("rolled back"), "{err}");
+    assert!(
+        r.stderr.contains("rolled back: "),
+        "the rollback is logged: {}",
+        r.stderr
+    );
+    assert_eq!(bed.routing_state(), before, "host exactly as before");
+    let link = bed.ip_json(&["link", "show", "eth1"]);
+    assert!(
+        !link[0]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "UP"),
+        "eth1 back down"
+    );
+}
+
+/// 7. IPv6: rules from each v6 address and a v6 default copied from the RA default.
+#[test]
+fn ipv6_rules_and_ra_default() {
+    need_root!();
+    let bed = Bed::new(true);
+    let eth1 = bed.attach(
+        EniSpec::new("eth1", &bed.a)
+            .ip("10.0.1.20")
+            .ipv6("2600:1f18:1:1::20"),
+        1,
+        0,
+        "eni-66666666666666661",
+    );
+    let client = bed
+        .vpc
+        .add_client_with(&bed.b, &["10.0.2.50", "2600:1f18:1:2::50"])
+        .unwrap();
+    // Wait (bounded) for eth1 to learn the router from an RA.
+    let mut learned = false;
+    for _ in 0..100 {
+        let d = bed.ip_json(&["-6", "route", "show", "default", "dev", "eth1"]);
+        if d.as_array().is_some_and(|a| !a.is_empty()) {
+            learned = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(learned, "eth1 learned an IPv6 default from RA");
+
+    let run = bed.apply(&[]);
+    assert_eq!(run.json["enis"][0]["symmetric"], true, "{}", run.stdout);
+    let rules = bed.rules_for_table(10001);
+    assert!(
+        rules.contains(&("2600:1f18:1:1::20/128".to_string(), 10001)),
+        "{rules:?}"
+    );
+    let v6 = bed.table_routes(10001, "-6");
+    let def = v6
+        .iter()
+        .find(|r| r["dst"] == "default")
+        .expect("v6 default in table 10001");
+    assert_eq!(def["dev"], "eth1");
+    assert!(
+        def["gateway"].as_str().unwrap().starts_with("fe80:"),
+        "{def}"
+    );
+    assert!(
+        v6.iter().any(|r| r["dst"] == "2600:1f18:1:1::/64"),
+        "{v6:?}"
+    );
+    assert!(
+        client.ping(ip("2600:1f18:1:1::20"), 1, 3),
+        "eth1's IPv6 address answers another subnet"
+    );
+    assert!(client.ping(ip(&eth1.primary_ipv4().to_string()), 1, 2));
+}
+
+/// status reports every ENI, with symmetric yes/no, and leaves a foreign setup alone.
+#[test]
+fn status_and_foreign_routing() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.20"),
+        1,
+        0,
+        "eni-77777777777777771",
+    );
+    bed.attach(
+        EniSpec::new("eth2", &bed.a).ip("10.0.1.30"),
+        2,
+        0,
+        "eni-77777777777777772",
+    );
+    // eth2 is already routed by another tool (as amazon-ec2-net-utils would, proto static).
+    for cmd in [
+        &[
+            "ip",
+            "route",
+            "add",
+            "10.0.1.0/24",
+            "dev",
+            "eth2",
+            "table",
+            "10002",
+            "src",
+            "10.0.1.30",
+        ][..],
+        &[
+            "ip", "route", "add", "default", "via", "10.0.1.1", "dev", "eth2", "table", "10002",
+        ][..],
+        &[
+            "ip",
+            "rule",
+            "add",
+            "from",
+            "10.0.1.30",
+            "lookup",
+            "10002",
+            "pref",
+            "10002",
+        ][..],
+    ] {
+        bed.inst.exec(cmd).unwrap();
+    }
+    let st = bed.agent(&["status", "--json"]);
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    let by_if = |name: &str| {
+        st.json["enis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["interface"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_if("eth1")["symmetric"], false);
+    assert_eq!(by_if("eth2")["symmetric"], true);
+    assert_eq!(by_if("eth2")["status"], "managed-by-other");
+    assert_eq!(by_if("eth0")["table"], 10000);
+
+    let run = bed.apply(&[]);
+    let eth2 = run.json["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["interface"] == "eth2")
+        .unwrap()
+        .clone();
+    assert_eq!(eth2["status"], "managed-by-other", "{eth2}");
+    assert!(eth2["changes"].as_array().unwrap().is_empty());
+    assert!(
+        bed.rules_for_table(10002).is_empty(),
+        "nothing of ours for eth2"
+    );
+
+    let st = bed.agent(&["status", "--json"]);
+    assert_eq!(by_if_json(&st.json, "eth1")["symmetric"], true);
+    assert_eq!(by_if_json(&st.json, "eth1")["managed_by"], "symroute");
+
+    // --force takes over.
+    let forced = bed.apply(&["--force", "--eni", "eni-77777777777777772"]);
+    assert_eq!(forced.json["enis"][0]["status"], "configure");
+    assert_eq!(bed.rules_for_table(10002).len(), 1);
+}
+
+fn by_if_json(v: &serde_json::Value, name: &str) -> serde_json::Value {
+    v["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["interface"] == name)
+        .cloned()
+        .unwrap()
+}
+
+/// Two runs at once (two SSM commands for two ENIs) are serialised and both succeed.
+#[test]
+fn concurrent_runs_are_serialised() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.20"),
+        1,
+        0,
+        "eni-88888888888888881",
+    );
+    bed.attach(
+        EniSpec::new("eth2", &bed.b).ip("10.0.2.20"),
+        2,
+        0,
+        "eni-88888888888888882",
+    );
+    let (r1, r2) = std::thread::scope(|s| {
+        let a = s.spawn(|| bed.agent(&["apply", "--eni", "eni-88888888888888881", "--json"]));
+        let b = s.spawn(|| bed.agent(&["apply", "--eni", "eni-88888888888888882", "--json"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(r1.code, 0, "{}", r1.stderr);
+    assert_eq!(r2.code, 0, "{}", r2.stderr);
+    assert_eq!(bed.rules_for_table(10001).len(), 1);
+    assert_eq!(bed.rules_for_table(10002).len(), 1);
+}
+
+/// A just-attached ENI: IMDS first reports device-number 0, and the kernel link comes late.
+#[test]
+fn waits_for_a_just_attached_eni() {
+    need_root!();
+    let bed = Bed::new(false);
+    let spec = EniSpec::new("eth1", &bed.a).ip("10.0.1.20");
+    let meta = symroute_testbed::EniMeta::from_spec(&spec, 0, 0, "eni-99999999999999991");
+    bed.imds.put_eni(&meta);
+    let r = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            bed.agent(&[
+                "apply",
+                "--eni",
+                "eni-99999999999999991",
+                "--wait",
+                "20",
+                "--json",
+            ])
+        });
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        bed.vpc.attach_eni(&bed.inst, spec.clone()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        bed.imds.put_eni(&symroute_testbed::EniMeta {
+            device_number: 1,
+            ..meta.clone()
+        });
+        run.join().unwrap()
+    });
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.json["enis"][0]["table"], 10001,
+        "not 10000: the transient device 0 was not trusted"
+    );
+    assert!(r.stderr.contains("waiting"), "{}", r.stderr);
+}
