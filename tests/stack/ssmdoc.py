@@ -123,6 +123,8 @@ def run(
     is the agent's own environment (the SSM Agent runs as root with a minimal one); `root`
     re-roots absolute download paths so a test never writes outside its own directory."""
     values = validate(document, parameters)
+    orchestration = orchestration.resolve()
+    root = root.resolve() if root is not None else None
     declared = document.get("parameters", {})
     step_env = dict(env if env is not None else {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
     for name, value in values.items():
