@@ -15,8 +15,9 @@ pub enum Config {
     Unconfigured,
     /// What a DHCP client leaves: link up, primary IPv4 with the subnet's prefix length and
     /// its connected route, the spec's IPv6 addresses (/128, as DHCPv6 gives them); with
-    /// `default_metric`, also a main-table default via the gateway, and the connected route,
-    /// with that metric (as NetworkManager does). Secondary IPv4s are not configured (no DHCP
+    /// `default_metric`, also a main-table default via the gateway with that metric. The
+    /// connected route is the kernel's (metric 0), so of two ENIs in one subnet the one
+    /// attached first carries same-subnet replies. Secondary IPv4s are not configured (no DHCP
     /// client does that).
     Dhcp { default_metric: Option<u32> },
 }

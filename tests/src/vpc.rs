@@ -484,44 +484,18 @@ fn configure(eni: &Eni) -> Result<()> {
         eni.primary_ipv4(),
         eni.subnet().cidr().prefix_len()
     );
-    let gateway = eni.subnet().gateway().to_string();
-    match default_metric {
-        None => {
-            cmd::ip(i, &["addr", "add", &primary, "brd", "+", "dev", dev])?;
-        }
-        Some(metric) => {
-            // DHCP clients that set a default route give the subnet route the same metric, so
-            // the first interface keeps the subnet too, as on a real multi-ENI host.
-            let metric = metric.to_string();
-            let src = eni.primary_ipv4().to_string();
-            let subnet = eni.subnet().cidr().to_string();
-            cmd::ip(
-                i,
-                &[
-                    "addr",
-                    "add",
-                    &primary,
-                    "brd",
-                    "+",
-                    "dev",
-                    dev,
-                    "noprefixroute",
-                ],
-            )?;
-            cmd::ip(
-                i,
-                &[
-                    "route", "add", &subnet, "dev", dev, "proto", "kernel", "scope", "link", "src",
-                    &src, "metric", &metric,
-                ],
-            )?;
-            cmd::ip(
-                i,
-                &[
-                    "route", "add", "default", "via", &gateway, "dev", dev, "metric", &metric,
-                ],
-            )?;
-        }
+    // The kernel's own subnet route (metric 0): with two ENIs in one subnet the older route
+    // wins, so replies to same-subnet hosts leave by the first interface, as in the field.
+    cmd::ip(i, &["addr", "add", &primary, "brd", "+", "dev", dev])?;
+    if let Some(metric) = default_metric {
+        let gateway = eni.subnet().gateway().to_string();
+        let metric = metric.to_string();
+        cmd::ip(
+            i,
+            &[
+                "route", "add", "default", "via", &gateway, "dev", dev, "metric", &metric,
+            ],
+        )?;
     }
     for a in eni.ipv6s() {
         cmd::ip(
