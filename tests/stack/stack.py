@@ -1,8 +1,9 @@
-"""Deploy infra/template.yaml into a moto server, as CloudFormation would after `sam deploy`.
+"""Deploy infra/template.yaml into a moto server, in the plain CloudFormation form that
+infra/stackset.py writes for StackSets (AWS's own SAM transform).
 
-The SAM transform is AWS's own (aws-sam-translator); the Lambda's code is a stand-in zip, since
-moto never runs it. Everything else (the document with its deploy-time values, the bucket, the
-rules, the IAM) is what the template says. Reusable by other tests and the demo:
+The Lambda's code is a stand-in zip, since moto never runs it. Everything else (the document
+with its deploy-time values, the bucket, the rules, the IAM) is what the template says.
+Reusable by other tests and the demo:
 
     outputs = deploy(stack_name, {"AgentSha256X8664": ..., "AgentSha256Aarch64": ...})
 """
@@ -11,48 +12,36 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 import boto3
-from cfnlint.decode import decode
-from samtranslator.translator.transform import transform as sam_transform
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "template.yaml"
-
-
-class _NoManagedPolicies:
-    def load(self):
-        return {}
-
-
-def transformed(code_bucket: str, code_key: str, template: Path = TEMPLATE) -> dict:
-    """The template after the SAM transform, with the Lambda's code at s3://code_bucket/code_key."""
-    source, problems = decode(str(template))
-    if problems:
-        raise ValueError(f"{template}: {problems}")
-    source = json.loads(json.dumps(source))
-    source["Resources"]["Function"]["Properties"]["CodeUri"] = f"s3://{code_bucket}/{code_key}"
-    return sam_transform(source, {}, _NoManagedPolicies())
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "infra"))
+from stackset import stackset_template  # noqa: E402
 
 
 def deploy(stack_name: str, parameters: dict[str, str]) -> dict[str, str]:
     """Create the stack in the moto named by AWS_ENDPOINT_URL; return its outputs."""
     if "AWS_ENDPOINT_URL" not in os.environ:
         raise RuntimeError("AWS_ENDPOINT_URL must point at a local moto server")
+    region = boto3.session.Session().region_name
     s3 = boto3.client("s3")
-    code_bucket = f"{stack_name.lower()}-code"
-    s3.create_bucket(Bucket=code_bucket)
+    prefix = f"{stack_name.lower()}-code"
+    s3.create_bucket(Bucket=f"{prefix}-{region}")
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("bootstrap", "#!/bin/sh\nexit 1\n")
-    s3.put_object(Bucket=code_bucket, Key="lambda.zip", Body=archive.getvalue())
+    s3.put_object(Bucket=f"{prefix}-{region}", Key="symroute-lambda.zip", Body=archive.getvalue())
     cfn = boto3.client("cloudformation")
     cfn.create_stack(
         StackName=stack_name,
-        TemplateBody=json.dumps(transformed(code_bucket, "lambda.zip")),
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        TemplateBody=json.dumps(stackset_template()),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v}
+                    for k, v in {"LambdaCodeBucketPrefix": prefix, **parameters}.items()],
         Capabilities=["CAPABILITY_IAM"],
     )
     stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
@@ -67,7 +56,8 @@ def s3_fetch(url: str) -> bytes:
     if not (parsed.scheme == "https" and parsed.netloc.startswith("s3.")):
         raise ValueError(f"not a path-style S3 URL: {url}")
     bucket, _, key = parsed.path.lstrip("/").partition("/")
+    s3 = boto3.client("s3")
     try:
-        return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    except boto3.client("s3").exceptions.NoSuchKey as err:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey as err:
         raise FileNotFoundError(url) from err

@@ -188,16 +188,22 @@ def test_nothing_account_region_or_name_specific():
             assert not isinstance(value, str), f"{logical}.{key} is fixed to {value!r}"
 
 
-def test_template_after_the_sam_transform_is_lint_clean(tmp_path, monkeypatch):
-    """What CloudFormation actually receives (AWS's own SAM transform) lints clean too."""
-    import stack
+def test_stackset_template_is_plain_lint_clean_cloudformation(tmp_path):
+    """What a service-managed StackSet gets (no macros: AWS's own SAM transform applied)."""
+    sys.path.insert(0, str(ROOT / "infra"))
+    from stackset import stackset_template
 
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    out = stack.transformed("code-bucket", "lambda.zip")
+    out = stackset_template()
+    assert "Transform" not in out
     types = {r["Type"] for r in out["Resources"].values()}
+    assert not [t for t in types if t.startswith("AWS::Serverless::")]
     assert {"AWS::Events::Rule", "AWS::Lambda::Permission", "AWS::Lambda::EventInvokeConfig"} <= types
-    rendered = tmp_path / "transformed.json"
+    fn = out["Resources"]["Function"]["Properties"]
+    assert fn["Code"]["S3Bucket"] == {"Fn::Sub": "${LambdaCodeBucketPrefix}-${AWS::Region}"}
+    assert fn["Architectures"] == ["arm64"]
+    text = json.dumps(out)
+    assert not re.search(r"\d{12}|arn:aws:|us-east-1", text), "account, partition or region leaked in"
+    rendered = tmp_path / "stackset.json"
     rendered.write_text(json.dumps(out))
     proc = subprocess.run([CFN_LINT, "--include-checks", "I", "--", rendered], capture_output=True, text=True)
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
