@@ -351,3 +351,98 @@ fn leftovers_of_dead_processes_are_swept() {
     assert!(swept.contains(&name), "{swept:?}");
     assert!(list_with_prefix(&name).is_empty());
 }
+
+#[test]
+fn frames_to_an_eni_for_an_address_it_does_not_own_are_dropped() {
+    if !require_root() {
+        return;
+    }
+    let vpc = Vpc::new().unwrap();
+    let a = vpc.add_subnet("10.0.1.0/24", None).unwrap();
+    let b = vpc.add_subnet("10.0.2.0/24", None).unwrap();
+    let inst = vpc.add_instance().unwrap();
+    vpc.attach_eni(&inst, EniSpec::primary(&a)).unwrap();
+    let eth1 = vpc
+        .attach_eni(&inst, EniSpec::new("eth1", &a).ip("10.0.1.11"))
+        .unwrap();
+    // The instance would answer for 10.0.1.99 by eth1, but the VPC never gave it that address.
+    inst.exec(&["ip", "addr", "add", "10.0.1.99/32", "dev", "eth1"])
+        .unwrap();
+    policy_route(
+        &inst,
+        "10.0.1.11",
+        "eth1",
+        "10.0.1.0/24",
+        "10.0.1.1",
+        "10001",
+    );
+    inst.exec(&["ip", "rule", "add", "from", "10.0.1.99", "lookup", "10001"])
+        .unwrap();
+    let far = vpc.add_client(&b, "10.0.2.10").unwrap();
+    let near = vpc.add_client(&a, "10.0.1.50").unwrap();
+    assert!(far.ping(ip("10.0.1.11"), 1, 2), "the path itself works");
+    assert!(near.ping(ip("10.0.1.11"), 1, 2), "the path itself works");
+
+    // Hosts that send straight to eth1's MAC anyway: the router (its own output) and a
+    // neighbour on the bridge (forwarded port to port).
+    for host in [vpc.router(), &near] {
+        let dev = if host == vpc.router() {
+            a.bridge()
+        } else {
+            "eth0"
+        };
+        host.exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            "10.0.1.99",
+            "lladdr",
+            eth1.mac(),
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    }
+    // Counts requests that reach the instance: the check must stop them on the way in.
+    inst.exec(&["nft", "add", "table", "ip", "seen"]).unwrap();
+    inst.exec(&[
+        "nft",
+        "add",
+        "chain",
+        "ip",
+        "seen",
+        "in",
+        "{ type filter hook prerouting priority 0; }",
+    ])
+    .unwrap();
+    inst.exec(&[
+        "nft",
+        "add",
+        "rule",
+        "ip",
+        "seen",
+        "in",
+        "ip",
+        "daddr",
+        "10.0.1.99",
+        "counter",
+    ])
+    .unwrap();
+    for client in [&far, &near] {
+        let before = vpc.srcdst_drops().unwrap();
+        assert!(
+            !client.ping(ip("10.0.1.99"), 1, 1),
+            "from {}",
+            client.name()
+        );
+        assert!(
+            vpc.srcdst_drops().unwrap() > before,
+            "from {}",
+            client.name()
+        );
+    }
+    let seen = stdout(&inst, &["nft", "list", "chain", "ip", "seen", "in"]);
+    assert!(seen.contains("counter packets 0 "), "{seen}");
+}
