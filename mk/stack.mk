@@ -6,7 +6,7 @@ STACK_NAME ?= symroute
 STACK_PARAMETERS ?=
 SAM_VENV := $(ROOT)/.tools/sam
 
-.PHONY: test-stack stack-embed deploy
+.PHONY: test-stack stack-embed stackset-template deploy
 
 # pytest exits 5 when it collects nothing: that is a broken suite here, not a pass.
 test-stack: setup-python
@@ -17,6 +17,10 @@ test-stack: setup-python
 # After editing ssm-documents/ or eventbridge/: refresh their copies inside infra/template.yaml.
 stack-embed: setup-python
 	$(PY) infra/embed_document.py
+
+# Plain CloudFormation (SAM transform applied) for a service-managed StackSet.
+stackset-template: setup-python
+	$(PY) infra/stackset.py --output dist/stack/stackset.json
 
 $(SAM_VENV)/.stamp: infra/requirements-deploy.txt
 	@test -x $(SAM_VENV)/bin/python || python3 -m venv $(SAM_VENV)
