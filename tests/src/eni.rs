@@ -237,6 +237,7 @@ mod tests {
             "10.0.1.0/24".parse().unwrap(),
             None,
             "br1".into(),
+            [2, 0, 0x5e, 0, 1, 1],
         )
     }
 

@@ -21,6 +21,7 @@ struct Inner {
     cidr: Ipv4Net,
     cidr_v6: Option<Ipv6Net>,
     bridge: String,
+    router_mac: [u8; 6],
     used: Mutex<BTreeSet<IpAddr>>,
 }
 
@@ -31,6 +32,7 @@ impl Subnet {
         cidr: Ipv4Net,
         cidr_v6: Option<Ipv6Net>,
         bridge: String,
+        router_mac: [u8; 6],
     ) -> Self {
         Subnet {
             inner: Arc::new(Inner {
@@ -39,6 +41,7 @@ impl Subnet {
                 cidr,
                 cidr_v6,
                 bridge,
+                router_mac,
                 used: Mutex::new(BTreeSet::new()),
             }),
         }
@@ -55,6 +58,7 @@ impl Subnet {
             cidr,
             cidr_v6,
             String::new(),
+            [2, 0, 0x5e, 0, 0, 1],
         ))
     }
 
@@ -87,6 +91,28 @@ impl Subnet {
     /// address, learned from router advertisements.
     pub fn ipv6_gateway(&self) -> Option<Ipv6Addr> {
         self.inner.cidr_v6.map(first_host_v6)
+    }
+
+    /// The router's MAC on this subnet (fixed, so its link-local address is known).
+    pub fn router_mac(&self) -> String {
+        let m = self.inner.router_mac;
+        format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+
+    /// The router's link-local address on this subnet: the IPv6 next hop instances learn from
+    /// its router advertisements (`default via fe80::... dev ethN`).
+    pub fn ipv6_router_link_local(&self) -> Ipv6Addr {
+        let m = self.inner.router_mac;
+        // Modified EUI-64, as the kernel derives it from the MAC.
+        let iid = [m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]];
+        let mut octets = [0u8; 16];
+        octets[0] = 0xfe;
+        octets[1] = 0x80;
+        octets[8..].copy_from_slice(&iid);
+        Ipv6Addr::from(octets)
     }
 
     /// The bridge's name in the router namespace.
@@ -224,6 +250,7 @@ mod tests {
             "10.0.1.0/28".parse().unwrap(),
             Some("2001:db8:1::/64".parse().unwrap()),
             "br1".into(),
+            [2, 0, 0x5e, 0, 1, 1],
         )
     }
 
@@ -233,6 +260,16 @@ mod tests {
         assert!(Subnet::unattached("10.0.1.5/24", None).is_err());
         assert!(Subnet::unattached("10.0.0.0/8", None).is_err());
         assert!(Subnet::unattached("10.0.1.0/24", Some("2001:db8::/56")).is_err());
+    }
+
+    #[test]
+    fn router_link_local_is_the_eui64_of_its_mac() {
+        let s = subnet();
+        assert_eq!(s.router_mac(), "02:00:5e:00:01:01");
+        assert_eq!(
+            s.ipv6_router_link_local(),
+            "fe80::5eff:fe00:101".parse::<Ipv6Addr>().unwrap()
+        );
     }
 
     #[test]

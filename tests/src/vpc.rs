@@ -143,11 +143,12 @@ impl Vpc {
             cidr,
             cidr_v6,
             bridge.clone(),
+            // A fixed MAC keeps the router's link-local address (the instances' IPv6 next
+            // hop) stable when ports come and go.
+            [0x02, 0x00, 0x5e, (index >> 8) as u8, index as u8, 0x01],
         );
         let r = Some(self.router.name());
-        // A fixed MAC keeps the router's link-local address (the instances' v6 gateway) stable
-        // when ports come and go.
-        let mac = format!("02:00:5e:00:{:02x}:01", index);
+        let mac = subnet.router_mac();
         cmd::ip(
             r,
             &[

@@ -446,3 +446,59 @@ fn frames_to_an_eni_for_an_address_it_does_not_own_are_dropped() {
     let seen = stdout(&inst, &["nft", "list", "chain", "ip", "seen", "in"]);
     assert!(seen.contains("counter packets 0 "), "{seen}");
 }
+
+#[test]
+fn ipv6_replies_by_the_wrong_eni_fail_until_policy_routing() {
+    if !require_root() {
+        return;
+    }
+    let vpc = Vpc::new().unwrap();
+    let a = vpc
+        .add_subnet("10.0.1.0/24", Some("2001:db8:1::/64"))
+        .unwrap();
+    let b = vpc
+        .add_subnet("10.0.2.0/24", Some("2001:db8:2::/64"))
+        .unwrap();
+    let inst = vpc.add_instance().unwrap();
+    // eth1 takes no default route from RAs, so replies deterministically leave by eth0.
+    inst.sysctl("net.ipv6.conf.default.accept_ra_defrtr", "0")
+        .unwrap();
+    vpc.attach_eni(&inst, EniSpec::primary(&a).ipv6("2001:db8:1::10"))
+        .unwrap();
+    inst.sysctl("net.ipv6.conf.eth0.accept_ra_defrtr", "1")
+        .unwrap();
+    vpc.attach_eni(&inst, EniSpec::new("eth1", &a).ipv6("2001:db8:1::11"))
+        .unwrap();
+    inst.wait_ipv6_default("eth0", 20).unwrap();
+    let routes = stdout(&inst, &["ip", "-6", "route", "show", "default"]);
+    let gw = a.ipv6_router_link_local().to_string();
+    assert!(routes.contains(&format!("via {gw} dev eth0")), "{routes}");
+    let far = vpc
+        .add_client_with(&b, &["10.0.2.10", "2001:db8:2::10"])
+        .unwrap();
+    assert!(far.ping(ip("2001:db8:1::10"), 2, 2), "eth0 over IPv6");
+
+    let before = vpc.srcdst_drops().unwrap();
+    assert!(
+        !far.ping(ip("2001:db8:1::11"), 2, 1),
+        "eth1 answered by eth0"
+    );
+    assert!(vpc.srcdst_drops().unwrap() > before);
+
+    inst.exec(&[
+        "ip", "-6", "route", "add", "default", "via", &gw, "dev", "eth1", "table", "10001",
+    ])
+    .unwrap();
+    inst.exec(&[
+        "ip",
+        "-6",
+        "rule",
+        "add",
+        "from",
+        "2001:db8:1::11",
+        "lookup",
+        "10001",
+    ])
+    .unwrap();
+    assert!(far.ping(ip("2001:db8:1::11"), 2, 2), "eth1 over IPv6");
+}
