@@ -357,3 +357,38 @@ fn server_inside_a_namespace_is_reachable_only_from_there() {
         "stopped on drop"
     );
 }
+
+#[test]
+fn standard_address_inside_a_namespace_needs_no_endpoint_override() {
+    if !require_root() {
+        return;
+    }
+    let vpc = Vpc::new().unwrap();
+    let inst = vpc.add_instance().unwrap();
+    let imds = Imds::start_in_standard(inst.name()).unwrap();
+    assert_eq!(imds.endpoint(), "http://169.254.169.254");
+    imds.set("meta-data/instance-id", "i-std");
+    let tok = inst
+        .exec(&[
+            "curl",
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            &format!("{TTL}: 60"),
+            "http://169.254.169.254/latest/api/token",
+        ])
+        .unwrap();
+    let tok = String::from_utf8(tok.stdout).unwrap();
+    let id = inst
+        .exec(&[
+            "curl",
+            "-sf",
+            "-H",
+            &format!("{TOKEN}: {tok}"),
+            "http://169.254.169.254/latest/meta-data/instance-id",
+        ])
+        .unwrap();
+    assert_eq!(String::from_utf8(id.stdout).unwrap(), "i-std");
+    assert_eq!(imds.request_count(), 2);
+}

@@ -16,11 +16,14 @@ use std::time::{Duration, Instant};
 
 pub use meta::{EniMeta, InstanceMeta};
 
+use crate::cmd;
 use crate::error::{Error, Result};
 use crate::netns;
 use http::{HttpRequest, HttpResponse};
 use tree::{Lookup, Tree};
 
+const LOOPBACK: &str = "127.0.0.1:0";
+const STANDARD: &str = "169.254.169.254:80";
 const TOKEN_PATH: &str = "/latest/api/token";
 const TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";
 const TOKEN_HEADER: &str = "X-aws-ec2-metadata-token";
@@ -68,15 +71,26 @@ pub struct Imds {
 impl Imds {
     /// Serves on 127.0.0.1 inside namespace `ns` (reachable only from there).
     pub fn start_in(ns: &str) -> Result<Imds> {
-        Imds::start(Some(ns.to_string()))
+        Imds::start(Some(ns.to_string()), LOOPBACK)
+    }
+
+    /// Serves at the real IMDS address, `http://169.254.169.254`, inside namespace `ns`, so a
+    /// client there needs no endpoint override (as on EC2). The address is added to the
+    /// namespace's loopback; the root namespace is never touched.
+    pub fn start_in_standard(ns: &str) -> Result<Imds> {
+        cmd::ip(
+            Some(ns),
+            &["addr", "replace", "169.254.169.254/32", "dev", "lo"],
+        )?;
+        Imds::start(Some(ns.to_string()), STANDARD)
     }
 
     /// Serves on the root namespace's 127.0.0.1.
     pub fn start_local() -> Result<Imds> {
-        Imds::start(None)
+        Imds::start(None, LOOPBACK)
     }
 
-    fn start(ns: Option<String>) -> Result<Imds> {
+    fn start(ns: Option<String>, bind: &'static str) -> Result<Imds> {
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel();
         let s = Arc::clone(&shared);
@@ -86,7 +100,7 @@ impl Imds {
             let bound = ns
                 .as_deref()
                 .map_or(Ok(()), netns::enter)
-                .and_then(|()| TcpListener::bind("127.0.0.1:0").map_err(Error::from))
+                .and_then(|()| TcpListener::bind(bind).map_err(Error::from))
                 .and_then(|l| Ok((l.try_clone()?, l)));
             match bound {
                 Ok((listener, handle)) => {
@@ -109,9 +123,14 @@ impl Imds {
         })
     }
 
-    /// `http://127.0.0.1:PORT`, for `AWS_EC2_METADATA_SERVICE_ENDPOINT`.
+    /// `http://127.0.0.1:PORT` (or `http://169.254.169.254`), for
+    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.addr.port() == 80 {
+            format!("http://{}", self.addr.ip())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
