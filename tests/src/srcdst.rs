@@ -48,10 +48,12 @@ pub(crate) fn apply(router_ns: &str, ports: &[Port]) -> Result<()> {
     nft(router_ns, &render(ports))
 }
 
-/// Packets dropped by the check since the VPC was created.
-pub(crate) fn drops(router_ns: &str) -> Result<u64> {
+/// Packets dropped by the check since the VPC was created: all of them, or with `port`, those
+/// dropped at that port (either direction).
+pub(crate) fn drops(router_ns: &str, port: Option<&str>) -> Result<u64> {
+    let counter = port.map_or(COUNTER.to_string(), port_counter);
     let out = cmd::run(
-        cmd::in_netns(router_ns, "nft").args(["list", "counter", "bridge", TABLE, COUNTER]),
+        cmd::in_netns(router_ns, "nft").args(["list", "counter", "bridge", TABLE, &counter]),
     )?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut words = text.split_whitespace();
@@ -79,9 +81,12 @@ pub(crate) fn render(ports: &[Port]) -> String {
     for (chain, _) in CHAINS {
         let _ = writeln!(s, "flush chain bridge {TABLE} {chain}");
     }
-    let drop = format!("counter name \"{COUNTER}\" drop");
+    // Per-port counters stay after a detach, so drops can still be read afterwards.
+    for p in ports {
+        let _ = writeln!(s, "add counter bridge {TABLE} {}", port_counter(&p.name));
+    }
     let rule = |s: &mut String, chain: &str, body: &str| {
-        let _ = writeln!(s, "add rule bridge {TABLE} {chain} {body} {drop}");
+        let _ = writeln!(s, "add rule bridge {TABLE} {chain} {body} {}", drop(body));
     };
     for p in ports {
         let name = &p.name;
@@ -126,6 +131,20 @@ pub(crate) fn render(ports: &[Port]) -> String {
         }
     }
     s
+}
+
+fn port_counter(port: &str) -> String {
+    format!("{COUNTER}_{port}")
+}
+
+/// The verdict of a rule whose body starts with `iifname "P"` or `oifname "P"`: count in the
+/// total and in P's counter, then drop.
+fn drop(body: &str) -> String {
+    let port = body.split('"').nth(1).unwrap_or_default();
+    format!(
+        "counter name \"{COUNTER}\" counter name \"{}\" drop",
+        port_counter(port)
+    )
 }
 
 /// An nft anonymous set; nets contained in another member are left out, since nft refuses
@@ -181,5 +200,7 @@ mod tests {
         assert!(last_in < first_out, "{text}");
         assert!(text.contains("iifname \"e1\" arp saddr ip != { 0.0.0.0, 10.0.1.11 }"));
         assert!(text.starts_with("flush chain bridge srcdst check_fwd\n"));
+        assert!(text.contains("add counter bridge srcdst drops_e1\n"));
+        assert!(text.contains("ip saddr != { 0.0.0.0, 10.0.1.11 } counter name \"drops\" counter name \"drops_e1\" drop\n"), "{text}");
     }
 }

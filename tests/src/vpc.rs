@@ -348,7 +348,13 @@ impl Vpc {
 
     /// Packets the src/dst check has dropped so far, over all ENIs.
     pub fn srcdst_drops(&self) -> Result<u64> {
-        srcdst::drops(self.router.name())
+        srcdst::drops(self.router.name(), None)
+    }
+
+    /// Packets the src/dst check has dropped at this ENI's port, in either direction (still
+    /// readable after a detach).
+    pub fn srcdst_drops_at(&self, eni: &Eni) -> Result<u64> {
+        srcdst::drops(self.router.name(), Some(eni.port()))
     }
 
     fn new_namespace(&self, ns: &str) -> Result<()> {

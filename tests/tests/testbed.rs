@@ -54,14 +54,15 @@ fn secondary_eni_fails_like_aws_until_policy_routing() {
     let a = vpc.add_subnet("10.0.1.0/24", None).unwrap();
     let b = vpc.add_subnet("10.0.2.0/24", None).unwrap();
     let inst = vpc.add_instance().unwrap();
-    vpc.attach_eni(&inst, EniSpec::primary(&a).ip("10.0.1.10"))
+    let eth0 = vpc
+        .attach_eni(&inst, EniSpec::primary(&a).ip("10.0.1.10"))
         .unwrap();
     let secondary = EniSpec::new("eth1", &a)
         .ip("10.0.1.11")
         .config(Config::Dhcp {
             default_metric: Some(10001),
         });
-    vpc.attach_eni(&inst, secondary).unwrap();
+    let eth1 = vpc.attach_eni(&inst, secondary).unwrap();
     let far = vpc.add_client(&b, "10.0.2.10").unwrap();
     let near = vpc.add_client(&a, "10.0.1.50").unwrap();
 
@@ -71,10 +72,21 @@ fn secondary_eni_fails_like_aws_until_policy_routing() {
         "eth0 from the same subnet"
     );
 
-    let before = vpc.srcdst_drops().unwrap();
+    // (eth1 already dropped something: its ARP answer for eth0's address, the ARP flux the
+    // VPC does not let through.)
+    let (before, eth0_before, eth1_before) = (
+        vpc.srcdst_drops().unwrap(),
+        vpc.srcdst_drops_at(&eth0).unwrap(),
+        vpc.srcdst_drops_at(&eth1).unwrap(),
+    );
     assert!(!far.ping(ip("10.0.1.11"), 2, 1), "eth1 answered by eth0");
     let after_far = vpc.srcdst_drops().unwrap();
     assert!(after_far > before, "the src/dst check dropped the reply");
+    assert!(
+        vpc.srcdst_drops_at(&eth0).unwrap() > eth0_before,
+        "at eth0's port"
+    );
+    assert_eq!(vpc.srcdst_drops_at(&eth1).unwrap(), eth1_before);
     assert!(!near.ping(ip("10.0.1.11"), 2, 1), "eth1 answered by eth0");
     assert!(vpc.srcdst_drops().unwrap() > after_far);
 
