@@ -1,0 +1,249 @@
+//! [`Aws`] over the AWS SDK. Clients are built once per cold start and shared by all invocations.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::{Filter, NetworkInterface, Tag};
+use aws_sdk_ssm::types::CloudWatchOutputConfig;
+
+use crate::aws::{Attachment, Aws, CommandRequest, Eni, Instance, Invocation, Tags};
+use crate::config::Settings;
+use crate::error::Error;
+
+pub struct Sdk {
+    ec2: aws_sdk_ec2::Client,
+    ssm: aws_sdk_ssm::Client,
+}
+
+impl Sdk {
+    /// Region, credentials and `AWS_ENDPOINT_URL` come from the environment, as in every SDK.
+    pub async fn from_env(s: &Settings) -> Self {
+        // The SDK retries throttling, 5xx and broken connections itself (with jitter); these
+        // bounds keep a whole invocation well inside a Lambda timeout.
+        let retry = RetryConfig::standard()
+            .with_max_attempts(s.max_attempts)
+            .with_initial_backoff(s.retry_base);
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(Duration::from_secs(10))
+            .build();
+        let conf = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(retry)
+            .timeout_config(timeouts)
+            .load()
+            .await;
+        Sdk {
+            ec2: aws_sdk_ec2::Client::new(&conf),
+            ssm: aws_sdk_ssm::Client::new(&conf),
+        }
+    }
+}
+
+fn sdk_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if let Some(code) = err.code() {
+        let message = err.message().unwrap_or("(no message)").to_string();
+        return Error::aws(operation, code, message);
+    }
+    let kind = match &err {
+        SdkError::ConstructionFailure(_) => "ConstructionFailure".to_string(),
+        SdkError::TimeoutError(_) => "Timeout".to_string(),
+        SdkError::DispatchFailure(_) => "DispatchFailure".to_string(),
+        SdkError::ResponseError(_) => "ResponseError".to_string(),
+        SdkError::ServiceError(ctx) => format!("HTTP{}", ctx.raw().status().as_u16()),
+        _ => "Unknown".to_string(),
+    };
+    Error::aws(operation, kind, DisplayErrorContext(&err).to_string())
+}
+
+fn not_found(e: &Error) -> bool {
+    matches!(e, Error::Aws { code, .. } if code.ends_with(".NotFound"))
+}
+
+fn tags<'a>(tags: impl IntoIterator<Item = &'a Tag>) -> HashMap<String, String> {
+    tags.into_iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn eni(n: &NetworkInterface) -> Eni {
+    Eni {
+        id: n.network_interface_id().unwrap_or_default().into(),
+        mac: n.mac_address().unwrap_or_default().into(),
+        private_ips: n
+            .private_ip_addresses()
+            .iter()
+            .filter_map(|a| a.private_ip_address().map(str::to_string))
+            .collect(),
+        subnet_id: n.subnet_id().unwrap_or_default().into(),
+        interface_type: n
+            .interface_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_else(|| "interface".into()),
+        description: n.description().unwrap_or_default().into(),
+        tags: tags(n.tag_set()),
+        attachment: n.attachment().map(|a| Attachment {
+            id: a.attachment_id().unwrap_or_default().into(),
+            instance_id: a.instance_id().unwrap_or_default().into(),
+            status: a
+                .status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            device_index: a.device_index().unwrap_or_default(),
+            network_card_index: a.network_card_index().unwrap_or_default(),
+        }),
+    }
+}
+
+impl Sdk {
+    async fn enis_where(&self, filter: Filter) -> Result<Vec<Eni>, Error> {
+        const OP: &str = "ec2:DescribeNetworkInterfaces";
+        let mut out = Vec::new();
+        let mut pages = self
+            .ec2
+            .describe_network_interfaces()
+            .filters(filter)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error(OP, e))?;
+            out.extend(page.network_interfaces().iter().map(eni));
+        }
+        Ok(out)
+    }
+}
+
+impl Aws for Sdk {
+    async fn describe_eni(&self, eni_id: &str) -> Result<Option<Eni>, Error> {
+        let res = self
+            .ec2
+            .describe_network_interfaces()
+            .network_interface_ids(eni_id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ec2:DescribeNetworkInterfaces", e));
+        match res {
+            Ok(out) => Ok(out.network_interfaces().first().map(eni)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn enis_of_instance(&self, instance_id: &str) -> Result<Vec<Eni>, Error> {
+        let filter = Filter::builder()
+            .name("attachment.instance-id")
+            .values(instance_id)
+            .build();
+        self.enis_where(filter).await
+    }
+
+    async fn find_eni_by_tag(&self, key: &str, value: &str) -> Result<Option<Eni>, Error> {
+        let filter = Filter::builder()
+            .name(format!("tag:{key}"))
+            .values(value)
+            .build();
+        Ok(self.enis_where(filter).await?.into_iter().next())
+    }
+
+    async fn describe_instance(&self, instance_id: &str) -> Result<Option<Instance>, Error> {
+        let res = self
+            .ec2
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ec2:DescribeInstances", e));
+        let out = match res {
+            Ok(out) => out,
+            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let found = out.reservations().iter().flat_map(|r| r.instances()).next();
+        Ok(found.map(|i| Instance {
+            id: i.instance_id().unwrap_or_default().into(),
+            platform: i
+                .platform()
+                .map(|p| p.as_str().to_string())
+                .or_else(|| i.platform_details().map(str::to_string)),
+            state: i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+                .unwrap_or_default(),
+            tags: tags(i.tags()),
+        }))
+    }
+
+    async fn tag_eni(&self, eni_id: &str, new_tags: Tags<'_>) -> Result<(), Error> {
+        let mut req = self.ec2.create_tags().resources(eni_id);
+        for (k, v) in new_tags {
+            req = req.tags(Tag::builder().key(*k).value(*v).build());
+        }
+        req.send()
+            .await
+            .map_err(|e| sdk_error("ec2:CreateTags", e))?;
+        Ok(())
+    }
+
+    async fn send_command(&self, r: &CommandRequest) -> Result<String, Error> {
+        const OP: &str = "ssm:SendCommand";
+        let output_config = r.log_group.as_ref().map(|group| {
+            CloudWatchOutputConfig::builder()
+                .cloud_watch_output_enabled(true)
+                .cloud_watch_log_group_name(group)
+                .build()
+        });
+        let out = self
+            .ssm
+            .send_command()
+            .document_name(&r.document_name)
+            .instance_ids(&r.instance_id)
+            .parameters("action", vec![r.action.as_str().to_string()])
+            .parameters("target", vec![r.target.clone()])
+            .comment(&r.comment)
+            .set_cloud_watch_output_config(output_config)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e))?;
+        out.command()
+            .and_then(|c| c.command_id())
+            .map(str::to_string)
+            .ok_or_else(|| Error::aws(OP, "NoCommandId", "the answer carried no command id"))
+    }
+
+    async fn get_invocation(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+    ) -> Result<Invocation, Error> {
+        let out = self
+            .ssm
+            .get_command_invocation()
+            .command_id(command_id)
+            .instance_id(instance_id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ssm:GetCommandInvocation", e))?;
+        Ok(Invocation {
+            status: out
+                .status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            details: out.status_details().unwrap_or_default().into(),
+            stdout: out.standard_output_content().unwrap_or_default().into(),
+            stderr: out.standard_error_content().unwrap_or_default().into(),
+        })
+    }
+}
