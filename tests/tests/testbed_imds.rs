@@ -308,6 +308,20 @@ fn connections_are_kept_alive_until_the_client_closes() {
     assert!(head.iter().any(|h| h == "Connection: close"));
     let mut rest = Vec::new();
     assert_eq!(conn.read_to_end(&mut rest).unwrap(), 0, "server closed");
+
+    // A connection still open when the server stops gets no more answers.
+    let mut open = connect(imds.addr());
+    let path = "/latest/meta-data/instance-id";
+    assert_eq!(
+        exchange(&mut open, "GET", path, &[(TOKEN, &tok)])
+            .unwrap()
+            .0,
+        200
+    );
+    let addr = imds.addr();
+    drop(imds);
+    assert!(exchange(&mut open, "GET", path, &[(TOKEN, &tok)]).is_err());
+    assert!(TcpStream::connect(addr).is_err(), "listener closed");
 }
 
 #[test]

@@ -49,8 +49,8 @@ pub(crate) fn read_request(r: &mut impl BufRead) -> io::Result<Option<HttpReques
     }
     let mut req = HttpRequest {
         method: method.to_string(),
-        // Query strings mean nothing to IMDS paths.
-        path: target.split('?').next().unwrap_or("").to_string(),
+        // Query strings mean nothing to IMDS paths; some clients escape the MACs' colons.
+        path: percent_decode(target.split('?').next().unwrap_or("")),
         keep_alive: version == "HTTP/1.1",
         headers,
     };
@@ -65,6 +65,29 @@ pub(crate) fn read_request(r: &mut impl BufRead) -> io::Result<Option<HttpReques
         .unwrap_or(0);
     io::copy(&mut r.take(len), &mut io::sink())?;
     Ok(Some(req))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub(crate) struct HttpResponse {
@@ -144,6 +167,11 @@ mod tests {
         assert_eq!(next.method, "GET");
         assert!(!next.keep_alive, "HTTP/1.0 closes by default");
         assert!(read_request(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn escaped_paths_are_decoded() {
+        assert_eq!(percent_decode("/macs/0a%3A00%3a01/x%"), "/macs/0a:00:01/x%");
     }
 
     #[test]

@@ -253,6 +253,10 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             }
             Err(e) => return Err(e),
         };
+        // A stopped server answers nothing more, even on connections still open.
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let valid_token = token_valid(shared, &req);
         lock(&shared.log).push(Request {
             method: req.method.clone(),
