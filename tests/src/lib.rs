@@ -4,6 +4,7 @@
 mod cmd;
 mod eni;
 mod error;
+mod host;
 pub mod imds;
 mod netns;
 mod ping;
@@ -15,8 +16,9 @@ mod vpc;
 
 pub use eni::{Config, Eni, EniSpec};
 pub use error::{Error, Result};
+pub use host::Host;
 pub use imds::{EniMeta, Imds, InstanceMeta, Request};
-pub use netns::{is_alive, list_with_prefix, prefix_of_pid, sweep_leftovers, Host, NAME_PREFIX};
+pub use netns::{is_alive, list_with_prefix, prefix_of_pid, sweep_leftovers, NAME_PREFIX};
 pub use ping::{PingStats, PingStream};
 pub use root::require_root;
 pub use subnet::Subnet;

@@ -1,9 +1,7 @@
-//! Network namespaces: unique names, creation, teardown, entering one from a thread, and the
-//! [`Host`] handle that tests use to act inside a namespace.
+//! Network namespaces: unique names, creation, teardown, leftovers, entering one from a thread.
 
 use std::fs::File;
-use std::net::IpAddr;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Once;
 
@@ -11,7 +9,6 @@ use nix::sched::{setns, CloneFlags};
 
 use crate::cmd;
 use crate::error::{Error, Result};
-use crate::ping::PingStream;
 
 /// Every namespace the testbed creates starts with this, so leftovers can be found.
 pub const NAME_PREFIX: &str = "srt";
@@ -142,113 +139,6 @@ pub(crate) fn enter(ns: &str) -> Result<()> {
     };
     let file = File::open(format!("{NETNS_DIR}/{ns}")).map_err(setns_err)?;
     setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| setns_err(e.into()))
-}
-
-/// A namespace a test can act in: an instance, a client or the router.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Host {
-    ns: String,
-}
-
-impl Host {
-    pub(crate) fn new(ns: String) -> Self {
-        Host { ns }
-    }
-
-    /// The namespace's name (for `ip netns exec NAME` or `ip -n NAME`).
-    pub fn name(&self) -> &str {
-        &self.ns
-    }
-
-    /// Runs `args[0]` with the rest as arguments inside the namespace; a non-zero exit is an
-    /// error carrying stderr. Use [`Host::output`] when failure is an expected outcome.
-    pub fn exec(&self, args: &[&str]) -> Result<Output> {
-        let (program, rest) = split(args)?;
-        cmd::run(self.command(program).args(rest))
-    }
-
-    /// Like [`Host::exec`] but returns the output whatever the exit status.
-    pub fn output(&self, args: &[&str]) -> Result<Output> {
-        let (program, rest) = split(args)?;
-        cmd::output(self.command(program).args(rest))
-    }
-
-    /// A command that runs `program` inside the namespace (`ip netns exec NAME program`); add
-    /// arguments, environment and stdio as needed.
-    pub fn command(&self, program: &str) -> Command {
-        cmd::in_netns(&self.ns, program)
-    }
-
-    /// Sets one sysctl inside the namespace, e.g. `("net.ipv4.conf.all.rp_filter", "1")`.
-    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        cmd::sysctl(&self.ns, key, value)
-    }
-
-    /// `ping -c count -W timeout_secs dst` from the namespace: true when at least one reply
-    /// came back (ping's own success rule).
-    pub fn ping(&self, dst: IpAddr, count: u32, timeout_secs: u32) -> bool {
-        let mut cmd = self.command("ping");
-        if dst.is_ipv6() {
-            cmd.arg("-6");
-        }
-        cmd.args(["-n", "-q", "-i", "0.2", "-c"])
-            .arg(count.to_string())
-            .arg("-W")
-            .arg(timeout_secs.to_string())
-            .arg(dst.to_string());
-        cmd::output(&mut cmd)
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    }
-
-    /// Starts an ICMP echo stream to `dst`, one request every `interval_ms`, until
-    /// [`PingStream::stop`]. Errors (socket creation) surface when stopping.
-    pub fn spawn_ping_stream(&self, dst: IpAddr, interval_ms: u64) -> PingStream {
-        PingStream::start(self.ns.clone(), dst, interval_ms)
-    }
-
-    /// Waits (bounded) until `dev` has an IPv6 default route learned from a router
-    /// advertisement, which takes a few seconds after the link comes up (DAD, then RS/RA).
-    pub fn wait_ipv6_default(&self, dev: &str, timeout_secs: u64) -> Result<()> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
-        loop {
-            let out = self.exec(&["ip", "-6", "route", "show", "default", "dev", dev])?;
-            if String::from_utf8_lossy(&out.stdout).contains("proto ra") {
-                return Ok(());
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("an IPv6 default route on {dev} in {}", self.ns),
-                    secs: timeout_secs,
-                });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    }
-
-    /// Runs `f` on a thread that has entered this namespace, e.g. for netlink queries from the
-    /// test itself. Panics if the namespace cannot be entered (it was deleted, or not root).
-    pub fn run_in<F, R>(&self, f: F) -> R
-    where
-        F: FnOnce() -> R + Send,
-        R: Send,
-    {
-        std::thread::scope(|s| {
-            let handle = s.spawn(|| {
-                enter(&self.ns).unwrap_or_else(|e| panic!("{e}"));
-                f()
-            });
-            handle
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    }
-}
-
-fn split<'a>(args: &'a [&'a str]) -> Result<(&'a str, &'a [&'a str])> {
-    args.split_first()
-        .map(|(p, r)| (*p, r))
-        .ok_or_else(|| Error::invalid("command", "", "needs at least a program name"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,224 @@
+//! Attaching and detaching ENIs: the router side (veth port, neighbours, prefix routes, the
+//! src/dst filter) and the instance side (what the OS would have configured).
+
+use std::net::IpAddr;
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use super::{State, Vpc};
+use crate::cmd;
+use crate::eni::{Config, Eni, EniSpec};
+use crate::error::{Error, Result};
+use crate::srcdst;
+use crate::Instance;
+
+impl Vpc {
+    /// Attaches an ENI: the kernel link `spec.ifname` appears in the instance, the VPC learns
+    /// its addresses, and the instance side is set up as `spec.config` says.
+    pub fn attach_eni(&self, inst: &Instance, spec: EniSpec) -> Result<Eni> {
+        spec.validate()?;
+        let mut st = self.lock();
+        if !st.subnets.iter().any(|s| s.same(&spec.subnet)) {
+            return Err(Error::invalid(
+                "subnet",
+                spec.subnet.cidr().to_string(),
+                "belongs to another VPC",
+            ));
+        }
+        if let Some(other) = st.enis.iter().find(|e| e.mac() == spec.mac) {
+            return Err(Error::invalid(
+                "MAC",
+                &spec.mac,
+                format!("already used by {}", other.port()),
+            ));
+        }
+        let mut spec = spec;
+        let mut claimed = Vec::new();
+        let claim = spec.addresses().try_for_each(|a| {
+            spec.subnet.claim(a)?;
+            claimed.push(a);
+            Ok::<_, Error>(())
+        });
+        if let Err(e) = claim.and_then(|()| {
+            if spec.ipv4s.is_empty() {
+                let a = spec.subnet.allocate_ipv4()?;
+                claimed.push(IpAddr::V4(a));
+                spec.ipv4s.push(a);
+            }
+            Ok(())
+        }) {
+            claimed.iter().for_each(|a| spec.subnet.release(*a));
+            return Err(e);
+        }
+        st.ports += 1;
+        let eni = Eni {
+            port: format!("e{}", st.ports),
+            instance_ns: inst.name().to_string(),
+            spec,
+        };
+        st.enis.push(eni.clone());
+        let result = self.plug(&st, &eni).and_then(|()| configure(&eni));
+        if let Err(e) = result {
+            self.unplug(&mut st, &eni);
+            return Err(e);
+        }
+        Ok(eni)
+    }
+
+    /// Detaches an ENI: its link disappears from the instance and the VPC forgets it.
+    pub fn detach_eni(&self, eni: &Eni) -> Result<()> {
+        let mut st = self.lock();
+        if !st.enis.iter().any(|e| e.port == eni.port) {
+            return Err(Error::invalid("ENI", eni.mac(), "is not attached"));
+        }
+        cmd::ip(Some(self.router.name()), &["link", "del", eni.port()])?;
+        self.unplug(&mut st, eni);
+        Ok(())
+    }
+
+    /// The router side of an attach: filter first, so no frame passes unchecked.
+    fn plug(&self, st: &State, eni: &Eni) -> Result<()> {
+        let r = Some(self.router.name());
+        srcdst::apply(self.router.name(), &ports(&st.enis))?;
+        cmd::ip(
+            r,
+            &[
+                "link",
+                "add",
+                eni.port(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                eni.ifname(),
+                "address",
+                eni.mac(),
+                "netns",
+                eni.instance_name(),
+            ],
+        )?;
+        let bridge = eni.subnet().bridge();
+        for a in eni.spec.addresses() {
+            // The VPC knows where each address lives: no ARP, so no ARP flux either.
+            cmd::ip(
+                r,
+                &[
+                    "neigh",
+                    "replace",
+                    &a.to_string(),
+                    "lladdr",
+                    eni.mac(),
+                    "dev",
+                    bridge,
+                    "nud",
+                    "permanent",
+                ],
+            )?;
+        }
+        let primary = eni.primary_ipv4().to_string();
+        for p in eni.ipv4_prefixes() {
+            cmd::ip(
+                r,
+                &[
+                    "route",
+                    "replace",
+                    &p.to_string(),
+                    "via",
+                    &primary,
+                    "dev",
+                    bridge,
+                ],
+            )?;
+        }
+        cmd::ip(
+            r,
+            &[
+                "link",
+                "set",
+                eni.port(),
+                "master",
+                bridge,
+                "addrgenmode",
+                "none",
+                "up",
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets an ENI in the router; best effort, as it also undoes failed attaches.
+    fn unplug(&self, st: &mut State, eni: &Eni) {
+        let r = Some(self.router.name());
+        let _ = cmd::ip(r, &["link", "del", eni.port()]);
+        for a in eni.spec.addresses() {
+            let _ = cmd::ip(
+                r,
+                &["neigh", "del", &a.to_string(), "dev", eni.subnet().bridge()],
+            );
+            eni.subnet().release(a);
+        }
+        for p in eni.ipv4_prefixes() {
+            let _ = cmd::ip(r, &["route", "del", &p.to_string()]);
+        }
+        st.enis.retain(|e| e.port != eni.port);
+        let _ = srcdst::apply(self.router.name(), &ports(&st.enis));
+    }
+}
+
+/// The instance side of an attach, as the OS would have it.
+fn configure(eni: &Eni) -> Result<()> {
+    let Config::Dhcp { default_metric } = eni.spec.config else {
+        return Ok(());
+    };
+    let i = Some(eni.instance_name());
+    let dev = eni.ifname();
+    cmd::ip(i, &["link", "set", dev, "up"])?;
+    let primary = format!(
+        "{}/{}",
+        eni.primary_ipv4(),
+        eni.subnet().cidr().prefix_len()
+    );
+    // The kernel's own subnet route (metric 0): with two ENIs in one subnet the older route
+    // wins, so replies to same-subnet hosts leave by the first interface, as in the field.
+    cmd::ip(i, &["addr", "add", &primary, "brd", "+", "dev", dev])?;
+    if let Some(metric) = default_metric {
+        let gateway = eni.subnet().gateway().to_string();
+        let metric = metric.to_string();
+        cmd::ip(
+            i,
+            &[
+                "route", "add", "default", "via", &gateway, "dev", dev, "metric", &metric,
+            ],
+        )?;
+    }
+    for a in eni.ipv6s() {
+        cmd::ip(
+            i,
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{a}/128"),
+                "dev",
+                dev,
+                "nodad",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn ports(enis: &[Eni]) -> Vec<srcdst::Port> {
+    enis.iter()
+        .map(|e| srcdst::Port {
+            name: e.port().to_string(),
+            v4: e
+                .ipv4s()
+                .iter()
+                .map(|a| Ipv4Net::from(*a))
+                .chain(e.ipv4_prefixes().iter().copied())
+                .collect(),
+            v6: e.ipv6s().iter().map(|a| Ipv6Net::from(*a)).collect(),
+        })
+        .collect()
+}
