@@ -528,3 +528,43 @@ fn ipv6_replies_by_the_wrong_eni_fail_until_policy_routing() {
     .unwrap();
     assert!(far.ping(ip("2001:db8:1::11"), 2, 2), "eth1 over IPv6");
 }
+
+#[test]
+fn require_root_skips_locally_and_fails_under_ci() {
+    if !require_root() {
+        return;
+    }
+    // This very binary, run as an unprivileged user on one root test: from a world-readable
+    // copy, since the build directory may sit under a private home.
+    let dir = std::env::temp_dir().join(format!("symroute-testbed-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("testbed");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [(&dir, 0o755), (&exe, 0o755)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let run = |ci: Option<&str>| {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&exe)
+            .args(["--exact", "run_in_enters_the_namespace", "--nocapture"])
+            .current_dir(&dir)
+            .env_remove("CI");
+        if let Some(v) = ci {
+            cmd.env("CI", v);
+        }
+        cmd.output().unwrap()
+    };
+    let local = run(None);
+    let ci = run(Some("true"));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let text = String::from_utf8_lossy(&local.stdout);
+    assert!(local.status.success(), "{text}");
+    assert!(text.contains("skipped: needs root"), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+    let text = String::from_utf8_lossy(&ci.stdout);
+    assert!(!ci.status.success(), "CI=true must fail: {text}");
+    assert!(text.contains("1 failed"), "{text}");
+}
