@@ -78,6 +78,12 @@ pub(crate) fn ip<S: AsRef<OsStr>>(ns: Option<&str>, args: &[S]) -> Result<Output
     run(&mut cmd)
 }
 
+/// `ip [-n NS] LINE`, with LINE split on whitespace (for arguments that never contain any:
+/// names, addresses, numbers), checked.
+pub(crate) fn ipl(ns: Option<&str>, line: &str) -> Result<Output> {
+    ip(ns, &line.split_whitespace().collect::<Vec<_>>())
+}
+
 /// A command prepared to run inside namespace `ns` (`ip netns exec NS program`).
 pub(crate) fn in_netns(ns: &str, program: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new("ip");

@@ -105,11 +105,12 @@ impl EniSpec {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.ifname.is_empty() || self.ifname.len() > 15 || self.ifname.contains('/') {
+        let bad_char = |c: char| c == '/' || c == ':' || c.is_whitespace();
+        if self.ifname.is_empty() || self.ifname.len() > 15 || self.ifname.contains(bad_char) {
             return Err(Error::invalid(
                 "interface name",
                 &self.ifname,
-                "needs 1 to 15 characters and no `/`",
+                "needs 1 to 15 characters, none of them `/`, `:` or blanks (kernel rules)",
             ));
         }
         let octets: Vec<_> = self.mac.split(':').collect();
@@ -263,6 +264,7 @@ mod tests {
     fn validation_rejects_bad_names_macs_and_foreign_prefixes() {
         let s = subnet();
         assert!(EniSpec::new("a-very-long-ifname", &s).validate().is_err());
+        assert!(EniSpec::new("eth 1", &s).validate().is_err());
         assert!(EniSpec::new("eth1", &s)
             .mac("01:00:00:00:00:01")
             .validate()

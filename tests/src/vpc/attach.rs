@@ -80,68 +80,26 @@ impl Vpc {
     fn plug(&self, st: &State, eni: &Eni) -> Result<()> {
         let r = Some(self.router.name());
         srcdst::apply(self.router.name(), &ports(&st.enis))?;
-        cmd::ip(
+        let (port, mac, bridge) = (eni.port(), eni.mac(), eni.subnet().bridge());
+        let (ifname, inst) = (eni.ifname(), eni.instance_name());
+        cmd::ipl(
             r,
-            &[
-                "link",
-                "add",
-                eni.port(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                eni.ifname(),
-                "address",
-                eni.mac(),
-                "netns",
-                eni.instance_name(),
-            ],
+            &format!("link add {port} type veth peer name {ifname} address {mac} netns {inst}"),
         )?;
-        let bridge = eni.subnet().bridge();
         for a in eni.spec.addresses() {
             // The VPC knows where each address lives: no ARP, so no ARP flux either.
-            cmd::ip(
+            cmd::ipl(
                 r,
-                &[
-                    "neigh",
-                    "replace",
-                    &a.to_string(),
-                    "lladdr",
-                    eni.mac(),
-                    "dev",
-                    bridge,
-                    "nud",
-                    "permanent",
-                ],
+                &format!("neigh replace {a} lladdr {mac} dev {bridge} nud permanent"),
             )?;
         }
-        let primary = eni.primary_ipv4().to_string();
+        let primary = eni.primary_ipv4();
         for p in eni.ipv4_prefixes() {
-            cmd::ip(
-                r,
-                &[
-                    "route",
-                    "replace",
-                    &p.to_string(),
-                    "via",
-                    &primary,
-                    "dev",
-                    bridge,
-                ],
-            )?;
+            cmd::ipl(r, &format!("route replace {p} via {primary} dev {bridge}"))?;
         }
-        cmd::ip(
+        cmd::ipl(
             r,
-            &[
-                "link",
-                "set",
-                eni.port(),
-                "master",
-                bridge,
-                "addrgenmode",
-                "none",
-                "up",
-            ],
+            &format!("link set {port} master {bridge} addrgenmode none up"),
         )?;
         Ok(())
     }
@@ -151,10 +109,7 @@ impl Vpc {
         let r = Some(self.router.name());
         let _ = cmd::ip(r, &["link", "del", eni.port()]);
         for a in eni.spec.addresses() {
-            let _ = cmd::ip(
-                r,
-                &["neigh", "del", &a.to_string(), "dev", eni.subnet().bridge()],
-            );
+            let _ = cmd::ipl(r, &format!("neigh del {a} dev {}", eni.subnet().bridge()));
             eni.subnet().release(a);
         }
         for p in eni.ipv4_prefixes() {
@@ -172,38 +127,20 @@ fn configure(eni: &Eni) -> Result<()> {
     };
     let i = Some(eni.instance_name());
     let dev = eni.ifname();
-    cmd::ip(i, &["link", "set", dev, "up"])?;
-    let primary = format!(
-        "{}/{}",
-        eni.primary_ipv4(),
-        eni.subnet().cidr().prefix_len()
-    );
+    cmd::ipl(i, &format!("link set {dev} up"))?;
+    let (primary, len) = (eni.primary_ipv4(), eni.subnet().cidr().prefix_len());
     // The kernel's own subnet route (metric 0): with two ENIs in one subnet the older route
     // wins, so replies to same-subnet hosts leave by the first interface, as in the field.
-    cmd::ip(i, &["addr", "add", &primary, "brd", "+", "dev", dev])?;
+    cmd::ipl(i, &format!("addr add {primary}/{len} brd + dev {dev}"))?;
     if let Some(metric) = default_metric {
-        let gateway = eni.subnet().gateway().to_string();
-        let metric = metric.to_string();
-        cmd::ip(
+        let gateway = eni.subnet().gateway();
+        cmd::ipl(
             i,
-            &[
-                "route", "add", "default", "via", &gateway, "dev", dev, "metric", &metric,
-            ],
+            &format!("route add default via {gateway} dev {dev} metric {metric}"),
         )?;
     }
     for a in eni.ipv6s() {
-        cmd::ip(
-            i,
-            &[
-                "-6",
-                "addr",
-                "add",
-                &format!("{a}/128"),
-                "dev",
-                dev,
-                "nodad",
-            ],
-        )?;
+        cmd::ipl(i, &format!("-6 addr add {a}/128 dev {dev} nodad"))?;
     }
     Ok(())
 }

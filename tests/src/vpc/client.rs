@@ -37,24 +37,14 @@ impl Vpc {
         }
         self.new_namespace(&ns)?;
         let r = Some(self.router.name());
-        cmd::ip(
+        let bridge = subnet.bridge();
+        cmd::ipl(
             r,
-            &[
-                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-            ],
+            &format!("link add {port} type veth peer name eth0 netns {ns}"),
         )?;
-        cmd::ip(
+        cmd::ipl(
             r,
-            &[
-                "link",
-                "set",
-                &port,
-                "master",
-                subnet.bridge(),
-                "addrgenmode",
-                "none",
-                "up",
-            ],
+            &format!("link set {port} master {bridge} addrgenmode none up"),
         )?;
         let c = Some(ns.as_str());
         cmd::ip(c, &["link", "set", "eth0", "up"])?;
@@ -75,11 +65,8 @@ impl Vpc {
                 ),
             };
             let family = if a.is_ipv4() { "-4" } else { "-6" };
-            cmd::ip(c, &[family, "addr", "add", &cidr, "dev", "eth0", "nodad"])?;
-            cmd::ip(
-                c,
-                &[family, "route", "add", "default", "via", &gw, "dev", "eth0"],
-            )?;
+            cmd::ipl(c, &format!("{family} addr add {cidr} dev eth0 nodad"))?;
+            cmd::ipl(c, &format!("{family} route add default via {gw} dev eth0"))?;
         }
         Ok(Host::new(ns))
     }

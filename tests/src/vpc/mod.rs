@@ -150,23 +150,12 @@ impl Vpc {
         );
         let r = Some(self.router.name());
         let mac = subnet.router_mac();
-        cmd::ip(
+        cmd::ipl(
             r,
-            &[
-                "link",
-                "add",
-                &bridge,
-                "address",
-                &mac,
-                "type",
-                "bridge",
-                "stp_state",
-                "0",
-                "forward_delay",
-                "0",
-                "mcast_snooping",
-                "0",
-            ],
+            &format!(
+                "link add {bridge} address {mac} type bridge stp_state 0 forward_delay 0 \
+                 mcast_snooping 0"
+            ),
         )?;
         let gw = format!("{}/{}", subnet.gateway(), cidr.prefix_len());
         cmd::ip(r, &["addr", "add", &gw, "dev", &bridge])?;
