@@ -13,6 +13,8 @@ APT_PACKAGES := iproute2 iputils-ping nftables radvd curl jq procps psmisc pytho
 RUST_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl
 # Extra test steps that parts contribute (each a make target run after `cargo test`).
 TEST_STEPS :=
+# Benchmark steps that parts contribute; each writes bench/results/<part>.md.
+BENCH_STEPS :=
 
 include $(sort $(wildcard mk/*.mk))
 
@@ -57,3 +59,10 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: setup
+	@for step in $(BENCH_STEPS); do $(MAKE) --no-print-directory $$step || exit 1; done
+	@{ echo "# symroute benchmarks"; echo; \
+	   echo "Written by \`make bench\` on $$(date -u +%F), $$(nproc) cores, kernel $$(uname -r)."; echo; \
+	   for f in bench/results/*.md; do cat $$f; echo; done; } > bench/RESULTS.md
+	@cat bench/RESULTS.md

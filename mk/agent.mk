@@ -11,3 +11,8 @@ agent: setup-rust
 	cp $(AGENT_TARGET_DIR)/aarch64-unknown-linux-musl/release/symroute $(AGENT_DIST)/symroute-linux-aarch64
 	cd $(AGENT_DIST) && sha256sum symroute-linux-x86_64 symroute-linux-aarch64 > SHA256SUMS
 	@ls -l $(AGENT_DIST)
+
+.PHONY: bench-agent
+BENCH_STEPS += bench-agent
+bench-agent: agent
+	$(CARGO) bench --locked -p symroute-agent --bench apply

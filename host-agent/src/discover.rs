@@ -53,7 +53,7 @@ fn pending(inst: &Instance, links: &[Link], sel: &Selection) -> Vec<String> {
 /// ready when the wait ends is returned as `pending` (the rest is configured); for one ENI,
 /// the wait ending is an error (exit 3).
 pub fn wait_until_ready(
-    imds: &mut Imds,
+    imds: &Imds,
     kernel: &mut Kernel,
     sel: &Selection,
     wait: Duration,

@@ -2,14 +2,16 @@
 //! Plain HTTP on a link-local address, so a small blocking client is all that is needed.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::Duration;
 
-use log::{debug, warn};
+use log::{debug, trace, warn};
 
 use crate::error::{Error, Result};
 use crate::metadata::{parse_eni, parse_mac_list};
-use crate::model::{EniId, Instance, Mac};
+use crate::model::{EniId, ImdsEni, Instance, Mac};
 
 pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
 pub const ENDPOINT_ENV: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
@@ -21,11 +23,13 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// No metadata value is anywhere near this; a bigger body is an attack or a bug.
 const MAX_BODY: u64 = 64 * 1024;
 
+/// Shared by the threads that read ENIs in parallel (one IMDS round trip is about a
+/// millisecond on an instance, and an ENI takes eight of them).
 pub struct Imds {
     endpoint: String,
     agent: ureq::Agent,
-    token: Option<String>,
-    attempts: u32,
+    token: Mutex<Option<String>>,
+    attempts: AtomicU32,
 }
 
 /// What a GET came back with, once retries are done.
@@ -61,8 +65,8 @@ impl Imds {
         Ok(Imds {
             endpoint,
             agent,
-            token: None,
-            attempts: 0,
+            token: Mutex::new(None),
+            attempts: AtomicU32::new(0),
         })
     }
 
@@ -72,7 +76,7 @@ impl Imds {
 
     /// HTTP requests made so far (retries included), for the report.
     pub fn attempts(&self) -> u32 {
-        self.attempts
+        self.attempts.load(Ordering::Relaxed)
     }
 
     fn fail(&self, reason: impl Into<String>) -> Error {
@@ -82,15 +86,17 @@ impl Imds {
         }
     }
 
-    fn token(&mut self) -> Result<String> {
-        if let Some(t) = &self.token {
+    fn token(&self) -> Result<String> {
+        // Held across the fetch so that parallel readers wait for one token, not fetch many.
+        let mut slot = self.token.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = &*slot {
             return Ok(t.clone());
         }
         let url = format!("{}/latest/api/token", self.endpoint);
         let mut last = String::new();
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=ATTEMPTS {
-            self.attempts += 1;
+            self.attempts.fetch_add(1, Ordering::Relaxed);
             let res = self
                 .agent
                 .put(&url)
@@ -104,7 +110,7 @@ impl Imds {
                     if t.is_empty() || t.len() > 1024 || !t.bytes().all(|b| b.is_ascii_graphic()) {
                         return Err(self.fail("the token service returned an unusable token"));
                     }
-                    self.token = Some(t.clone());
+                    *slot = Some(t.clone());
                     return Ok(t);
                 }
                 Ok(r) if retryable(r.status().as_u16()) => {
@@ -128,7 +134,7 @@ impl Imds {
     }
 
     /// GET a metadata path (relative to `/latest/meta-data/`).
-    fn get(&mut self, path: &str) -> Result<Fetched> {
+    fn get(&self, path: &str) -> Result<Fetched> {
         let url = format!("{}/latest/meta-data/{path}", self.endpoint);
         let mut last = String::new();
         let mut backoff = FIRST_BACKOFF;
@@ -136,13 +142,21 @@ impl Imds {
         let mut attempt = 1;
         while attempt <= ATTEMPTS {
             let token = self.token()?;
-            self.attempts += 1;
-            match self
+            self.attempts.fetch_add(1, Ordering::Relaxed);
+            let started = std::time::Instant::now();
+            let res = self
                 .agent
                 .get(&url)
                 .header("X-aws-ec2-metadata-token", &token)
-                .call()
-            {
+                .call();
+            trace!(
+                "GET {path}: {} in {} us",
+                res.as_ref()
+                    .map(|r| r.status().as_u16().to_string())
+                    .unwrap_or_else(|e| e.to_string()),
+                started.elapsed().as_micros()
+            );
+            match res {
                 Ok(mut r) => match r.status().as_u16() {
                     200 => {
                         return read_body(r.body_mut())
@@ -153,7 +167,10 @@ impl Imds {
                     // An expired or rotated token: fetch a new one, once, without counting a try.
                     401 if !renewed => {
                         renewed = true;
-                        self.token = None;
+                        let mut slot = self.token.lock().unwrap_or_else(|e| e.into_inner());
+                        if slot.as_deref() == Some(token.as_str()) {
+                            *slot = None;
+                        }
                         continue;
                     }
                     s if retryable(s) => last = format!("HTTP {s}"),
@@ -173,14 +190,14 @@ impl Imds {
         )))
     }
 
-    fn get_required(&mut self, path: &str) -> Result<String> {
+    fn get_required(&self, path: &str) -> Result<String> {
         match self.get(path)? {
             Fetched::Body(b) => Ok(b),
             Fetched::NotFound => Err(Error::bad_metadata(path, "missing")),
         }
     }
 
-    fn get_optional(&mut self, path: &str) -> Result<Option<String>> {
+    fn get_optional(&self, path: &str) -> Result<Option<String>> {
         Ok(match self.get(path)? {
             Fetched::Body(b) => Some(b),
             Fetched::NotFound => None,
@@ -189,7 +206,7 @@ impl Imds {
 
     /// Reads every interface of the instance. Any invalid value fails the whole read, so that
     /// nothing is changed on the strength of garbage.
-    pub fn instance(&mut self) -> Result<Instance> {
+    pub fn instance(&self) -> Result<Instance> {
         let instance_id = self
             .get_optional("instance-id")?
             .map(|s| s.trim().to_owned());
@@ -214,12 +231,24 @@ impl Imds {
         };
         let list = self.get_required("network/interfaces/macs/")?;
         let macs = parse_mac_list(&list)?;
-        let mut enis = Vec::with_capacity(macs.len());
-        for mac in macs {
-            let base = format!("network/interfaces/macs/{mac}/");
-            let mut fields = |name: &str| self.get_optional(&format!("{base}{name}"));
-            enis.push(parse_eni(mac, &mut fields)?);
-        }
+        // One thread per ENI: the reads are latency-bound, and an instance has at most a few
+        // dozen interfaces. Results keep IMDS's order; the first error wins.
+        let enis: Vec<ImdsEni> = std::thread::scope(|s| {
+            let handles: Vec<_> = macs
+                .iter()
+                .map(|&mac| {
+                    s.spawn(move || {
+                        let base = format!("network/interfaces/macs/{mac}/");
+                        let mut fields = |name: &str| self.get_optional(&format!("{base}{name}"));
+                        parse_eni(mac, &mut fields)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Result<Vec<_>>>()
+        })?;
         let mut seen: Vec<&EniId> = Vec::new();
         for e in &enis {
             if seen.contains(&&e.eni_id) {

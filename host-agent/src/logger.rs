@@ -19,7 +19,16 @@ impl Log for Stderr {
                 Level::Debug => "debug",
                 Level::Trace => "trace",
             };
-            eprintln!("symroute: {level}: {}", r.args());
+            if log::max_level() >= LevelFilter::Debug {
+                // Milliseconds since start: where a slow run spends its time.
+                let ms = START
+                    .get()
+                    .map(|s| s.elapsed().as_secs_f64() * 1000.0)
+                    .unwrap_or(0.0);
+                eprintln!("symroute: {level}: [{ms:.1} ms] {}", r.args());
+            } else {
+                eprintln!("symroute: {level}: {}", r.args());
+            }
         }
     }
 
@@ -27,8 +36,10 @@ impl Log for Stderr {
 }
 
 static LOGGER: Stderr = Stderr;
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
 pub fn init() {
+    START.get_or_init(std::time::Instant::now);
     let level = match std::env::var("SYMROUTE_LOG").as_deref() {
         Ok("debug") => LevelFilter::Debug,
         Ok("trace") => LevelFilter::Trace,
