@@ -56,6 +56,18 @@ pub enum PersistMode {
     Auto,
     /// Live routing only; nothing written to disk.
     None,
+    /// systemd-networkd: a drop-in for the .network file that matches the interface.
+    Networkd,
+    /// netplan: a file merged with cloud-init's definition of the interface.
+    Netplan,
+    /// NetworkManager: a keyfile profile matched by MAC.
+    Nm,
+    /// network-scripts: ifcfg-, route- and rule- files.
+    Ifcfg,
+    /// ifupdown: an interfaces.d stanza with post-up and pre-down lines.
+    Ifupdown,
+    /// A udev rule and a systemd unit that run `symroute apply` when the ENI appears.
+    Unit,
 }
 
 #[derive(Args, Debug)]

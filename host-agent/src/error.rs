@@ -47,6 +47,9 @@ pub enum Error {
 
     #[error("verification failed: {0}")]
     Verify(String),
+
+    #[error("persisting the routing failed: {0}")]
+    Persist(String),
 }
 
 fn rollback_note(errors: &[String]) -> String {
@@ -67,7 +70,8 @@ impl Error {
             | Error::Locked(_)
             | Error::Lock(_)
             | Error::ApplyFailed { .. }
-            | Error::Verify(_) => EXIT_FAILED,
+            | Error::Verify(_)
+            | Error::Persist(_) => EXIT_FAILED,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod logger;
 pub mod metadata;
 pub mod model;
 pub mod ops;
+pub mod persist;
 pub mod plan;
 pub mod report;
 pub mod verify;

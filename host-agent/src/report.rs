@@ -23,7 +23,7 @@ pub struct Report {
     pub changes: usize,
     pub netlink_requests: u32,
     pub imds_requests: u32,
-    pub persist: String,
+    pub persist: crate::persist::PersistReport,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,7 +102,7 @@ impl Report {
             changes: 0,
             netlink_requests: 0,
             imds_requests: 0,
-            persist: "none".into(),
+            persist: crate::persist::PersistReport::none("not asked"),
             notes: Vec::new(),
             error: None,
             duration_ms: 0,
@@ -178,6 +178,16 @@ impl Report {
         }
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
+        }
+        if self.action != "status" {
+            let p = &self.persist;
+            let _ = writeln!(s, "persist: {} ({})", p.backend, p.reason);
+            for f in &p.files {
+                let _ = writeln!(s, "  {} {}", f.action, f.path);
+            }
+            for w in &p.warnings {
+                let _ = writeln!(s, "  warning: {w}");
+            }
         }
         if self.enis.is_empty() && self.pruned.is_empty() && self.error.is_none() {
             let _ = writeln!(s, "nothing to do");

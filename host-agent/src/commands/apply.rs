@@ -15,7 +15,7 @@ use crate::verify;
 
 pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
     let sel = super::selection(&args.target);
-    report.persist = super::persist_note(args.persist, args.root.as_deref())?;
+    super::persist_root(args.root.as_deref())?;
     let _lock = if args.dry_run {
         None
     } else {
@@ -54,6 +54,8 @@ fn apply(
         );
     }
     if args.dry_run {
+        let root = super::persist_root(args.root.as_deref())?;
+        super::persist_apply(args, &root, &inst, &plan, &snap, sel, report)?;
         return Ok(());
     }
 
@@ -99,6 +101,14 @@ fn apply(
             msg.push_str(&format!("; rollback incomplete: {}", errors.join("; ")));
         }
         return Err(Error::Verify(msg));
+    }
+
+    // Persist what now works, so the host's own network stack brings it back after a reboot.
+    let root = super::persist_root(args.root.as_deref())?;
+    if let Err(e) = super::persist_apply(args, &root, &inst, &plan, &snap, sel, report) {
+        let (undone, errors) = applied.rollback(kernel);
+        report.changes = 0;
+        return Err(super::persist_failed(e, undone, errors));
     }
 
     if !pending.is_empty() {

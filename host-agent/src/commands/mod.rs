@@ -7,9 +7,13 @@ pub mod status;
 
 use std::time::Instant;
 
-use crate::cli::{Command, PersistMode, Target};
+use crate::cli::{ApplyArgs, Command, PersistMode, RemoveArgs, Target};
 use crate::error::{Error, Result};
+use crate::kernel::Snapshot;
+use crate::model::{Instance, Mac};
+use crate::persist::{self, Backend};
 use crate::plan::Selection;
+use crate::plan::{desired, EniStatus, Plan, RemoveSelection};
 use crate::report::Report;
 
 /// How long a run waits for another run to finish before giving up.
@@ -51,21 +55,130 @@ pub fn selection(t: &Target) -> Selection {
     }
 }
 
-/// Persistence lands with the backends of the persistence work; until then a run is live only
-/// and says so, rather than pretending.
-pub fn persist_note(mode: PersistMode, root: Option<&std::path::Path>) -> Result<String> {
-    if let Some(r) = root {
-        if !r.is_dir() {
-            return Err(Error::Usage(format!(
-                "--root {}: not a directory",
-                r.display()
-            )));
-        }
+/// Checks `--root` before anything changes.
+pub fn persist_root(root: Option<&std::path::Path>) -> Result<persist::Root> {
+    persist::Root::new(root)
+}
+
+/// The backend for this run: none, forced by name, or detected (for `apply` with `--force`,
+/// also where amazon-ec2-net-utils is present).
+fn persist_choice(
+    mode: PersistMode,
+    root: &persist::Root,
+    ifaces: &[(String, Mac)],
+    force: bool,
+) -> persist::Choice {
+    let forced = |b| persist::Choice {
+        backend: Some(b),
+        reason: "forced by --persist".into(),
+        warning: None,
+    };
+    match mode {
+        PersistMode::None => persist::Choice {
+            backend: None,
+            reason: "--persist none: live routing only".into(),
+            warning: None,
+        },
+        PersistMode::Auto => persist::detect(root, ifaces, force),
+        PersistMode::Networkd => forced(Backend::Networkd),
+        PersistMode::Netplan => forced(Backend::Netplan),
+        PersistMode::Nm => forced(Backend::Nm),
+        PersistMode::Ifcfg => forced(Backend::Ifcfg),
+        PersistMode::Ifupdown => forced(Backend::Ifupdown),
+        PersistMode::Unit => forced(Backend::Unit),
     }
-    Ok(match mode {
-        PersistMode::None => "none".into(),
-        PersistMode::Auto => {
-            "none (no persistence backend in this build: routing is live only)".into()
-        }
-    })
+}
+
+/// `apply`: writes every configured ENI's routing into the host's network configuration (or,
+/// with --dry-run, reports what it would write). The journal undoes the files if a later step
+/// fails.
+pub fn persist_apply(
+    args: &ApplyArgs,
+    root: &persist::Root,
+    inst: &Instance,
+    plan: &Plan,
+    snap: &Snapshot,
+    sel: &Selection,
+    report: &mut Report,
+) -> Result<persist::Journal> {
+    let enis: Vec<persist::EniConfig> = plan
+        .enis
+        .iter()
+        .filter(|p| p.status == EniStatus::Configure)
+        .filter_map(|p| {
+            let link = snap.link_by_mac(p.eni.mac).or(p.link.as_ref())?;
+            Some(persist::EniConfig::new(
+                &p.eni,
+                link,
+                &desired(&p.eni, link, snap),
+            ))
+        })
+        .collect();
+    let ifaces: Vec<(String, Mac)> = enis.iter().map(|e| (e.ifname.clone(), e.mac)).collect();
+    let choice = persist_choice(args.persist, root, &ifaces, args.force);
+    report.persist = persist::PersistReport::none(&choice.reason);
+    report.persist.warnings.extend(choice.warning);
+    let Some(backend) = choice.backend else {
+        return Ok(persist::Journal::default());
+    };
+    report.persist.backend = backend.name().into();
+    let attached: Vec<Mac> = inst.enis.iter().map(|e| e.mac).collect();
+    let prune = (*sel == Selection::All).then_some(attached.as_slice());
+    let ops = persist::plan_apply(backend, root, &enis, prune)?;
+    if args.dry_run {
+        persist::dry_run(root, &ops, &mut report.persist);
+        return Ok(persist::Journal::default());
+    }
+    persist::execute(root, &ops, &mut report.persist)
+}
+
+/// `remove`: deletes the files apply wrote for the removed ENIs (none with --persist none).
+pub fn persist_remove(
+    args: &RemoveArgs,
+    root: &persist::Root,
+    inst: &Instance,
+    sel: &RemoveSelection,
+    report: &mut Report,
+) -> Result<persist::Journal> {
+    if args.persist == PersistMode::None {
+        report.persist = persist::PersistReport::none("--persist none: persisted files kept");
+        return Ok(persist::Journal::default());
+    }
+    report.persist = persist::PersistReport {
+        backend: "any".into(),
+        reason: "every file symroute wrote for the removed ENIs, whatever the backend".into(),
+        ..Default::default()
+    };
+    let attached: Vec<Mac> = inst.enis.iter().map(|e| e.mac).collect();
+    let eni = match sel {
+        RemoveSelection::One(s) => inst.enis.iter().find(|e| s.matches(e)),
+        _ => None,
+    };
+    let which = match (sel, eni) {
+        (RemoveSelection::All, _) => persist::Which::All,
+        (RemoveSelection::One(_), Some(e)) => persist::Which::Eni {
+            mac: Some(e.mac),
+            eni_id: None,
+        },
+        _ => persist::Which::NotAttached(&attached),
+    };
+    let ops = persist::plan_remove(root, &which);
+    if args.dry_run {
+        persist::dry_run(root, &ops, &mut report.persist);
+        return Ok(persist::Journal::default());
+    }
+    persist::execute(root, &ops, &mut report.persist)
+}
+
+/// A persistence failure after the live changes were made and rolled back.
+pub fn persist_failed(e: Error, undone: usize, errors: Vec<String>) -> Error {
+    let mut msg = match e {
+        Error::Persist(m) => m,
+        other => other.to_string(),
+    };
+    msg.push_str(&format!("; rolled back {undone} live change(s)"));
+    if !errors.is_empty() {
+        msg.push_str(&format!("; rollback incomplete: {}", errors.join("; ")));
+    }
+    Error::Persist(msg)
 }

@@ -20,7 +20,7 @@ pub fn run(args: &RemoveArgs, report: &mut Report) -> Result<()> {
             "remove needs a target: --all, --eni ENI_ID, --mac MAC or --stale".into(),
         ));
     };
-    report.persist = super::persist_note(args.persist, args.root.as_deref())?;
+    let root = super::persist_root(args.root.as_deref())?;
     let _lock = if args.dry_run {
         None
     } else {
@@ -44,10 +44,15 @@ pub fn run(args: &RemoveArgs, report: &mut Report) -> Result<()> {
     report.notes.extend(note);
     report.enis = plan.enis.iter().map(EniReport::from_plan).collect();
     report.pruned = plan.prune.iter().map(|o| o.to_string()).collect();
+    // Files first: if the live removal then fails, they are put back with it.
+    let mut files = super::persist_remove(args, &root, &inst, &sel, report)?;
     if !args.dry_run {
         let applied = execute::run(&mut kernel, &plan.ops());
         report.netlink_requests = kernel.requests;
         report.imds_requests = imds.attempts();
+        if applied.is_err() {
+            files.rollback();
+        }
         report.changes = applied?.changed.len();
     }
     Ok(())

@@ -1,0 +1,138 @@
+//! ifupdown (Debian without networkd): `/etc/network/interfaces.d/symroute-<if>`, a stanza whose
+//! `post-up` lines install the table and rules (stamped with symroute's protocol number, like
+//! the live state) and whose `pre-down` lines take them away again.
+//!
+//! ifupdown combines several `iface` stanzas of one interface, so when the interface already
+//! has one (`inet dhcp`), ours is an `inet manual` stanza that only adds; otherwise it is an
+//! `inet static` stanza with the primary address. Secondary addresses come from `post-up`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::ifcfg::{route_line, rule_selector};
+use super::{owner_of, EniConfig, FileOp, Root};
+use crate::error::{Error, Result};
+use crate::model::RTPROT_SYMROUTE;
+
+pub const DIR: &str = "/etc/network/interfaces.d";
+const INTERFACES: &str = "/etc/network/interfaces";
+
+/// Whether `interfaces` reads `interfaces.d` (Debian's default does).
+fn sources_dir(text: &str) -> bool {
+    text.lines().map(str::trim).any(|l| {
+        let mut w = l.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some("source"), Some(p)) => p
+                .trim_start_matches("/etc/network/")
+                .starts_with("interfaces.d/"),
+            (Some("source-directory"), Some(p)) => {
+                p.trim_start_matches("/etc/network/").trim_end_matches('/') == "interfaces.d"
+            }
+            _ => false,
+        }
+    })
+}
+
+fn has_stanza(text: &str, ifname: &str) -> bool {
+    text.lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.len() >= 3 && w[0] == "iface" && w[1] == ifname && w[2] == "inet"
+    })
+}
+
+pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
+    let main = root.read(Path::new(INTERFACES)).unwrap_or_default();
+    if !sources_dir(&main) {
+        return Err(Error::Persist(format!(
+            "{INTERFACES} does not read {DIR}; add `source {DIR}/*` to it or use --persist unit"
+        )));
+    }
+    let existing = has_stanza(&main, &eni.ifname)
+        || root.list(DIR).iter().any(|p| {
+            root.read(p)
+                .is_some_and(|t| owner_of(&t).is_none() && has_stanza(&t, &eni.ifname))
+        });
+    let ifn = &eni.ifname;
+    let mut s = eni.header();
+    let _ = writeln!(s, "# Policy routing for {ifn} ({}).", eni.eni_id);
+    let skip = if existing {
+        let _ = writeln!(s, "iface {ifn} inet manual");
+        1
+    } else {
+        let _ = writeln!(
+            s,
+            "allow-hotplug {ifn}\niface {ifn} inet static\n    address {}",
+            eni.primary_v4()
+        );
+        1
+    };
+    let add_addr = |s: &mut String, a: String, fam: &str| {
+        let _ = writeln!(s, "    post-up ip {fam}addr replace {a} dev {ifn}");
+    };
+    for a in eni.addrs_v4.iter().skip(skip) {
+        add_addr(&mut s, a.to_string(), "");
+    }
+    for a in &eni.addrs_v6 {
+        add_addr(&mut s, format!("{a} nodad"), "-6 ");
+    }
+    let fam = |v6: bool| if v6 { "-6 " } else { "" };
+    for r in &eni.routes {
+        let _ = writeln!(
+            s,
+            "    post-up ip {}route replace {}",
+            fam(r.dst.addr().is_ipv6()),
+            route_line(r)
+        );
+    }
+    for r in &eni.rules {
+        // `rule add` of an existing rule fails: delete first, so that ifup is repeatable.
+        let f = fam(r.src.addr().is_ipv6());
+        let sel = rule_selector(r);
+        let _ = writeln!(
+            s,
+            "    post-up ip {f}rule del {sel} protocol {RTPROT_SYMROUTE} 2>/dev/null; ip {f}rule add {sel} protocol {RTPROT_SYMROUTE}"
+        );
+    }
+    for r in &eni.rules {
+        let _ = writeln!(
+            s,
+            "    pre-down ip {}rule del {} protocol {RTPROT_SYMROUTE} || true",
+            fam(r.src.addr().is_ipv6()),
+            rule_selector(r)
+        );
+    }
+    let mut v6 = false;
+    for r in &eni.routes {
+        v6 |= r.dst.addr().is_ipv6();
+    }
+    let _ = writeln!(
+        s,
+        "    pre-down ip route flush table {} proto {RTPROT_SYMROUTE} || true",
+        eni.table
+    );
+    if v6 {
+        let _ = writeln!(
+            s,
+            "    pre-down ip -6 route flush table {} proto {RTPROT_SYMROUTE} || true",
+            eni.table
+        );
+    }
+    // `source-directory` only reads names of letters, digits, `-` and `_`.
+    let path = Path::new(DIR).join(format!("symroute-{}", ifn.replace('.', "_")));
+    Ok(vec![FileOp::text(path, s, 0o644)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_source_line() {
+        assert!(sources_dir("source /etc/network/interfaces.d/*\n"));
+        assert!(sources_dir("source interfaces.d/*\n"));
+        assert!(sources_dir("source-directory /etc/network/interfaces.d\n"));
+        assert!(!sources_dir("auto lo\niface lo inet loopback\n"));
+        assert!(has_stanza("iface eth1 inet dhcp\n", "eth1"));
+        assert!(!has_stanza("iface eth1 inet6 auto\n", "eth1"));
+    }
+}

@@ -1,0 +1,318 @@
+//! systemd-networkd: `[RoutingPolicyRule]` and `[Route] Table=` in networkd's own configuration.
+//! networkd deletes rules it did not create when it reconfigures a link, so the routing must be
+//! its configuration, in the one .network file that actually matches the interface: networkd
+//! uses the first matching file by name across /etc, /run and /usr/lib, and ignores the rest.
+//!
+//! - That file names only this interface: a drop-in `<file>.d/90-symroute.conf` beside it.
+//! - It matches more interfaces (`Name=eth*`, `Driver=ena`, none): a drop-in would hand this
+//!   ENI's rules to every other one, so symroute writes a file of its own that sorts first and
+//!   matches by MAC, with the matching file's settings copied so nothing else changes.
+//! - None matches: a file of its own with the addresses from metadata.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::{owner_of, EniConfig, FileOp, Root};
+use crate::error::{Error, Result};
+use crate::model::Mac;
+use crate::ops::{RouteSpec, RuleSpec};
+
+pub const DIR: &str = "/etc/systemd/network";
+/// networkd's search path, highest precedence first (a name in /etc masks the same in /run...).
+const SEARCH: &[&str] = &[
+    "/etc/systemd/network",
+    "/run/systemd/network",
+    "/usr/lib/systemd/network",
+    "/lib/systemd/network",
+];
+const DROPIN: &str = "90-symroute.conf";
+/// Sorts before the files distributions and netplan ship (10-netplan-*, 80-ec2, 99-default).
+const OWN_PREFIX: &str = "05-symroute-";
+
+/// The .network file networkd uses for an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Winner {
+    pub path: PathBuf,
+    pub text: String,
+    /// Its [Match] names this interface alone (by MAC or by exact name).
+    pub specific: bool,
+}
+
+/// Every .network file networkd would read, in the order it tries them (by file name).
+fn network_files(root: &Root) -> Vec<PathBuf> {
+    let mut by_name: Vec<(String, PathBuf)> = Vec::new();
+    for dir in SEARCH {
+        for p in root.list(dir) {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".network") && !by_name.iter().any(|(n, _)| *n == name) {
+                by_name.push((name, p));
+            }
+        }
+    }
+    by_name.sort();
+    by_name.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The first file (ignoring symroute's own) whose [Match] fits the interface.
+pub fn winner(root: &Root, ifname: &str, mac: Mac) -> Option<Winner> {
+    network_files(root).into_iter().find_map(|path| {
+        let text = root.read(&path)?;
+        if owner_of(&text).is_some() {
+            return None;
+        }
+        let specific = matches(&text, ifname, mac)?;
+        Some(Winner {
+            path,
+            text,
+            specific,
+        })
+    })
+}
+
+/// Is networkd in charge here: enabled, configured in /etc or /run, or shipping a file that
+/// matches one of the interfaces.
+pub fn detect(root: &Root, ifaces: &[(String, Mac)]) -> Option<String> {
+    for unit in [
+        "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+        "/etc/systemd/system/dbus-org.freedesktop.network1.service",
+    ] {
+        if root.exists(unit) {
+            return Some(format!("systemd-networkd enabled ({unit})"));
+        }
+    }
+    for (ifname, mac) in ifaces {
+        if let Some(w) = winner(root, ifname, *mac) {
+            return Some(format!("{} matches {ifname}", w.path.display()));
+        }
+    }
+    None
+}
+
+/// Whether a .network file matches the interface: `None` if not, else whether it is specific
+/// to it. Conditions that cannot be judged from files (Driver=, Path=, Host=...) are taken as
+/// met: on EC2 they are written to match the ENIs (80-ec2.network has `Driver=ena ...`).
+pub fn matches(text: &str, ifname: &str, mac: Mac) -> Option<bool> {
+    let mut section = String::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut macs: Vec<String> = Vec::new();
+    let mut ok = true;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if line.starts_with('[') {
+            section = line.trim_matches(['[', ']']).to_owned();
+            continue;
+        }
+        if section != "Match" {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = value.trim();
+        let (neg, list) = match value.strip_prefix('!') {
+            Some(v) => (true, v),
+            None => (false, value),
+        };
+        let items: Vec<&str> = list.split_whitespace().collect();
+        match key.trim() {
+            "Name" | "OriginalName" => {
+                if items.is_empty() {
+                    names.clear();
+                    continue;
+                }
+                ok &= items.iter().any(|g| super::glob(g, ifname)) != neg;
+                if !neg {
+                    names.extend(items.iter().map(|s| s.to_string()));
+                }
+            }
+            "MACAddress" | "PermanentMACAddress" => {
+                if items.is_empty() {
+                    macs.clear();
+                    continue;
+                }
+                let hit = items
+                    .iter()
+                    .any(|m| m.parse::<Mac>().is_ok_and(|m| m == mac));
+                ok &= hit != neg;
+                if !neg {
+                    macs.extend(items.iter().map(|s| s.to_lowercase()));
+                }
+            }
+            "Type" if !items.is_empty() => {
+                ok &= items.iter().any(|g| super::glob(g, "ether")) != neg;
+            }
+            _ => {}
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let by_mac = macs.len() == 1 && macs[0].parse::<Mac>().is_ok_and(|m| m == mac);
+    let by_name = names.len() == 1 && names[0] == ifname && !names[0].contains(['*', '?', '[']);
+    Some(by_mac || by_name)
+}
+
+pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
+    let found = winner(root, &eni.ifname, eni.mac);
+    if let Some(w) = found.as_ref().filter(|w| w.specific) {
+        let name = w.path.file_name().unwrap().to_string_lossy();
+        let path = Path::new(DIR).join(format!("{name}.d")).join(DROPIN);
+        let mut s = eni.header();
+        let _ = writeln!(
+            s,
+            "# Policy routing for {} ({}), added to {} which configures it.",
+            eni.ifname,
+            eni.eni_id,
+            w.path.display()
+        );
+        sections(&mut s, eni, 1);
+        return Ok(vec![FileOp::text(path, s, 0o644)]);
+    }
+    let own = format!("{OWN_PREFIX}{}.network", eni.ifname);
+    if let Some(w) = &found {
+        let wname = w.path.file_name().unwrap().to_string_lossy();
+        if *own >= *wname {
+            return Err(Error::Persist(format!(
+                "{} matches {} but sorts before {own}; give {} a file of its own (e.g. {DIR}/{OWN_PREFIX}{}.network) or use --persist unit",
+                w.path.display(), eni.ifname, eni.ifname, eni.ifname
+            )));
+        }
+    }
+    let mut s = eni.header();
+    let _ = writeln!(s, "[Match]\nMACAddress={}", eni.mac);
+    let skip_primary = match &found {
+        Some(w) => {
+            let _ = writeln!(
+                s,
+                "\n# Copied from {}, which matches more interfaces than {}: this file takes its place\n# for {} alone and adds the policy routing.",
+                w.path.display(),
+                eni.ifname,
+                eni.ifname
+            );
+            copy_without_match(&mut s, &w.text);
+            1
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "\n[Link]\n# A secondary ENI must not hold up boot (network-online.target).\nRequiredForOnline=no\n\n[Network]\nIPv6AcceptRA={}",
+                if eni.addrs_v6.is_empty() { "no" } else { "yes" }
+            );
+            0
+        }
+    };
+    sections(&mut s, eni, skip_primary);
+    Ok(vec![FileOp::text(Path::new(DIR).join(own), s, 0o644)])
+}
+
+/// The winner's sections other than [Match], without its comments.
+fn copy_without_match(out: &mut String, text: &str) {
+    let mut in_match = false;
+    let mut started = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_match = t == "[Match]";
+            if !in_match {
+                started = true;
+                out.push('\n');
+            }
+        }
+        if started && !in_match && !t.starts_with('#') && !t.is_empty() {
+            out.push_str(t);
+            out.push('\n');
+        }
+    }
+}
+
+/// Addresses (all but the first `skip` IPv4s, which the rest of the configuration brings,
+/// e.g. by DHCP), then the table's routes and the rules.
+fn sections(s: &mut String, eni: &EniConfig, skip: usize) {
+    for a in eni.addrs_v4.iter().skip(skip) {
+        let _ = writeln!(s, "\n[Address]\nAddress={a}");
+    }
+    for a in &eni.addrs_v6 {
+        let _ = writeln!(s, "\n[Address]\nAddress={a}");
+    }
+    for r in &eni.routes {
+        route(s, r);
+    }
+    for r in &eni.rules {
+        rule(s, r);
+    }
+}
+
+fn route(s: &mut String, r: &RouteSpec) {
+    s.push_str("\n[Route]\n");
+    if !r.is_default() {
+        let _ = writeln!(s, "Destination={}", r.dst);
+    }
+    if let Some(g) = r.gateway {
+        let _ = writeln!(s, "Gateway={g}");
+    }
+    if r.scope_link {
+        s.push_str("Scope=link\n");
+    }
+    if let Some(p) = r.prefsrc {
+        let _ = writeln!(s, "PreferredSource={p}");
+    }
+    if let Some(m) = r.metric {
+        let _ = writeln!(s, "Metric={m}");
+    }
+    let _ = writeln!(s, "Table={}", r.table);
+}
+
+fn rule(s: &mut String, r: &RuleSpec) {
+    let _ = writeln!(
+        s,
+        "\n[RoutingPolicyRule]\nFrom={}\nTable={}\nPriority={}",
+        r.src, r.table, r.priority
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac() -> Mac {
+        "0a:00:00:00:00:02".parse().unwrap()
+    }
+
+    #[test]
+    fn match_rules() {
+        let m = mac();
+        assert_eq!(matches("[Match]\nName=eth1\n", "eth1", m), Some(true));
+        assert_eq!(matches("[Match]\nName=eth*\n", "eth1", m), Some(false));
+        assert_eq!(matches("[Match]\nName=eth0\n", "eth1", m), None);
+        assert_eq!(matches("[Match]\nName=!eth0\n", "eth1", m), Some(false));
+        assert_eq!(
+            matches("[Match]\nMACAddress=0A:00:00:00:00:02\n", "eth1", m),
+            Some(true)
+        );
+        assert_eq!(
+            matches("[Match]\nMACAddress=0a:00:00:00:00:03\n", "eth1", m),
+            None
+        );
+        assert_eq!(
+            matches(
+                "[Match]\nDriver=ena ixgbevf vif\n[Network]\nDHCP=yes\n",
+                "eth1",
+                m
+            ),
+            Some(false)
+        );
+        assert_eq!(matches("[Match]\nType=wlan\n", "eth1", m), None);
+        assert_eq!(matches("[Network]\nDHCP=yes\n", "eth1", m), Some(false));
+        assert_eq!(
+            matches(
+                "[Match]\nName=eth1\nMACAddress=0a:00:00:00:00:09\n",
+                "eth1",
+                m
+            ),
+            None
+        );
+    }
+}

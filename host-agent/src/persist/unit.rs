@@ -1,0 +1,91 @@
+//! The boot-time unit (anything with systemd, where no network manager symroute can configure
+//! owns the interface): a udev rule per ENI that, when its interface appears (at boot, by udev's
+//! coldplug, or hot-plugged), starts `symroute@<eni-id>.service`, which runs `symroute apply`
+//! for that ENI. The agent SSM runs lives in a temporary directory, so a copy of it is kept at
+//! a fixed path for the unit.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{EniConfig, FileOp, Owner, Root, SHARED_HEADER};
+use crate::error::{Error, Result};
+
+pub const UNIT_DIR: &str = "/etc/systemd/system";
+pub const RULES_DIR: &str = "/etc/udev/rules.d";
+pub const TEMPLATE: &str = "/etc/systemd/system/symroute@.service";
+pub const BIN: &str = "/var/lib/symroute/bin/symroute";
+/// Directories of our own, removed again once empty.
+pub const OWN_DIRS: &[&str] = &["/var/lib/symroute/bin"];
+
+pub fn template() -> String {
+    let mut s = SHARED_HEADER.to_string();
+    let _ = write!(
+        s,
+        "[Unit]\nDescription=symroute: symmetric policy routing for ENI %i\n\
+         # Runs when the ENI's interface appears (udev rule 90-symroute-%i.rules), after the\n\
+         # network is up so that instance metadata is reachable.\n\
+         Wants=network-online.target\nAfter=network-online.target\n\n\
+         [Service]\nType=oneshot\n\
+         ExecStart={BIN} apply --eni %i --persist none --wait 60\n"
+    );
+    s
+}
+
+pub fn udev_rule(eni: &EniConfig) -> String {
+    let mut s = eni.header();
+    let _ = writeln!(
+        s,
+        "ACTION==\"add\", SUBSYSTEM==\"net\", ATTR{{address}}==\"{}\", TAG+=\"systemd\", ENV{{SYSTEMD_WANTS}}+=\"symroute@{}.service\"",
+        eni.mac, eni.eni_id
+    );
+    s
+}
+
+/// The files of one ENI; `bin` is the agent's own executable, copied for the unit.
+pub fn render_with(eni: &EniConfig, bin: Vec<u8>) -> Vec<FileOp> {
+    vec![
+        FileOp::Write {
+            path: BIN.into(),
+            content: bin,
+            mode: 0o755,
+        },
+        FileOp::text(TEMPLATE, template(), 0o644),
+        FileOp::text(
+            Path::new(RULES_DIR).join(format!("90-symroute-{}.rules", eni.eni_id)),
+            udev_rule(eni),
+            0o644,
+        ),
+    ]
+}
+
+pub fn render(eni: &EniConfig) -> Result<Vec<FileOp>> {
+    let exe = std::env::current_exe()
+        .and_then(std::fs::read)
+        .map_err(|e| {
+            Error::Persist(format!(
+                "reading the running agent to copy it to {BIN}: {e}"
+            ))
+        })?;
+    Ok(render_with(eni, exe))
+}
+
+/// The template and the agent copy go with the last ENI's udev rule (and only if the template
+/// is ours: the copy is ours exactly when the template is).
+pub fn shared_cleanup(root: &Root, remaining: &[&(std::path::PathBuf, Owner)]) -> Vec<FileOp> {
+    let template_ours = remaining
+        .iter()
+        .any(|(p, o)| p == Path::new(TEMPLATE) && *o == Owner::Shared);
+    let rules_left = remaining
+        .iter()
+        .any(|(p, o)| p.starts_with(RULES_DIR) && matches!(o, Owner::Eni { .. }));
+    if !template_ours || rules_left {
+        return Vec::new();
+    }
+    let mut ops = vec![FileOp::Delete {
+        path: TEMPLATE.into(),
+    }];
+    if root.exists(BIN) {
+        ops.push(FileOp::Delete { path: BIN.into() });
+    }
+    ops
+}

@@ -1,0 +1,495 @@
+//! Persistence without root: every backend's files byte for byte against the golden trees in
+//! tests/golden/<case>/ (regenerate with SYMROUTE_BLESS=1 and review the diff), detection on
+//! prepared root trees, and apply-then-remove leaving a tree exactly as it was.
+
+mod persist_fixtures;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use persist_fixtures::*;
+use symroute_agent::persist::{
+    self, detect, plan_apply, plan_remove, unit, Backend, EniConfig, FileOp, PersistReport, Root,
+    Which,
+};
+
+fn golden_dir(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(case)
+}
+
+/// The files a backend renders for these ENIs on this tree (the agent copy of the unit
+/// backend stands in as a placeholder: it is the binary itself).
+fn rendered(backend: Backend, root: &Root, enis: &[EniConfig]) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for eni in enis {
+        let ops = match backend {
+            Backend::Unit => unit::render_with(eni, b"(the symroute binary)\n".to_vec()),
+            b => persist::render(b, root, eni).expect("render"),
+        };
+        for op in ops {
+            if let FileOp::Write { path, content, .. } = op {
+                out.insert(
+                    path.to_string_lossy().trim_start_matches('/').to_owned(),
+                    content,
+                );
+            }
+        }
+    }
+    out
+}
+
+fn check_golden(case: &str, files: BTreeMap<String, Vec<u8>>) {
+    let dir = golden_dir(case);
+    if std::env::var_os("SYMROUTE_BLESS").is_some() {
+        let _ = fs::remove_dir_all(&dir);
+        for (p, c) in &files {
+            let f = dir.join(p);
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(f, c).unwrap();
+        }
+    }
+    let want = tree(&dir);
+    let got: BTreeMap<String, Vec<u8>> = files;
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "{case}: the set of files differs from {}",
+        dir.display()
+    );
+    for (p, c) in &got {
+        assert!(
+            want[p] == *c,
+            "{case}: {p} differs from the golden file:\n--- golden\n{}\n--- generated\n{}",
+            String::from_utf8_lossy(&want[p]),
+            String::from_utf8_lossy(c)
+        );
+    }
+}
+
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    snapshot(dir)
+        .into_iter()
+        .filter_map(|(p, e)| match e {
+            Entry::File(c, _) => Some((p, c)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn golden_networkd_dropin_for_the_file_that_matches() {
+    let t = TempTree::new();
+    // 10-eth1 (exactly eth1) sorts before 99-default (everything): it is the one networkd uses.
+    t.write(
+        "/etc/systemd/network/10-eth1.network",
+        "[Match]\nName=eth1\n\n[Network]\nDHCP=yes\n",
+    );
+    t.write(
+        "/usr/lib/systemd/network/99-default.network",
+        "[Match]\nName=*\n\n[Network]\nDHCP=yes\n",
+    );
+    check_golden(
+        "networkd-dropin",
+        rendered(Backend::Networkd, &t.root(), &[classic()]),
+    );
+}
+
+#[test]
+fn golden_networkd_own_file_when_the_match_is_shared() {
+    let t = TempTree::new();
+    t.write(
+        "/run/systemd/network/50-dhcp.network",
+        "[Match]\nName=eth*\n\n[Network]\n# cloud-init\nDHCP=yes\n\n[DHCPv4]\nRouteMetric=100\n",
+    );
+    check_golden(
+        "networkd-shared",
+        rendered(Backend::Networkd, &t.root(), &[classic()]),
+    );
+}
+
+#[test]
+fn golden_networkd_own_file_when_nothing_matches() {
+    let t = TempTree::new();
+    t.write(
+        "/etc/systemd/network/10-eth0.network",
+        "[Match]\nName=eth0\n\n[Network]\nDHCP=yes\n",
+    );
+    check_golden(
+        "networkd-own",
+        rendered(Backend::Networkd, &t.root(), &[dual_stack()]),
+    );
+}
+
+#[test]
+fn golden_netplan_merged_with_cloud_init() {
+    let t = TempTree::new();
+    t.write("/etc/netplan/50-cloud-init.yaml", &cloud_init_yaml());
+    check_golden(
+        "netplan-merge",
+        rendered(Backend::Netplan, &t.root(), &[classic()]),
+    );
+}
+
+#[test]
+fn golden_netplan_own_definition() {
+    let t = TempTree::new();
+    check_golden(
+        "netplan-own",
+        rendered(Backend::Netplan, &t.root(), &[dual_stack()]),
+    );
+}
+
+#[test]
+fn golden_nm_keyfiles() {
+    let t = TempTree::new();
+    check_golden(
+        "nm",
+        rendered(Backend::Nm, &t.root(), &[classic(), dual_stack()]),
+    );
+}
+
+#[test]
+fn golden_ifcfg() {
+    let t = TempTree::new();
+    check_golden(
+        "ifcfg",
+        rendered(Backend::Ifcfg, &t.root(), &[classic(), dual_stack()]),
+    );
+}
+
+#[test]
+fn golden_ifupdown_new_and_existing_stanza() {
+    let t = TempTree::new();
+    t.write(
+        "/etc/network/interfaces",
+        "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nallow-hotplug eth2\niface eth2 inet dhcp\n",
+    );
+    check_golden(
+        "ifupdown",
+        rendered(Backend::Ifupdown, &t.root(), &[classic(), dual_stack()]),
+    );
+}
+
+#[test]
+fn golden_unit() {
+    let t = TempTree::new();
+    check_golden(
+        "unit",
+        rendered(Backend::Unit, &t.root(), &[classic(), dual_stack()]),
+    );
+}
+
+#[test]
+fn ifupdown_refuses_an_interfaces_file_that_does_not_read_interfaces_d() {
+    let t = TempTree::new();
+    t.write(
+        "/etc/network/interfaces",
+        "auto lo\niface lo inet loopback\n",
+    );
+    let err = persist::render(Backend::Ifupdown, &t.root(), &classic()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("source /etc/network/interfaces.d/*"),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 1);
+}
+
+#[test]
+fn ifcfg_never_overwrites_foreign_files() {
+    let t = TempTree::new();
+    t.write(
+        "/etc/sysconfig/network-scripts/ifcfg-eth1",
+        "DEVICE=eth1\nBOOTPROTO=dhcp\n",
+    );
+    let ops = persist::render(Backend::Ifcfg, &t.root(), &classic()).unwrap();
+    let paths: Vec<String> = ops.iter().map(|o| o.path().display().to_string()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "/etc/sysconfig/network-scripts/route-eth1",
+            "/etc/sysconfig/network-scripts/rule-eth1"
+        ]
+    );
+    t.write(
+        "/etc/sysconfig/network-scripts/rule-eth1",
+        "from 10.0.1.99 table 5\n",
+    );
+    let err = persist::render(Backend::Ifcfg, &t.root(), &classic()).unwrap_err();
+    assert!(
+        err.to_string().contains("was not written by symroute"),
+        "{err}"
+    );
+}
+
+#[test]
+fn detection_order() {
+    let ifaces = [("eth1".to_string(), classic().mac)];
+    let cases: &[(&[(&str, &str)], Option<Backend>, &str)] = &[
+        (&[], None, "no supported network configuration"),
+        (
+            &[("/etc/systemd/system/.keep", "")],
+            Some(Backend::Unit),
+            "systemd",
+        ),
+        (
+            &[("/etc/network/interfaces", "")],
+            Some(Backend::Ifupdown),
+            "interfaces",
+        ),
+        (
+            &[
+                ("/etc/network/interfaces", ""),
+                ("/etc/sysconfig/network-scripts/ifcfg-eth0", ""),
+            ],
+            Some(Backend::Ifcfg),
+            "network-scripts",
+        ),
+        (
+            &[
+                ("/etc/sysconfig/network-scripts/ifcfg-eth0", ""),
+                ("/etc/NetworkManager/NetworkManager.conf", ""),
+            ],
+            Some(Backend::Nm),
+            "NetworkManager",
+        ),
+        (
+            &[
+                ("/etc/NetworkManager/NetworkManager.conf", ""),
+                (
+                    "/usr/lib/systemd/network/99-x.network",
+                    "[Match]\nName=e*\n",
+                ),
+            ],
+            Some(Backend::Networkd),
+            "99-x.network matches eth1",
+        ),
+        (
+            // A shipped file for other interfaces does not make networkd the manager.
+            &[
+                ("/etc/network/interfaces", ""),
+                (
+                    "/usr/lib/systemd/network/80-container-ve.network",
+                    "[Match]\nName=ve-*\n",
+                ),
+            ],
+            Some(Backend::Ifupdown),
+            "interfaces",
+        ),
+        (
+            &[
+                ("/etc/network/interfaces", ""),
+                (
+                    "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+                    "",
+                ),
+            ],
+            Some(Backend::Networkd),
+            "enabled",
+        ),
+        (
+            &[
+                ("/etc/netplan/50-cloud-init.yaml", ""),
+                (
+                    "/etc/systemd/network/10-eth1.network",
+                    "[Match]\nName=eth1\n",
+                ),
+            ],
+            Some(Backend::Netplan),
+            "netplan",
+        ),
+        (
+            &[
+                ("/etc/netplan/50-cloud-init.yaml", ""),
+                (
+                    "/usr/lib/systemd/network/80-ec2.network",
+                    "[Match]\nDriver=ena\n",
+                ),
+            ],
+            None,
+            "amazon-ec2-net-utils",
+        ),
+        (
+            &[("/etc/sysconfig/network-scripts/ec2net-functions", "")],
+            None,
+            "amazon-ec2-net-utils",
+        ),
+    ];
+    for (files, want, why) in cases {
+        let t = TempTree::new();
+        for (p, c) in files.iter() {
+            t.write(p, c);
+        }
+        let got = detect(&t.root(), &ifaces, false);
+        assert_eq!(got.backend, *want, "{files:?}: {got:?}");
+        assert!(got.reason.contains(why), "{files:?}: {got:?}");
+    }
+    // --force persists next to amazon-ec2-net-utils, with what else is there.
+    let t = TempTree::new();
+    t.write(
+        "/usr/lib/systemd/network/80-ec2.network",
+        "[Match]\nDriver=ena\n\n[Network]\nDHCP=yes\n",
+    );
+    assert_eq!(
+        detect(&t.root(), &ifaces, true).backend,
+        Some(Backend::Networkd)
+    );
+    let none = detect(&TempTree::new().root(), &ifaces, false);
+    assert!(none.warning.unwrap().contains("lost on reboot"));
+}
+
+/// A root tree with foreign files of every kind the backends read or write next to.
+fn busy_tree() -> TempTree {
+    let t = TempTree::new();
+    t.write(
+        "/etc/systemd/network/10-eth1.network",
+        "[Match]\nName=eth1\n\n[Network]\nDHCP=yes\n",
+    );
+    t.write(
+        "/etc/systemd/network/10-eth1.network.d/mtu.conf",
+        "[Link]\nMTUBytes=9001\n",
+    );
+    t.write("/etc/netplan/50-cloud-init.yaml", &cloud_init_yaml());
+    t.write(
+        "/etc/NetworkManager/system-connections/eth0.nmconnection",
+        "[connection]\nid=eth0\n",
+    );
+    t.write(
+        "/etc/sysconfig/network-scripts/ifcfg-eth1",
+        "DEVICE=eth1\nBOOTPROTO=dhcp\n",
+    );
+    t.write(
+        "/etc/network/interfaces",
+        "source /etc/network/interfaces.d/*\niface eth1 inet dhcp\n",
+    );
+    t.write("/etc/network/interfaces.d/eth3", "iface eth3 inet dhcp\n");
+    t.write("/etc/udev/rules.d/70-persistent-net.rules", "# foreign\n");
+    t.write(
+        "/etc/systemd/system/foo.service",
+        "[Service]\nExecStart=/bin/true\n",
+    );
+    t.write(
+        "/var/lib/symroute/download/README",
+        "the SSM document's download directory\n",
+    );
+    t
+}
+
+fn run(root: &Root, ops: &[FileOp]) -> PersistReport {
+    let mut r = PersistReport::default();
+    persist::execute(root, ops, &mut r).expect("execute");
+    r
+}
+
+#[test]
+fn every_backend_removes_exactly_what_it_wrote() {
+    for backend in [
+        Backend::Networkd,
+        Backend::Netplan,
+        Backend::Nm,
+        Backend::Ifcfg,
+        Backend::Ifupdown,
+        Backend::Unit,
+    ] {
+        let t = busy_tree();
+        let root = t.root();
+        let before = snapshot(&t.dir);
+        let enis = [classic(), dual_stack()];
+        let ops = plan_apply(backend, &root, &enis, None).unwrap();
+        let r = run(&root, &ops);
+        assert!(
+            r.files.iter().all(|f| f.action == "written"),
+            "{backend:?} {r:?}"
+        );
+        assert!(snapshot(&t.dir) != before, "{backend:?} wrote nothing");
+        // Applying again changes nothing.
+        let again = run(&root, &plan_apply(backend, &root, &enis, None).unwrap());
+        assert!(
+            again.files.iter().all(|f| f.action == "unchanged"),
+            "{backend:?} {again:?}"
+        );
+        // Removing one ENI keeps the other's files (and the shared ones it needs).
+        run(
+            &root,
+            &plan_remove(
+                &root,
+                &Which::Eni {
+                    mac: Some(classic().mac),
+                    eni_id: None,
+                },
+            ),
+        );
+        let left = persist::owned_files(&root);
+        assert!(!left.is_empty(), "{backend:?}");
+        assert!(
+            left.iter().all(|(_, o)| *o == persist::Owner::Shared
+                || *o
+                    == persist::Owner::Eni {
+                        eni_id: dual_stack().eni_id.to_string(),
+                        mac: dual_stack().mac
+                    }),
+            "{backend:?}: {left:?}"
+        );
+        // Removing the detached one (--stale) leaves the tree exactly as it was.
+        run(
+            &root,
+            &plan_remove(&root, &Which::NotAttached(&[classic().mac])),
+        );
+        assert_eq!(
+            snapshot(&t.dir),
+            before,
+            "{backend:?}: remove left the tree changed"
+        );
+    }
+}
+
+#[test]
+fn apply_moves_an_enis_files_and_prunes_detached_ones() {
+    let t = busy_tree();
+    let root = t.root();
+    let before = snapshot(&t.dir);
+    run(
+        &root,
+        &plan_apply(Backend::Ifupdown, &root, &[classic(), dual_stack()], None).unwrap(),
+    );
+    // The same ENI now persisted with another backend: its old file goes.
+    let ops = plan_apply(Backend::Nm, &root, &[classic()], Some(&[classic().mac])).unwrap();
+    let r = run(&root, &ops);
+    let deleted: Vec<&str> = r
+        .files
+        .iter()
+        .filter(|f| f.action == "deleted")
+        .map(|f| f.path.as_str())
+        .collect();
+    assert_eq!(
+        deleted,
+        vec![
+            "/etc/network/interfaces.d/symroute-eth1",
+            "/etc/network/interfaces.d/symroute-eth2"
+        ],
+        "{r:?}"
+    );
+    run(&root, &plan_remove(&root, &Which::All));
+    assert_eq!(snapshot(&t.dir), before);
+}
+
+#[test]
+fn a_failed_write_puts_every_file_back() {
+    let t = busy_tree();
+    let root = t.root();
+    let before = snapshot(&t.dir);
+    let mut ops = plan_apply(Backend::Networkd, &root, &[classic(), dual_stack()], None).unwrap();
+    // A path under a regular file cannot be created: the last op fails.
+    ops.push(FileOp::text("/etc/network/interfaces/x", "x".into(), 0o644));
+    let mut r = PersistReport::default();
+    let err = persist::execute(&root, &ops, &mut r).unwrap_err();
+    assert_eq!(err.exit_code(), 1);
+    assert!(
+        err.to_string().contains("/etc/network/interfaces/x"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&t.dir), before);
+}
