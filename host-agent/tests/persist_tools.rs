@@ -1,0 +1,620 @@
+//! Persistence against the distributions' own tools, in the simulated VPC: the agent applies
+//! with a backend into a `--root` tree; the instance's routing is then wiped (a reboot, as far
+//! as routing goes) and brought back by the backend's own tool (systemd-networkd, netplan +
+//! networkd, ifup, the ifup-routes way of reading ifcfg files, the unit's command); a client in
+//! another subnet must get answers again. NetworkManager's keyfile goes through libnm's own
+//! reader and validator. Every backend's `remove` must leave the tree exactly as it was.
+//! Needs root (fails under CI=true).
+
+mod common;
+mod persist_fixtures;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::{ip, Bed};
+use persist_fixtures::{snapshot, TempTree};
+use serde_json::Value;
+use symroute_testbed::{EniSpec, Host as Client};
+
+const ENI: &str = "eni-0a9c4b60624c0e41d";
+const PRIMARY: &str = "10.0.1.20";
+const SECONDARY: &str = "10.0.1.21";
+const TABLE: &str = "10001";
+
+/// The classic case: eth1 (two addresses) in eth0's subnet, and a client in another subnet.
+fn bed() -> (Bed, Client) {
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip(PRIMARY).ip(SECONDARY),
+        1,
+        0,
+        ENI,
+    );
+    let far = bed.vpc.add_client(&bed.b, "10.0.2.50").expect("client");
+    (bed, far)
+}
+
+fn answers(far: &Client) -> bool {
+    far.ping(ip(PRIMARY), 3, 2) && far.ping(ip(SECONDARY), 3, 2)
+}
+
+/// `apply --persist BACKEND --root DIR` that must succeed and write files.
+fn apply(bed: &Bed, backend: &str, root: &Path) -> Value {
+    let r = bed.agent(&[
+        "apply",
+        "--json",
+        "--persist",
+        backend,
+        "--root",
+        root.to_str().unwrap(),
+        "--wait",
+        "10",
+        "--eni",
+        ENI,
+    ]);
+    assert_eq!(
+        r.code, 0,
+        "apply --persist {backend}:\n{}\n{}",
+        r.stdout, r.stderr
+    );
+    assert_eq!(r.json["persist"]["backend"], backend, "{}", r.stdout);
+    let files = r.json["persist"]["files"]
+        .as_array()
+        .expect("files")
+        .clone();
+    assert!(!files.is_empty(), "{}", r.stdout);
+    assert!(
+        files.iter().all(|f| f["action"] == "written"),
+        "{}",
+        r.stdout
+    );
+    r.json
+}
+
+fn remove(bed: &Bed, backend: &str, root: &Path) {
+    let r = bed.agent(&[
+        "remove",
+        "--json",
+        "--persist",
+        backend,
+        "--root",
+        root.to_str().unwrap(),
+        "--eni",
+        ENI,
+    ]);
+    assert_eq!(r.code, 0, "remove:\n{}\n{}", r.stdout, r.stderr);
+    assert!(bed.our_rules().is_empty(), "live rules left after remove");
+}
+
+/// What a reboot leaves of eth1's routing: nothing. Proven by the client losing its answers.
+fn wipe(bed: &Bed, far: &Client) {
+    let i = &bed.inst;
+    for fam in ["-4", "-6"] {
+        while i
+            .output(&["ip", fam, "rule", "del", "pref", TABLE])
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+        {}
+        let _ = i.output(&["ip", fam, "route", "flush", "table", TABLE]);
+    }
+    i.exec(&["ip", "addr", "flush", "dev", "eth1"]).unwrap();
+    i.exec(&["ip", "link", "set", "eth1", "down"]).unwrap();
+    assert!(
+        !far.ping(ip(PRIMARY), 1, 1),
+        "eth1 still answers after the wipe"
+    );
+}
+
+fn rules_in(bed: &Bed) -> String {
+    let out = bed
+        .inst
+        .exec(&["ip", "rule", "show", "pref", TABLE])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs systemd-networkd inside the instance namespace with `conf` as /etc/systemd/network
+/// (the recipe in shared/notes/network-tools-in-namespaces.md), waits until eth1 is
+/// configured, runs `steps` (shell) while it runs, and stops it. Returns stdout.
+fn with_networkd(bed: &Bed, conf: &Path, steps: &str) -> String {
+    let script = format!(
+        r#"set -e
+mount -o remount,ro /sys
+mount --bind "{conf}" /etc/systemd/network
+mount -t tmpfs tmpfs /run/systemd
+mkdir -p /run/systemd/netif && chown systemd-network:systemd-network /run/systemd/netif
+mkdir -p /run/dbus && mount -t tmpfs tmpfs /run/dbus
+dbus=$(dbus-daemon --system --fork --nopidfile --print-pid)
+/lib/systemd/systemd-networkd 2>/dev/null & nd=$!
+trap 'kill $nd $dbus 2>/dev/null; wait $nd 2>/dev/null' EXIT
+/lib/systemd/systemd-networkd-wait-online -i eth1 --timeout=30 && echo NETWORKD_CONFIGURED
+set +e
+{steps}
+"#,
+        conf = conf.display()
+    );
+    let out = bed
+        .inst
+        .command("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .expect("networkd session");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains("NETWORKD_CONFIGURED"),
+        "networkd did not configure eth1:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Pings from the far client inside a networkd session (networkd must keep running meanwhile).
+fn ping_steps(far: &Client, tag: &str) -> String {
+    format!(
+        "ip netns exec {c} ping -n -q -c 3 -i 0.2 -W 2 {PRIMARY} >/dev/null && ip netns exec {c} ping -n -q -c 3 -i 0.2 -W 2 {SECONDARY} >/dev/null && echo {tag}_ANSWERS\nip rule show pref {TABLE} | sed 's/^/{tag}_RULE /'\n",
+        c = far.name()
+    )
+}
+
+const RECONFIGURE: &str = "networkctl reconfigure eth1 && echo RECONFIGURE_SENT
+/lib/systemd/systemd-networkd-wait-online -i eth1 --timeout=30 >/dev/null
+";
+
+#[test]
+fn networkd_dropin_survives_reboot_and_reconfigure_and_is_removed_cleanly() {
+    need_root!();
+    let (bed, far) = bed();
+    let t = TempTree::new();
+    // The file that configures eth1 (cloud-init's DHCP, with a static address standing in for
+    // DHCP in the testbed), and a catch-all that sorts after it.
+    t.write(
+        "/etc/systemd/network/10-eth1.network",
+        &format!("[Match]\nName=eth1\n\n[Network]\nAddress={PRIMARY}/24\nIPv6AcceptRA=no\n"),
+    );
+    t.write(
+        "/etc/systemd/network/99-all.network",
+        "[Match]\nName=*\n\n[Link]\nUnmanaged=yes\n",
+    );
+    let conf = t.path("/etc/systemd/network");
+    let before = snapshot(&t.dir);
+
+    // The field failure first: live rules only, and networkd reconfiguring the link drops them.
+    bed.apply(&["--eni", ENI]);
+    assert!(answers(&far));
+    let out = with_networkd(
+        &bed,
+        &conf,
+        &format!("{RECONFIGURE}{}", ping_steps(&far, "LIVEONLY")),
+    );
+    assert!(out.contains("RECONFIGURE_SENT"), "{out}");
+    assert!(
+        !out.contains("LIVEONLY_RULE"),
+        "networkd kept foreign rules?\n{out}"
+    );
+    assert!(!out.contains("LIVEONLY_ANSWERS"), "{out}");
+
+    // Persisted: a drop-in for 10-eth1.network, the file networkd uses for eth1.
+    let json = apply(&bed, "networkd", &t.dir);
+    assert_eq!(
+        json["persist"]["files"][0]["path"],
+        "/etc/systemd/network/10-eth1.network.d/90-symroute.conf"
+    );
+    assert!(answers(&far));
+    // Reboot: nothing left, networkd brings it all back; then reconfigure and reload.
+    wipe(&bed, &far);
+    let out = with_networkd(
+        &bed,
+        &conf,
+        &format!(
+            "{}{RECONFIGURE}{}networkctl reload && echo RELOADED\n{}",
+            ping_steps(&far, "BOOT"),
+            ping_steps(&far, "RECONF"),
+            ping_steps(&far, "RELOAD")
+        ),
+    );
+    for tag in ["BOOT", "RECONF", "RELOAD"] {
+        assert!(out.contains(&format!("{tag}_ANSWERS")), "{tag}:\n{out}");
+        for src in [PRIMARY, SECONDARY] {
+            assert!(
+                out.contains(&format!("{tag}_RULE {TABLE}:\tfrom {src} lookup {TABLE}")),
+                "{tag} {src}:\n{out}"
+            );
+        }
+    }
+    assert!(
+        out.contains("RECONFIGURE_SENT") && out.contains("RELOADED"),
+        "{out}"
+    );
+
+    remove(&bed, "networkd", &t.dir);
+    assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+}
+
+#[test]
+fn netplan_merges_with_cloud_init_and_brings_it_back_through_networkd() {
+    need_root!();
+    let (bed, far) = bed();
+    let mac = bed.ip_json(&["link", "show", "eth1"])[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let t = TempTree::new();
+    // cloud-init's shape; a static address stands in for DHCP in the testbed.
+    t.write(
+        "/etc/netplan/50-cloud-init.yaml",
+        &format!(
+            "network:\n    ethernets:\n        eth1:\n            addresses:\n            - {PRIMARY}/24\n            match:\n                macaddress: {mac}\n    version: 2\n"
+        ),
+    );
+    fs::set_permissions(
+        t.path("/etc/netplan/50-cloud-init.yaml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let before = snapshot(&t.path("/etc"));
+    apply(&bed, "netplan", &t.dir);
+
+    let gen = Command::new("netplan")
+        .args(["generate", "--root-dir"])
+        .arg(&t.dir)
+        .output()
+        .expect("netplan");
+    assert!(
+        gen.status.success(),
+        "netplan generate: {}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let out_dir = t.path("/run/systemd/network");
+    let generated: Vec<_> = fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let eth1: Vec<_> = generated
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "network"))
+        .collect();
+    // One definition, so one .network file: ours merged into cloud-init's, not beside it.
+    assert_eq!(eth1.len(), 1, "{generated:?}");
+    let text = fs::read_to_string(eth1[0]).unwrap();
+    for want in [
+        format!("PermanentMACAddress={mac}"),
+        format!("Address={PRIMARY}/24"),
+        format!("Address={SECONDARY}/24"),
+        format!("[RoutingPolicyRule]\nFrom={PRIMARY}/32\nTable={TABLE}\nPriority={TABLE}"),
+        format!("[RoutingPolicyRule]\nFrom={SECONDARY}/32\nTable={TABLE}\nPriority={TABLE}"),
+        format!("Destination=0.0.0.0/0\nGateway=10.0.1.1\nTable={TABLE}"),
+        format!("Destination=10.0.1.0/24\nPreferredSource={PRIMARY}\nScope=link\nTable={TABLE}"),
+    ] {
+        assert!(
+            text.contains(&want),
+            "{want:?} missing from {}:\n{text}",
+            eth1[0].display()
+        );
+    }
+
+    // Chain into networkd: a veth has no permanent MAC, so match the current one there.
+    let conf = TempTree::new();
+    let name = eth1[0].file_name().unwrap().to_string_lossy().into_owned();
+    conf.write(
+        &format!("/{name}"),
+        &text.replace("PermanentMACAddress=", "MACAddress="),
+    );
+    wipe(&bed, &far);
+    let out = with_networkd(&bed, &conf.dir, &ping_steps(&far, "BOOT"));
+    assert!(out.contains("BOOT_ANSWERS"), "{out}");
+
+    remove(&bed, "netplan", &t.dir);
+    assert_eq!(
+        snapshot(&t.path("/etc")),
+        before,
+        "remove left /etc changed"
+    );
+}
+
+#[test]
+fn ifupdown_stanza_brings_it_back_with_ifup() {
+    need_root!();
+    let (bed, far) = bed();
+    let t = TempTree::new();
+    t.write(
+        "/etc/network/interfaces",
+        "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
+    );
+    fs::create_dir_all(t.path("/etc/network/interfaces.d")).unwrap();
+    let before = snapshot(&t.dir);
+    apply(&bed, "ifupdown", &t.dir);
+    assert!(answers(&far));
+
+    wipe(&bed, &far);
+    let state = TempTree::new();
+    let file = t.path("/etc/network/interfaces.d/symroute-eth1");
+    let ifupdown = |verb: &str| {
+        let out = bed
+            .inst
+            .command(verb)
+            .arg("-i")
+            .arg(&file)
+            .arg("--state-dir")
+            .arg(&state.dir)
+            .arg("eth1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ifupdown("ifup");
+    assert!(answers(&far), "eth1 does not answer after ifup");
+    assert_eq!(rules_in(&bed).lines().count(), 2, "{}", rules_in(&bed));
+    // pre-down takes the rules away; ifup again (the second boot) brings them back once.
+    ifupdown("ifdown");
+    assert_eq!(rules_in(&bed), "");
+    ifupdown("ifup");
+    assert!(answers(&far));
+    assert_eq!(rules_in(&bed).lines().count(), 2, "{}", rules_in(&bed));
+
+    remove(&bed, "ifupdown", &t.dir);
+    assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+}
+
+#[test]
+fn ifcfg_lines_executed_as_ifup_routes_does_bring_it_back() {
+    need_root!();
+    let (bed, far) = bed();
+    let t = TempTree::new();
+    fs::create_dir_all(t.path("/etc/sysconfig/network-scripts")).unwrap();
+    let before = snapshot(&t.dir);
+    apply(&bed, "ifcfg", &t.dir);
+    // ifup-eth adds addresses with their broadcast; the agent adds secondaries without.
+    let kernel_state = || bed.routing_state().replace(" brd 10.0.1.255", "");
+    let before_state = kernel_state();
+
+    wipe(&bed, &far);
+    // ifup-eth: the addresses of ifcfg-eth1; ifup-routes: every other line of route-/rule-.
+    let dir = "/etc/sysconfig/network-scripts";
+    let ifcfg = t.read(&format!("{dir}/ifcfg-eth1"));
+    let var = |k: &str| {
+        ifcfg
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(str::to_owned)
+    };
+    for n in 0.. {
+        let (Some(a), Some(p)) = (var(&format!("IPADDR{n}")), var(&format!("PREFIX{n}"))) else {
+            break;
+        };
+        bed.inst
+            .exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{a}/{p}"),
+                "brd",
+                "+",
+                "dev",
+                "eth1",
+            ])
+            .unwrap();
+    }
+    bed.inst.exec(&["ip", "link", "set", "eth1", "up"]).unwrap();
+    for (file, kind) in [("route-eth1", "route"), ("rule-eth1", "rule")] {
+        for line in t.read(&format!("{dir}/{file}")).lines() {
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            let mut args = vec!["ip", kind, "add"];
+            args.extend(line.split_whitespace());
+            if bed.inst.exec(&args).is_err() && kind == "route" {
+                args[2] = "replace";
+                bed.inst.exec(&args).unwrap();
+            }
+        }
+    }
+    assert!(answers(&far), "eth1 does not answer after the ifcfg files");
+    // Same kernel state as the agent's live apply (protocols included).
+    assert_eq!(kernel_state(), before_state);
+
+    remove(&bed, "ifcfg", &t.dir);
+    assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+}
+
+#[test]
+fn unit_command_brings_it_back() {
+    need_root!();
+    let (bed, far) = bed();
+    let t = TempTree::new();
+    for d in [
+        "/etc/systemd/system",
+        "/etc/udev/rules.d",
+        "/var/lib/symroute",
+    ] {
+        fs::create_dir_all(t.path(d)).unwrap();
+    }
+    let before = snapshot(&t.dir);
+    apply(&bed, "unit", &t.dir);
+    let rule = t.read(&format!("/etc/udev/rules.d/90-symroute-{ENI}.rules"));
+    let mac = bed.ip_json(&["link", "show", "eth1"])[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        rule.contains(&format!("ATTR{{address}}==\"{mac}\"")),
+        "{rule}"
+    );
+    assert!(
+        rule.contains(&format!("SYSTEMD_WANTS}}+=\"symroute@{ENI}.service\"")),
+        "{rule}"
+    );
+
+    wipe(&bed, &far);
+    // What systemd runs for symroute@<eni>.service: ExecStart with %i, the copied agent.
+    let unit = t.read("/etc/systemd/system/symroute@.service");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart")
+        .replace("%i", ENI);
+    let mut words = exec.split_whitespace();
+    let bin = t.path(words.next().unwrap());
+    let out = bed
+        .inst
+        .command(bin.to_str().unwrap())
+        .args(words)
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", bed.imds.endpoint())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        answers(&far),
+        "eth1 does not answer after the unit's command"
+    );
+
+    remove(&bed, "unit", &t.dir);
+    assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+}
+
+/// libnm's keyfile reader and `verify()` (python3-gi), printing what it parsed.
+const NM_CHECK: &str = r#"
+import json, sys
+import gi
+gi.require_version("NM", "1.0")
+from gi.repository import GLib, NM
+kf = GLib.KeyFile()
+kf.load_from_file(sys.argv[1], GLib.KeyFileFlags.NONE)
+c = NM.keyfile_read(kf, sys.argv[2], NM.KeyfileHandlerFlags.NONE, None, None)
+c.verify()
+ip4 = c.get_setting_ip4_config()
+print(json.dumps({
+    "id": c.get_id(), "uuid": c.get_uuid(), "type": c.get_connection_type(),
+    "mac": c.get_setting_wired().get_mac_address(),
+    "method": ip4.get_method(), "route_table": ip4.get_route_table(),
+    "addresses": [f"{a.get_address()}/{a.get_prefix()}" for a in ip4.props.addresses],
+    "routes": [f"{r.get_dest()}/{r.get_prefix()} via {r.get_next_hop()}" for r in ip4.props.routes],
+    "rules": [ip4.get_routing_rule(i).to_string(NM.IPRoutingRuleAsStringFlags.NONE, None)
+              for i in range(ip4.get_num_routing_rules())],
+}))
+"#;
+
+#[test]
+fn nm_keyfile_is_read_and_verified_by_libnm() {
+    need_root!();
+    let (bed, _far) = bed();
+    let t = TempTree::new();
+    fs::create_dir_all(t.path("/etc/NetworkManager/system-connections")).unwrap();
+    let before = snapshot(&t.dir);
+    apply(&bed, "nm", &t.dir);
+    let file = t.path("/etc/NetworkManager/system-connections/symroute-eth1.nmconnection");
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", NM_CHECK])
+        .arg(&file)
+        .arg(file.parent().unwrap())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "libnm refused the keyfile: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mac = bed.ip_json(&["link", "show", "eth1"])[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    assert_eq!(got["mac"], mac.as_str());
+    assert_eq!(got["type"], "802-3-ethernet");
+    assert_eq!(got["method"], "manual");
+    assert_eq!(got["route_table"], 10001);
+    assert_eq!(
+        got["addresses"],
+        serde_json::json!([format!("{PRIMARY}/24"), format!("{SECONDARY}/24")])
+    );
+    assert_eq!(got["routes"], serde_json::json!(["0.0.0.0/0 via 10.0.1.1"]));
+    // A malformed routing-ruleN is dropped, not refused: compare what libnm parsed.
+    assert_eq!(
+        got["rules"],
+        serde_json::json!([
+            format!("priority 10001 from {PRIMARY} table 10001"),
+            format!("priority 10001 from {SECONDARY} table 10001")
+        ])
+    );
+    remove(&bed, "nm", &t.dir);
+    assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+}
+
+#[test]
+fn failed_persistence_rolls_back_the_live_changes_and_dry_run_writes_nothing() {
+    need_root!();
+    let (bed, far) = bed();
+    let t = TempTree::new();
+    // An interfaces file that does not read interfaces.d: ifupdown persistence cannot work.
+    t.write(
+        "/etc/network/interfaces",
+        "auto lo\niface lo inet loopback\n",
+    );
+    let before = snapshot(&t.dir);
+    let state = bed.routing_state();
+    let root = t.dir.to_str().unwrap();
+
+    let dry = bed.agent(&[
+        "apply",
+        "--json",
+        "--dry-run",
+        "--persist",
+        "ifcfg",
+        "--root",
+        root,
+        "--eni",
+        ENI,
+    ]);
+    assert_eq!(dry.code, 0, "{}\n{}", dry.stdout, dry.stderr);
+    let files = dry.json["persist"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3, "{}", dry.stdout);
+    assert!(
+        files.iter().all(|f| f["action"] == "would-write"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(snapshot(&t.dir), before, "--dry-run wrote files");
+
+    let r = bed.agent(&[
+        "apply",
+        "--json",
+        "--persist",
+        "ifupdown",
+        "--root",
+        root,
+        "--eni",
+        ENI,
+    ]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let err = r.json["error"].as_str().unwrap();
+    assert!(err.contains("source /etc/network/interfaces.d/*"), "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    assert_eq!(
+        bed.routing_state(),
+        state,
+        "live changes were not rolled back"
+    );
+    assert_eq!(snapshot(&t.dir), before);
+    assert!(!far.ping(ip(PRIMARY), 1, 1));
+
+    // auto on this tree picks ifupdown (and fails the same way); with netplan present, netplan.
+    t.write(
+        "/etc/netplan/50-cloud-init.yaml",
+        "network:\n  version: 2\n",
+    );
+    let r = bed.agent(&["apply", "--json", "--root", root, "--eni", ENI]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json["persist"]["backend"], "netplan", "{}", r.stdout);
+    assert!(t.path("/etc/netplan/90-symroute-eth1.yaml").exists());
+    assert!(answers(&far));
+}
