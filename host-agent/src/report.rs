@@ -118,35 +118,31 @@ impl Report {
         let mut s = String::new();
         for e in &self.enis {
             let iface = e.interface.as_deref().unwrap_or("-");
+            let status = match (self.action, e.status) {
+                (_, EniStatus::Missing) => "no kernel link yet".to_string(),
+                ("status", _) => format!("managed by {}", e.managed_by.as_deref().unwrap_or("nobody")),
+                (_, EniStatus::ManagedByOther) => "managed by another tool, left alone (--force to take over)".into(),
+                ("remove", _) => format!("{} change(s)", e.changes.len()),
+                (_, _) if e.changes.is_empty() => "nothing to do".to_string(),
+                (_, _) if self.dry_run => format!("{} change(s) planned", e.changes.len()),
+                (_, _) => format!("{} change(s)", e.changes.len()),
+            };
             let sym = match e.symmetric {
-                Some(true) => "symmetric",
-                Some(false) => "NOT symmetric",
+                Some(true) => ", symmetric",
+                Some(false) => ", NOT symmetric",
                 None => "",
             };
-            let status = match e.status {
-                EniStatus::Configure if self.action == "remove" => "removed".to_string(),
-                EniStatus::Configure if e.changes.is_empty() => "unchanged".to_string(),
-                EniStatus::Configure if self.dry_run => {
-                    format!("{} change(s) planned", e.changes.len())
+            let _ = writeln!(s, "{iface} {} {} table {}: {status}{sym}", e.eni_id, e.mac, e.table);
+            if self.action == "status" {
+                let _ = writeln!(s, "  addresses: {}", e.addresses.join(" "));
+                for r in &e.rules {
+                    let _ = writeln!(s, "  rule: {r}");
                 }
-                EniStatus::Configure => format!("{} change(s)", e.changes.len()),
-                EniStatus::ManagedByOther => {
-                    "managed by another tool, left alone (--force to take over)".into()
-                }
-                EniStatus::Missing => "no kernel link yet".into(),
-            };
-            let _ = writeln!(
-                s,
-                "{} {} {} table {}: {} {}",
-                e.eni_id, iface, e.mac, e.table, status, sym
-            );
+            } else if let (EniStatus::ManagedByOther, Some(m)) = (e.status, &e.managed_by) {
+                let _ = writeln!(s, "  {m}");
+            }
             for c in &e.changes {
-                let _ = writeln!(
-                    s,
-                    "  {}{}",
-                    if self.dry_run { "would run: " } else { "" },
-                    c
-                );
+                let _ = writeln!(s, "  {}{}", if self.dry_run { "would run: " } else { "" }, c);
             }
             for c in e.verify.iter().filter(|c| !c.ok) {
                 let _ = writeln!(
@@ -159,9 +155,6 @@ impl Report {
             }
             for w in &e.warnings {
                 let _ = writeln!(s, "  warning: {w}");
-            }
-            if let Some(m) = &e.managed_by {
-                let _ = writeln!(s, "  {m}");
             }
         }
         for p in &self.pruned {

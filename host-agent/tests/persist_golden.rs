@@ -225,10 +225,13 @@ fn ifcfg_never_overwrites_foreign_files() {
     );
 }
 
+/// Files of a tree, the backend detection must pick, and a word its reason must contain.
+type DetectCase<'a> = (&'a [(&'a str, &'a str)], Option<Backend>, &'a str);
+
 #[test]
 fn detection_order() {
     let ifaces = [("eth1".to_string(), classic().mac)];
-    let cases: &[(&[(&str, &str)], Option<Backend>, &str)] = &[
+    let cases: &[DetectCase] = &[
         (&[], None, "no supported network configuration"),
         (
             &[("/etc/systemd/system/.keep", "")],

@@ -450,6 +450,28 @@ fn unit_command_brings_it_back() {
         rule.contains(&format!("SYSTEMD_WANTS}}+=\"symroute@{ENI}.service\"")),
         "{rule}"
     );
+    // systemd's own parser accepts the unit as instantiated for this ENI (with the copied
+    // agent as ExecStart, where it lies in this tree).
+    let inst_dir = TempTree::new();
+    let unit_file = inst_dir.path(&format!("/symroute@{ENI}.service"));
+    let bin_real = t.path("/var/lib/symroute/bin/symroute");
+    fs::write(
+        &unit_file,
+        t.read("/etc/systemd/system/symroute@.service")
+            .replace("/var/lib/symroute/bin/symroute", bin_real.to_str().unwrap()),
+    )
+    .unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_file)
+        .output()
+        .expect("systemd-analyze");
+    let complaints = String::from_utf8_lossy(&verify.stderr).into_owned();
+    assert!(verify.status.success(), "{complaints}");
+    assert!(
+        !complaints.contains("symroute@"),
+        "systemd-analyze verify: {complaints}"
+    );
 
     wipe(&bed, &far);
     // What systemd runs for symroute@<eni>.service: ExecStart with %i, the copied agent.
@@ -617,4 +639,192 @@ fn failed_persistence_rolls_back_the_live_changes_and_dry_run_writes_nothing() {
     assert_eq!(r.json["persist"]["backend"], "netplan", "{}", r.stdout);
     assert!(t.path("/etc/netplan/90-symroute-eth1.yaml").exists());
     assert!(answers(&far));
+}
+
+#[test]
+fn networkd_own_file_brings_an_unconfigured_dual_stack_eni_back() {
+    need_root!();
+    let bed = Bed::new(true);
+    let eni = "eni-22222222222222222";
+    bed.attach(
+        EniSpec::new("eth1", &bed.b)
+            .ip("10.0.2.20")
+            .ip("10.0.2.21")
+            .ipv6("2600:1f18:1:2::20")
+            .config(symroute_testbed::Config::Unconfigured),
+        1,
+        0,
+        eni,
+    );
+    let client = bed
+        .vpc
+        .add_client_with(&bed.a, &["10.0.1.50", "2600:1f18:1:1::50"])
+        .unwrap();
+    let t = TempTree::new();
+    // networkd runs here, but nothing matches eth1: symroute's own file, with every address.
+    t.write(
+        "/etc/systemd/network/10-eth0.network",
+        "[Match]\nName=eth0\n\n[Network]\nDHCP=yes\n",
+    );
+    let before = snapshot(&t.dir);
+    let root = t.dir.to_str().unwrap();
+    let args = [
+        "apply",
+        "--json",
+        "--persist",
+        "networkd",
+        "--root",
+        root,
+        "--wait",
+        "10",
+        "--eni",
+        eni,
+    ];
+    let first = bed.agent(&args);
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    // The link came up with the apply; the IPv6 router is known once an RA arrived (bounded).
+    let mut learned = false;
+    for _ in 0..100 {
+        let d = bed.ip_json(&["-6", "route", "show", "default", "dev", "eth1"]);
+        if d.as_array().is_some_and(|a| !a.is_empty()) {
+            learned = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(learned, "eth1 learned an IPv6 default from RA");
+    let second = bed.agent(&args);
+    assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
+    let own = t.read("/etc/systemd/network/05-symroute-eth1.network");
+    for want in [
+        "Address=10.0.2.20/24",
+        "Address=10.0.2.21/24",
+        "Address=2600:1f18:1:2::20/128",
+        "Gateway=fe80:",
+        "From=2600:1f18:1:2::20/128\nTable=10001",
+    ] {
+        assert!(own.contains(want), "{want:?} missing:\n{own}");
+    }
+    let v6 = ip("2600:1f18:1:2::20");
+    // Live, the agent adds the IPv4s (IPv6 addresses are DHCPv6's business on EC2); the own
+    // file carries them all, so after the reboot below IPv6 answers as well.
+    assert!(client.ping(ip("10.0.2.20"), 3, 2));
+    assert!(!client.ping(v6, 1, 1), "testbed sanity: no IPv6 address before networkd");
+
+    let i = &bed.inst;
+    for fam in ["-4", "-6"] {
+        while i
+            .output(&["ip", fam, "rule", "del", "pref", TABLE])
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+        {}
+        let _ = i.output(&["ip", fam, "route", "flush", "table", TABLE]);
+    }
+    i.exec(&["ip", "addr", "flush", "dev", "eth1"]).unwrap();
+    i.exec(&["ip", "link", "set", "eth1", "down"]).unwrap();
+    assert!(!client.ping(ip("10.0.2.20"), 1, 1));
+
+    let c = client.name();
+    let out = with_networkd(
+        &bed,
+        &t.path("/etc/systemd/network"),
+        &format!(
+            "for i in $(seq 100); do ip -6 addr show dev eth1 tentative | grep -q . || break; sleep 0.1; done
+ip netns exec {c} ping -n -q -c 3 -i 0.2 -W 2 10.0.2.20 >/dev/null && echo V4_ANSWERS
+ip netns exec {c} ping -n -q -c 3 -i 0.2 -W 2 10.0.2.21 >/dev/null && echo V4B_ANSWERS
+ip netns exec {c} ping -6 -n -q -c 3 -i 0.2 -W 2 2600:1f18:1:2::20 >/dev/null && echo V6_ANSWERS
+ip -6 route show table {TABLE}
+"
+        ),
+    );
+    for tag in ["V4_ANSWERS", "V4B_ANSWERS", "V6_ANSWERS"] {
+        assert!(out.contains(tag), "{tag}:\n{out}");
+    }
+    remove_eni(&bed, "networkd", &t.dir, eni);
+    assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+}
+
+fn remove_eni(bed: &Bed, backend: &str, root: &Path, eni: &str) {
+    let r = bed.agent(&[
+        "remove",
+        "--json",
+        "--persist",
+        backend,
+        "--root",
+        root.to_str().unwrap(),
+        "--eni",
+        eni,
+    ]);
+    assert_eq!(r.code, 0, "remove:\n{}\n{}", r.stdout, r.stderr);
+}
+
+#[test]
+fn remove_stale_and_all_delete_only_symroute_files() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(EniSpec::new("eth1", &bed.a).ip("10.0.1.20"), 1, 0, ENI);
+    let eth2 = bed.attach(
+        EniSpec::new("eth2", &bed.a).ip("10.0.1.30"),
+        2,
+        0,
+        "eni-33333333333333333",
+    );
+    let t = TempTree::new();
+    let dir = "/etc/sysconfig/network-scripts";
+    t.write(
+        &format!("{dir}/ifcfg-eth0"),
+        "DEVICE=eth0\nBOOTPROTO=dhcp\n",
+    );
+    let before = snapshot(&t.dir);
+    let root = t.dir.to_str().unwrap();
+    let r = bed.agent(&[
+        "apply",
+        "--json",
+        "--all",
+        "--persist",
+        "ifcfg",
+        "--root",
+        root,
+        "--wait",
+        "10",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.json["persist"]["files"].as_array().unwrap().len(),
+        6,
+        "{}",
+        r.stdout
+    );
+
+    bed.vpc.detach_eni(&eth2).unwrap();
+    bed.imds.remove_eni(eth2.mac());
+    let r = bed.agent(&["remove", "--json", "--stale", "--root", root]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let deleted: Vec<&str> = r.json["persist"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["action"] == "deleted")
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        deleted,
+        vec![
+            format!("{dir}/ifcfg-eth2"),
+            format!("{dir}/route-eth2"),
+            format!("{dir}/rule-eth2")
+        ],
+        "{}",
+        r.stdout
+    );
+    assert!(t.path(&format!("{dir}/rule-eth1")).exists());
+
+    // --all needs no metadata and deletes the rest; the foreign ifcfg-eth0 stays.
+    let r = bed.agent(&["remove", "--json", "--all", "--root", root]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        snapshot(&t.dir),
+        before,
+        "remove --all left the tree changed"
+    );
 }
