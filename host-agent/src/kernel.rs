@@ -20,7 +20,7 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::{Error, Result};
-use crate::model::Mac;
+use crate::model::{Mac, RTPROT_SYMROUTE};
 use crate::ops::{AddrSpec, KernelRule, Link, Op, RouteSpec, RuleSpec};
 
 const EEXIST: i32 = 17;
@@ -313,18 +313,25 @@ fn parse_addr(a: &AddressMessage, links: &[Link]) -> Option<AddrSpec> {
     let mut local = None;
     let mut address = None;
     let mut protocol = 0u8;
+    let mut label = None;
     for attr in &a.attributes {
         match attr {
             AddressAttribute::Local(ip) => local = Some(*ip),
             AddressAttribute::Address(ip) => address = Some(*ip),
             AddressAttribute::Protocol(p) => protocol = u8::from(*p),
+            AddressAttribute::Label(l) => label = Some(l.clone()),
             _ => {}
         }
     }
     let ip = local.or(address)?;
+    let dev = dev_name(links, a.header.index);
+    // Kernels before 6.1 drop IFA_PROTO; the label marks the agent's IPv4 addresses there.
+    if label.is_some() && label == owner_label(&dev) {
+        protocol = RTPROT_SYMROUTE;
+    }
     Some(AddrSpec {
         index: a.header.index,
-        dev: dev_name(links, a.header.index),
+        dev,
         ip,
         prefix_len: a.header.prefix_len,
         protocol,
@@ -351,7 +358,18 @@ fn addr_msg(a: &AddrSpec) -> AddressMessage {
                 a.protocol,
             )));
     }
+    if a.protocol == RTPROT_SYMROUTE && a.ip.is_ipv4() {
+        if let Some(l) = owner_label(&a.dev) {
+            m.attributes.push(AddressAttribute::Label(l));
+        }
+    }
     m
+}
+
+/// Kernels before 6.1 drop `IFA_PROTO`; an IPv4 label `<dev>:sr` marks the agent's addresses
+/// there too. Labels are limited to 15 bytes, so very long interface names go without.
+fn owner_label(dev: &str) -> Option<String> {
+    (dev.len() + 3 <= 15).then(|| format!("{dev}:sr"))
 }
 
 fn parse_rule(r: &RuleMessage) -> KernelRule {
