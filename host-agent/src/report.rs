@@ -120,8 +120,12 @@ impl Report {
             let iface = e.interface.as_deref().unwrap_or("-");
             let status = match (self.action, e.status) {
                 (_, EniStatus::Missing) => "no kernel link yet".to_string(),
-                ("status", _) => format!("managed by {}", e.managed_by.as_deref().unwrap_or("nobody")),
-                (_, EniStatus::ManagedByOther) => "managed by another tool, left alone (--force to take over)".into(),
+                ("status", _) => {
+                    format!("managed by {}", e.managed_by.as_deref().unwrap_or("nobody"))
+                }
+                (_, EniStatus::ManagedByOther) => {
+                    "managed by another tool, left alone (--force to take over)".into()
+                }
                 ("remove", _) => format!("{} change(s)", e.changes.len()),
                 (_, _) if e.changes.is_empty() => "nothing to do".to_string(),
                 (_, _) if self.dry_run => format!("{} change(s) planned", e.changes.len()),
@@ -132,7 +136,11 @@ impl Report {
                 Some(false) => ", NOT symmetric",
                 None => "",
             };
-            let _ = writeln!(s, "{iface} {} {} table {}: {status}{sym}", e.eni_id, e.mac, e.table);
+            let _ = writeln!(
+                s,
+                "{iface} {} {} table {}: {status}{sym}",
+                e.eni_id, e.mac, e.table
+            );
             if self.action == "status" {
                 let _ = writeln!(s, "  addresses: {}", e.addresses.join(" "));
                 for r in &e.rules {
@@ -142,7 +150,12 @@ impl Report {
                 let _ = writeln!(s, "  {m}");
             }
             for c in &e.changes {
-                let _ = writeln!(s, "  {}{}", if self.dry_run { "would run: " } else { "" }, c);
+                let _ = writeln!(
+                    s,
+                    "  {}{}",
+                    if self.dry_run { "would run: " } else { "" },
+                    c
+                );
             }
             for c in e.verify.iter().filter(|c| !c.ok) {
                 let _ = writeln!(

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::cli::ApplyArgs;
 use crate::discover::wait_until_ready;
@@ -21,9 +21,9 @@ pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
     } else {
         Some(lock::acquire(super::LOCK_TIMEOUT)?)
     };
-    let mut imds = Imds::from_env()?;
+    let imds = Imds::from_env()?;
     let mut kernel = Kernel::connect()?;
-    let result = apply(args, &sel, &mut imds, &mut kernel, report);
+    let result = apply(args, &sel, &imds, &mut kernel, report);
     report.netlink_requests = kernel.requests;
     report.imds_requests = imds.attempts();
     result
@@ -32,14 +32,16 @@ pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
 fn apply(
     args: &ApplyArgs,
     sel: &Selection,
-    imds: &mut Imds,
+    imds: &Imds,
     kernel: &mut Kernel,
     report: &mut Report,
 ) -> Result<()> {
     let (inst, pending) = wait_until_ready(imds, kernel, sel, Duration::from_secs(args.wait))?;
     report.instance_id = inst.instance_id.clone();
+    debug!("metadata: {} ENI(s)", inst.enis.len());
     let snap = kernel.snapshot()?;
     let plan = plan_apply(&inst, &snap, sel, args.force);
+    debug!("plan: {} change(s)", plan.ops().len());
     report.enis = plan.enis.iter().map(EniReport::from_plan).collect();
     report.pruned = plan.prune.iter().map(|o| o.to_string()).collect();
     for e in plan
@@ -63,6 +65,7 @@ fn apply(
     let mut applied = execute::run(kernel, &ops)?;
     report.changes = applied.changed.len();
 
+    debug!("applied: {} change(s)", applied.changed.len());
     // Prove it, with the kernel's own route lookups.
     let snap = if applied.changed.is_empty() {
         snap
@@ -89,6 +92,7 @@ fn apply(
         }
         r.set_checks(checks);
     }
+    debug!("verified");
     if !failures.is_empty() {
         let (undone, errors) = applied.rollback(kernel);
         report.changes = 0;

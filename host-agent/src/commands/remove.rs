@@ -27,7 +27,7 @@ pub fn run(args: &RemoveArgs, report: &mut Report) -> Result<()> {
         Some(lock::acquire(super::LOCK_TIMEOUT)?)
     };
     let mut kernel = Kernel::connect()?;
-    let mut imds = Imds::from_env()?;
+    let imds = Imds::from_env()?;
     // Removing everything needs no metadata: it must work even when IMDS does not.
     let inst = if sel == RemoveSelection::All {
         Instance {

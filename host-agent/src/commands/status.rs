@@ -9,7 +9,7 @@ use crate::report::{EniReport, Report};
 use crate::verify;
 
 pub fn run(report: &mut Report) -> Result<()> {
-    let mut imds = Imds::from_env()?;
+    let imds = Imds::from_env()?;
     let mut kernel = Kernel::connect()?;
     let inst = imds.instance()?;
     report.instance_id = inst.instance_id.clone();
