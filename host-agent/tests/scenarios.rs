@@ -686,3 +686,73 @@ fn waits_for_a_just_attached_eni() {
     );
     assert!(r.stderr.contains("waiting"), "{}", r.stderr);
 }
+
+/// A DHCP default on a secondary that outranks the primary's is demoted behind it, not deleted;
+/// --dry-run before that shows the plan and changes nothing.
+#[test]
+fn secondary_dhcp_default_is_demoted_and_dry_run_changes_nothing() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.b)
+            .ip("10.0.2.20")
+            .config(Config::Dhcp {
+                default_metric: Some(50),
+            }),
+        1,
+        0,
+        "eni-aaaaaaaaaaaaaaaa1",
+    );
+    let via = |bed: &Bed| {
+        let r = bed.ip_json(&["-4", "route", "get", "192.0.2.1"]);
+        r[0]["dev"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(
+        via(&bed),
+        "eth1",
+        "the secondary's DHCP default (metric 50) took over (testbed sanity)"
+    );
+
+    let before = bed.routing_state();
+    let dry = bed.agent(&["apply", "--dry-run", "--json", "--persist", "none"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(dry.json["dry_run"], true);
+    let planned: Vec<String> = dry.json["enis"][0]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        planned
+            .iter()
+            .any(|c| c.contains("rule add from 10.0.2.20/32 lookup 10001")),
+        "{planned:?}"
+    );
+    assert!(
+        planned
+            .iter()
+            .any(|c| c.contains("route del default via 10.0.2.1 dev eth1")),
+        "{planned:?}"
+    );
+    assert_eq!(dry.json["changes"], 0);
+    assert_eq!(bed.routing_state(), before, "--dry-run changed nothing");
+
+    bed.apply(&[]);
+    assert_eq!(
+        via(&bed),
+        "eth0",
+        "the main table's preferred default is the primary's again"
+    );
+    let defaults = bed.ip_json(&["-4", "route", "show", "default"]);
+    let eth1_default = defaults
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dev"] == "eth1")
+        .expect("the secondary's default is kept, demoted");
+    assert_eq!(eth1_default["metric"], 10001, "{defaults}");
+    // And it is still one apply: a second one changes nothing.
+    let again = bed.apply(&[]);
+    assert_eq!(again.json["changes"], 0, "{}", again.stdout);
+}
