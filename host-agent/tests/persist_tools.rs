@@ -256,16 +256,7 @@ fn netplan_merges_with_cloud_init_and_brings_it_back_through_networkd() {
     let before = snapshot(&t.path("/etc"));
     apply(&bed, "netplan", &t.dir);
 
-    let gen = Command::new("netplan")
-        .args(["generate", "--root-dir"])
-        .arg(&t.dir)
-        .output()
-        .expect("netplan");
-    assert!(
-        gen.status.success(),
-        "netplan generate: {}",
-        String::from_utf8_lossy(&gen.stderr)
-    );
+    // The agent ran `netplan generate --root-dir` itself (never `netplan apply`).
     let out_dir = t.path("/run/systemd/network");
     let generated: Vec<_> = fs::read_dir(&out_dir)
         .unwrap()
@@ -307,6 +298,10 @@ fn netplan_merges_with_cloud_init_and_brings_it_back_through_networkd() {
     assert!(out.contains("BOOT_ANSWERS"), "{out}");
 
     remove(&bed, "netplan", &t.dir);
+    // remove generated again: netplan's output no longer has the rules.
+    let after = fs::read_to_string(eth1[0]).unwrap();
+    assert!(after.contains(&format!("Address={PRIMARY}/24")), "{after}");
+    assert!(!after.contains("RoutingPolicyRule"), "{after}");
     assert_eq!(
         snapshot(&t.path("/etc")),
         before,
@@ -370,8 +365,24 @@ fn ifcfg_lines_executed_as_ifup_routes_does_bring_it_back() {
     fs::create_dir_all(t.path("/etc/sysconfig/network-scripts")).unwrap();
     let before = snapshot(&t.dir);
     apply(&bed, "ifcfg", &t.dir);
-    // ifup-eth adds addresses with their broadcast; the agent adds secondaries without.
-    let kernel_state = || bed.routing_state().replace(" brd 10.0.1.255", "");
+    // Rules and routes; addresses differ in details (ifup-eth sets broadcasts, the agent
+    // labels its own) that do not route.
+    let kernel_state = || {
+        let mut s = String::new();
+        for args in [
+            &["ip", "-4", "rule", "show"][..],
+            &["ip", "-6", "rule", "show"][..],
+            &["ip", "-4", "route", "show", "table", "all"][..],
+            &["ip", "-6", "route", "show", "table", "all"][..],
+        ] {
+            let out = bed.inst.exec(args).unwrap();
+            s.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+        s.lines()
+            .filter(|l| !l.contains("fe80::"))
+            .map(|l| l.split(" expires ").next().unwrap().to_owned() + "\n")
+            .collect::<String>()
+    };
     let before_state = kernel_state();
 
     wipe(&bed, &far);
@@ -629,6 +640,33 @@ fn failed_persistence_rolls_back_the_live_changes_and_dry_run_writes_nothing() {
     assert_eq!(snapshot(&t.dir), before);
     assert!(!far.ping(ip(PRIMARY), 1, 1));
 
+    // netplan refuses the merged configuration (here: a broken file beside ours): rolled back.
+    t.write(
+        "/etc/netplan/50-cloud-init.yaml",
+        "network:\n  version: 2\n  ethernets:\n    eth1:\n      routes: 5\n",
+    );
+    let before = snapshot(&t.path("/etc"));
+    let r = bed.agent(&[
+        "apply",
+        "--json",
+        "--persist",
+        "netplan",
+        "--root",
+        root,
+        "--eni",
+        ENI,
+    ]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let err = r.json["error"].as_str().unwrap();
+    assert!(err.contains("generate rejected the configuration"), "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    assert_eq!(
+        bed.routing_state(),
+        state,
+        "live changes were not rolled back"
+    );
+    assert_eq!(snapshot(&t.path("/etc")), before);
+
     // auto on this tree picks ifupdown (and fails the same way); with netplan present, netplan.
     t.write(
         "/etc/netplan/50-cloud-init.yaml",
@@ -709,7 +747,10 @@ fn networkd_own_file_brings_an_unconfigured_dual_stack_eni_back() {
     // Live, the agent adds the IPv4s (IPv6 addresses are DHCPv6's business on EC2); the own
     // file carries them all, so after the reboot below IPv6 answers as well.
     assert!(client.ping(ip("10.0.2.20"), 3, 2));
-    assert!(!client.ping(v6, 1, 1), "testbed sanity: no IPv6 address before networkd");
+    assert!(
+        !client.ping(v6, 1, 1),
+        "testbed sanity: no IPv6 address before networkd"
+    );
 
     let i = &bed.inst;
     for fam in ["-4", "-6"] {

@@ -150,7 +150,30 @@ pub fn persist_apply(
         persist::dry_run(root, &ops, &mut report.persist);
         return Ok(persist::Journal::default());
     }
-    persist::execute(root, &ops, &mut report.persist)
+    let mut journal = persist::execute(root, &ops, &mut report.persist)?;
+    if let Err(e) = netplan_generate(root, report) {
+        journal.rollback();
+        let _ = persist::netplan::generate(root);
+        return Err(e);
+    }
+    Ok(journal)
+}
+
+/// After netplan files changed: `netplan generate`, so netplan's output follows at once.
+fn netplan_generate(root: &persist::Root, report: &mut Report) -> Result<()> {
+    let dir = std::path::Path::new(persist::netplan::DIR);
+    let changed = report
+        .persist
+        .files
+        .iter()
+        .any(|f| f.action != "unchanged" && std::path::Path::new(&f.path).starts_with(dir));
+    if changed && !persist::netplan::generate(root)? {
+        report
+            .persist
+            .warnings
+            .push("netplan is not installed here: nothing generated".into());
+    }
+    Ok(())
 }
 
 /// `remove`: deletes the files apply wrote for the removed ENIs (none with --persist none).
@@ -188,7 +211,13 @@ pub fn persist_remove(
         persist::dry_run(root, &ops, &mut report.persist);
         return Ok(persist::Journal::default());
     }
-    persist::execute(root, &ops, &mut report.persist)
+    let mut journal = persist::execute(root, &ops, &mut report.persist)?;
+    if let Err(e) = netplan_generate(root, report) {
+        journal.rollback();
+        let _ = persist::netplan::generate(root);
+        return Err(e);
+    }
+    Ok(journal)
 }
 
 /// A persistence failure after the live changes were made and rolled back.

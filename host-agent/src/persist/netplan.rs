@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{owner_of, EniConfig, FileOp, Root};
+use crate::error::{Error, Result};
 use crate::model::Mac;
 
 pub const DIR: &str = "/etc/netplan";
@@ -198,6 +199,36 @@ pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
     let path = Path::new(DIR).join(format!("90-symroute-{}.yaml", eni.ifname));
     // netplan warns about (and future versions refuse) world-readable configuration.
     vec![FileOp::text(path, s, 0o600)]
+}
+
+/// Runs `netplan generate` (never `netplan apply`, which bounces links), so that the
+/// configuration netplan hands to networkd or NetworkManager (in /run) matches the YAML at once
+/// and a bad merge fails the run instead of the next boot. Nothing is reloaded or restarted.
+/// Without netplan installed there is nothing to generate for: `Ok(false)`.
+pub fn generate(root: &Root) -> Result<bool> {
+    let Some(bin) = ["/usr/sbin/netplan", "/usr/bin/netplan", "/sbin/netplan"]
+        .iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        return Ok(false);
+    };
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("generate");
+    if root.path("/") != Path::new("/") {
+        cmd.arg("--root-dir").arg(root.path("/"));
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| Error::Persist(format!("running {bin} generate: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        return Err(Error::Persist(format!(
+            "{bin} generate rejected the configuration: {}",
+            crate::model::clip(first.trim())
+        )));
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
