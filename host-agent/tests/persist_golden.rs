@@ -165,11 +165,48 @@ fn golden_ifupdown_new_and_existing_stanza() {
     let t = TempTree::new();
     t.write(
         "/etc/network/interfaces",
-        "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nallow-hotplug eth2\niface eth2 inet dhcp\n",
+        "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
+    );
+    // cloud-init's file configures eth2 (and sorts before symroute's).
+    t.write(
+        "/etc/network/interfaces.d/50-cloud-init",
+        "allow-hotplug eth2\niface eth2 inet dhcp\n",
     );
     check_golden(
         "ifupdown",
         rendered(Backend::Ifupdown, &t.root(), &[classic(), dual_stack()]),
+    );
+}
+
+#[test]
+fn ifupdown_refuses_an_order_in_which_its_stanza_would_run_first() {
+    // Above the source line, the existing stanza runs first: fine.
+    let t = TempTree::new();
+    t.write(
+        "/etc/network/interfaces",
+        "iface eth1 inet dhcp\nsource /etc/network/interfaces.d/*\n",
+    );
+    assert!(persist::render(Backend::Ifupdown, &t.root(), &classic()).is_ok());
+    // Below it, or in a file sorting after symroute's: ifup would run ours first.
+    t.write(
+        "/etc/network/interfaces",
+        "source /etc/network/interfaces.d/*\niface eth1 inet dhcp\n",
+    );
+    let err = persist::render(Backend::Ifupdown, &t.root(), &classic()).unwrap_err();
+    assert!(err.to_string().contains("below its `source` line"), "{err}");
+    t.write(
+        "/etc/network/interfaces",
+        "source /etc/network/interfaces.d/*\n",
+    );
+    t.write(
+        "/etc/network/interfaces.d/zz-eth1",
+        "iface eth1 inet dhcp\n",
+    );
+    let err = persist::render(Backend::Ifupdown, &t.root(), &classic()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("zz-eth1 configures eth1 and sorts after"),
+        "{err}"
     );
 }
 
@@ -366,7 +403,7 @@ fn busy_tree() -> TempTree {
     );
     t.write(
         "/etc/network/interfaces",
-        "source /etc/network/interfaces.d/*\niface eth1 inet dhcp\n",
+        "iface eth1 inet dhcp\nsource /etc/network/interfaces.d/*\n",
     );
     t.write("/etc/network/interfaces.d/eth3", "iface eth3 inet dhcp\n");
     t.write("/etc/udev/rules.d/70-persistent-net.rules", "# foreign\n");

@@ -313,48 +313,75 @@ fn netplan_merges_with_cloud_init_and_brings_it_back_through_networkd() {
 fn ifupdown_stanza_brings_it_back_with_ifup() {
     need_root!();
     let (bed, far) = bed();
-    let t = TempTree::new();
-    t.write(
-        "/etc/network/interfaces",
-        "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
-    );
-    fs::create_dir_all(t.path("/etc/network/interfaces.d")).unwrap();
-    let before = snapshot(&t.dir);
-    apply(&bed, "ifupdown", &t.dir);
-    assert!(answers(&far));
-
-    wipe(&bed, &far);
-    let state = TempTree::new();
-    let file = t.path("/etc/network/interfaces.d/symroute-eth1");
-    let ifupdown = |verb: &str| {
-        let out = bed
-            .inst
-            .command(verb)
-            .arg("-i")
-            .arg(&file)
-            .arg("--state-dir")
-            .arg(&state.dir)
-            .arg("eth1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{verb}: {}",
-            String::from_utf8_lossy(&out.stderr)
+    // First no stanza for eth1 (ours is `inet static`), then cloud-init's configuring it (a
+    // static address standing in for DHCP; ours is an `inet manual` stanza that ifup runs
+    // after it). ifup reads the main file, which sources interfaces.d relative to itself.
+    for existing in [
+        "",
+        &format!("allow-hotplug eth1\niface eth1 inet static\n    address {PRIMARY}/24\n"),
+    ] {
+        let t = TempTree::new();
+        t.write(
+            "/etc/network/interfaces",
+            "source interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
         );
-    };
-    ifupdown("ifup");
-    assert!(answers(&far), "eth1 does not answer after ifup");
-    assert_eq!(rules_in(&bed).lines().count(), 2, "{}", rules_in(&bed));
-    // pre-down takes the rules away; ifup again (the second boot) brings them back once.
-    ifupdown("ifdown");
-    assert_eq!(rules_in(&bed), "");
-    ifupdown("ifup");
-    assert!(answers(&far));
-    assert_eq!(rules_in(&bed).lines().count(), 2, "{}", rules_in(&bed));
+        fs::create_dir_all(t.path("/etc/network/interfaces.d")).unwrap();
+        if !existing.is_empty() {
+            t.write("/etc/network/interfaces.d/50-cloud-init", existing);
+        }
+        let before = snapshot(&t.dir);
+        apply(&bed, "ifupdown", &t.dir);
+        assert!(answers(&far));
+        let ours = t.read("/etc/network/interfaces.d/symroute-eth1");
+        let method = if existing.is_empty() {
+            "static"
+        } else {
+            "manual"
+        };
+        assert!(
+            ours.contains(&format!("iface eth1 inet {method}\n")),
+            "{ours}"
+        );
 
-    remove(&bed, "ifupdown", &t.dir);
-    assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+        wipe(&bed, &far);
+        let state = TempTree::new();
+        let file = t.path("/etc/network/interfaces");
+        let ifupdown = |verb: &str| {
+            let out = bed
+                .inst
+                .command(verb)
+                .arg("-i")
+                .arg(&file)
+                .arg("--state-dir")
+                .arg(&state.dir)
+                .arg("eth1")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{verb}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ifupdown("ifup");
+        assert!(answers(&far), "eth1 does not answer after ifup ({method})");
+        assert_eq!(rules_in(&bed).lines().count(), 2, "{}", rules_in(&bed));
+        // pre-down takes the rules away; ifup again (the second boot) brings them back once.
+        ifupdown("ifdown");
+        assert_eq!(rules_in(&bed), "");
+        ifupdown("ifup");
+        assert!(answers(&far));
+        assert_eq!(rules_in(&bed).lines().count(), 2, "{}", rules_in(&bed));
+
+        remove(&bed, "ifupdown", &t.dir);
+        assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+        // Back to the testbed's own eth1 for the next round.
+        wipe(&bed, &far);
+        bed.inst.exec(&["ip", "link", "set", "eth1", "up"]).unwrap();
+        bed.inst
+            .exec(&["ip", "addr", "add", &format!("{PRIMARY}/24"), "dev", "eth1"])
+            .unwrap();
+    }
 }
 
 #[test]

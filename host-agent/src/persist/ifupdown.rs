@@ -19,7 +19,12 @@ const INTERFACES: &str = "/etc/network/interfaces";
 
 /// Whether `interfaces` reads `interfaces.d` (Debian's default does).
 fn sources_dir(text: &str) -> bool {
-    text.lines().map(str::trim).any(|l| {
+    source_line(text).is_some()
+}
+
+/// The line number of the `source`/`source-directory` line that reads `interfaces.d`.
+fn source_line(text: &str) -> Option<usize> {
+    text.lines().map(str::trim).position(|l| {
         let mut w = l.split_whitespace();
         match (w.next(), w.next()) {
             (Some("source"), Some(p)) => p
@@ -34,7 +39,11 @@ fn sources_dir(text: &str) -> bool {
 }
 
 fn has_stanza(text: &str, ifname: &str) -> bool {
-    text.lines().any(|l| {
+    stanza_line(text, ifname).is_some()
+}
+
+fn stanza_line(text: &str, ifname: &str) -> Option<usize> {
+    text.lines().position(|l| {
         let w: Vec<&str> = l.split_whitespace().collect();
         w.len() >= 3 && w[0] == "iface" && w[1] == ifname && w[2] == "inet"
     })
@@ -47,11 +56,31 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
             "{INTERFACES} does not read {DIR}; add `source {DIR}/*` to it or use --persist unit"
         )));
     }
-    let existing = has_stanza(&main, &eni.ifname)
-        || root.list(DIR).iter().any(|p| {
-            root.read(p)
-                .is_some_and(|t| owner_of(&t).is_none() && has_stanza(&t, &eni.ifname))
-        });
+    // `source-directory` only reads names of letters, digits, `-` and `_`.
+    let name = format!("symroute-{}", eni.ifname.replace('.', "_"));
+    // ifup runs an interface's stanzas in the order it read them, and ours needs the address
+    // the other one brings (routes with `src`): it must come later.
+    let in_dir = root.list(DIR).into_iter().find(|p| {
+        root.read(p)
+            .is_some_and(|t| owner_of(&t).is_none() && has_stanza(&t, &eni.ifname))
+    });
+    let in_main = stanza_line(&main, &eni.ifname);
+    let existing = in_main.is_some() || in_dir.is_some();
+    if let Some(p) = &in_dir {
+        if p.file_name().is_some_and(|n| *n.to_string_lossy() > *name) {
+            return Err(Error::Persist(format!(
+                "{} configures {} and sorts after {DIR}/{name}, so ifup would run symroute's stanza first; rename it or use --persist unit",
+                p.display(),
+                eni.ifname
+            )));
+        }
+    }
+    if in_main.is_some_and(|l| Some(l) > source_line(&main)) {
+        return Err(Error::Persist(format!(
+            "{INTERFACES} configures {} below its `source` line, so ifup would run symroute's stanza first; move the `source {DIR}/*` line below it or use --persist unit",
+            eni.ifname
+        )));
+    }
     let ifn = &eni.ifname;
     let mut s = eni.header();
     let _ = writeln!(s, "# Policy routing for {ifn} ({}).", eni.eni_id);
@@ -117,8 +146,7 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
             eni.table
         );
     }
-    // `source-directory` only reads names of letters, digits, `-` and `_`.
-    let path = Path::new(DIR).join(format!("symroute-{}", ifn.replace('.', "_")));
+    let path = Path::new(DIR).join(name);
     Ok(vec![FileOp::text(path, s, 0o644)])
 }
 
@@ -133,6 +161,7 @@ mod tests {
         assert!(sources_dir("source-directory /etc/network/interfaces.d\n"));
         assert!(!sources_dir("auto lo\niface lo inet loopback\n"));
         assert!(has_stanza("iface eth1 inet dhcp\n", "eth1"));
+        assert_eq!(source_line("auto lo\nsource interfaces.d/*\n"), Some(1));
         assert!(!has_stanza("iface eth1 inet6 auto\n", "eth1"));
     }
 }
