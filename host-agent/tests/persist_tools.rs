@@ -887,6 +887,23 @@ fn remove_stale_and_all_delete_only_symroute_files() {
     );
     assert!(t.path(&format!("{dir}/rule-eth1")).exists());
 
+    // --dry-run lists what --all would delete, and deletes nothing.
+    let files_now = snapshot(&t.dir);
+    let r = bed.agent(&["remove", "--json", "--all", "--dry-run", "--root", root]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let would: Vec<&Value> = r.json["persist"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(would.len(), 3, "{}", r.stdout);
+    assert!(
+        would.iter().all(|f| f["action"] == "would-delete"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(snapshot(&t.dir), files_now);
+
     // --all needs no metadata and deletes the rest; the foreign ifcfg-eth0 stays.
     let r = bed.agent(&["remove", "--json", "--all", "--root", root]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
