@@ -271,9 +271,15 @@ fn detection_order() {
     let cases: &[DetectCase] = &[
         (&[], None, "no supported network configuration"),
         (
-            &[("/etc/systemd/system/.keep", "")],
+            &[("/run/systemd/system/.keep", "")],
             Some(Backend::Unit),
             "systemd",
+        ),
+        // Installed but not running (a container, a chroot): nothing would run the unit.
+        (
+            &[("/etc/systemd/system/.keep", "")],
+            None,
+            "no supported",
         ),
         (
             &[("/etc/network/interfaces", "")],

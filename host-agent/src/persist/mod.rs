@@ -296,7 +296,7 @@ const EC2_NET_UTILS: &[&str] = &[
 ///    owns the interfaces there, so NM goes before ifcfg.
 /// 5. network-scripts (`/etc/sysconfig/network-scripts`): RHEL/CentOS 7, Amazon Linux 2.
 /// 6. ifupdown (`/etc/network/interfaces`): Debian without networkd.
-/// 7. systemd without any of the above: the boot-time unit.
+/// 7. systemd (running as init) without any of the above: the boot-time unit.
 /// 8. none, with a warning: the routing is live only.
 pub fn detect(root: &Root, ifaces: &[(String, Mac)], force: bool) -> Choice {
     let found = |b: Backend, why: String| Choice {
@@ -340,7 +340,8 @@ pub fn detect(root: &Root, ifaces: &[(String, Mac)], force: bool) -> Choice {
             "detected: /etc/network/interfaces".into(),
         );
     }
-    if root.exists("/run/systemd/system") || root.exists("/etc/systemd/system") {
+    // systemd is the running init (sd_booted(): /run/systemd/system), not merely installed.
+    if root.exists("/run/systemd/system") {
         return found(
             Backend::Unit,
             "detected: systemd without a network manager that symroute can configure".into(),

@@ -77,10 +77,19 @@ impl Bed {
     }
 
     pub fn agent_with(&self, args: &[&str], endpoint: &str) -> Run {
+        // The tests' network namespaces share this machine's filesystem: unless a test says
+        // where to persist (--persist/--root), apply and remove stay live only, so that no
+        // run writes this machine's network configuration.
+        let mut args = args.to_vec();
+        if matches!(args.first(), Some(&"apply") | Some(&"remove"))
+            && !args.iter().any(|a| *a == "--persist" || *a == "--root")
+        {
+            args.extend(["--persist", "none"]);
+        }
         let out: Output = self
             .inst
             .command(AGENT)
-            .args(args)
+            .args(&args)
             .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint)
             .env("SYMROUTE_LOG", "debug")
             .output()
