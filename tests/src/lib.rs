@@ -2,14 +2,17 @@
 //! stand-in. See tests/README.md for a tour.
 
 mod cmd;
+pub mod demo;
 mod eni;
 mod error;
 mod host;
 pub mod imds;
+pub mod moto;
 mod netns;
 mod ping;
 mod radvd;
 mod root;
+pub mod runtime_api;
 mod srcdst;
 mod subnet;
 mod vpc;
