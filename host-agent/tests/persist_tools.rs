@@ -913,3 +913,40 @@ fn remove_stale_and_all_delete_only_symroute_files() {
         "remove --all left the tree changed"
     );
 }
+
+#[test]
+fn networkd_own_file_takes_the_place_of_a_shared_match() {
+    need_root!();
+    let (bed, far) = bed();
+    let t = TempTree::new();
+    // One file for two interfaces: a drop-in would give eth9 eth1's rules, so symroute writes
+    // a file of its own for eth1 that sorts first and carries this file's settings.
+    t.write(
+        "/etc/systemd/network/20-pair.network",
+        &format!("[Match]\nName=eth1 eth9\n\n[Network]\nAddress={PRIMARY}/24\nIPv6AcceptRA=no\n"),
+    );
+    let before = snapshot(&t.dir);
+    let json = apply(&bed, "networkd", &t.dir);
+    assert_eq!(
+        json["persist"]["files"][0]["path"],
+        "/etc/systemd/network/05-symroute-eth1.network"
+    );
+    let own = t.read("/etc/systemd/network/05-symroute-eth1.network");
+    assert!(own.contains(&format!("Address={PRIMARY}/24")), "{own}");
+    wipe(&bed, &far);
+    let out = with_networkd(
+        &bed,
+        &t.path("/etc/systemd/network"),
+        &format!(
+            "{}networkctl status eth1 --no-pager 2>/dev/null | grep -o 'Network File: .*'\n",
+            ping_steps(&far, "BOOT")
+        ),
+    );
+    assert!(out.contains("BOOT_ANSWERS"), "{out}");
+    assert!(
+        out.contains("05-symroute-eth1.network"),
+        "networkd did not use symroute's file for eth1:\n{out}"
+    );
+    remove(&bed, "networkd", &t.dir);
+    assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+}
