@@ -26,6 +26,8 @@ fn measure(mut cmd: Command) -> Measured {
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
     let start = Instant::now();
+    // Reaped by wait4 below, which also reads the child's rusage.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd.spawn().expect("spawn");
     let mut stdout = String::new();
     use std::io::Read;

@@ -413,7 +413,16 @@ pub fn owned(snap: &Snapshot, eni: Option<(&ImdsEni, Option<&Link>)>) -> Vec<Op>
 }
 
 /// The plan for `apply`. ENIs without a kernel link are reported as missing and left alone.
-pub fn plan_apply(inst: &Instance, snap: &Snapshot, sel: &Selection, force: bool) -> Plan {
+/// `persisted`: MACs of ENIs whose routing symroute persisted. After a reboot the network
+/// manager installs those rules under its own protocol number; they are symroute's, not
+/// another tool's.
+pub fn plan_apply(
+    inst: &Instance,
+    snap: &Snapshot,
+    sel: &Selection,
+    force: bool,
+    persisted: &[Mac],
+) -> Plan {
     let primary = primary_link(inst, snap);
     let all = *sel == Selection::All;
     let mut plan = Plan::default();
@@ -430,7 +439,11 @@ pub fn plan_apply(inst: &Instance, snap: &Snapshot, sel: &Selection, force: bool
         match link {
             None => p.status = EniStatus::Missing,
             Some(link) => {
-                p.owner = foreign_owner(eni, link, snap);
+                p.owner = if persisted.contains(&eni.mac) {
+                    None
+                } else {
+                    foreign_owner(eni, link, snap)
+                };
                 if p.owner.is_some() && !force {
                     p.status = EniStatus::ManagedByOther;
                 } else {

@@ -276,11 +276,7 @@ fn detection_order() {
             "systemd",
         ),
         // Installed but not running (a container, a chroot): nothing would run the unit.
-        (
-            &[("/etc/systemd/system/.keep", "")],
-            None,
-            "no supported",
-        ),
+        (&[("/etc/systemd/system/.keep", "")], None, "no supported"),
         (
             &[("/etc/network/interfaces", "")],
             Some(Backend::Ifupdown),

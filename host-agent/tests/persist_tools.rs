@@ -228,6 +228,45 @@ fn networkd_dropin_survives_reboot_and_reconfigure_and_is_removed_cleanly() {
         "{out}"
     );
 
+    // After the reboot the rules are networkd's (its protocol number, not 177), installed from
+    // symroute's drop-in: the next apply (a boot-time association) must see its own routing,
+    // not another tool's, and find nothing to do.
+    let again = bed.agent(&[
+        "apply",
+        "--json",
+        "--persist",
+        "networkd",
+        "--root",
+        t.dir.to_str().unwrap(),
+        "--eni",
+        ENI,
+    ]);
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    assert_eq!(
+        again.json["enis"][0]["status"], "configure",
+        "{}",
+        again.stdout
+    );
+    assert_eq!(again.json["enis"][0]["symmetric"], true, "{}", again.stdout);
+    assert!(
+        again.json["enis"][0]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| !c.as_str().unwrap().contains("rule add")),
+        "no duplicate rules next to networkd's: {}",
+        again.stdout
+    );
+    assert!(
+        again.json["persist"]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["action"] == "unchanged"),
+        "{}",
+        again.stdout
+    );
+
     remove(&bed, "networkd", &t.dir);
     assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
 }

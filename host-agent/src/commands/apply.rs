@@ -15,7 +15,7 @@ use crate::verify;
 
 pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
     let sel = super::selection(&args.target);
-    super::persist_root(args.root.as_deref())?;
+    let root = super::persist_root(args.root.as_deref())?;
     let _lock = if args.dry_run {
         None
     } else {
@@ -23,7 +23,7 @@ pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
     };
     let imds = Imds::from_env()?;
     let mut kernel = Kernel::connect()?;
-    let result = apply(args, &sel, &imds, &mut kernel, report);
+    let result = apply(args, &sel, &root, &imds, &mut kernel, report);
     report.netlink_requests = kernel.requests;
     report.imds_requests = imds.attempts();
     result
@@ -32,6 +32,7 @@ pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
 fn apply(
     args: &ApplyArgs,
     sel: &Selection,
+    root: &crate::persist::Root,
     imds: &Imds,
     kernel: &mut Kernel,
     report: &mut Report,
@@ -40,7 +41,7 @@ fn apply(
     report.instance_id = inst.instance_id.clone();
     debug!("metadata: {} ENI(s)", inst.enis.len());
     let snap = kernel.snapshot()?;
-    let plan = plan_apply(&inst, &snap, sel, args.force);
+    let plan = plan_apply(&inst, &snap, sel, args.force, &super::persisted_macs(root));
     debug!("plan: {} change(s)", plan.ops().len());
     report.enis = plan.enis.iter().map(EniReport::from_plan).collect();
     report.pruned = plan.prune.iter().map(|o| o.to_string()).collect();
@@ -56,8 +57,7 @@ fn apply(
         );
     }
     if args.dry_run {
-        let root = super::persist_root(args.root.as_deref())?;
-        super::persist_apply(args, &root, &inst, &plan, &snap, sel, report)?;
+        super::persist_apply(args, root, &inst, &plan, &snap, sel, report)?;
         return Ok(());
     }
 
@@ -108,8 +108,7 @@ fn apply(
     }
 
     // Persist what now works, so the host's own network stack brings it back after a reboot.
-    let root = super::persist_root(args.root.as_deref())?;
-    if let Err(e) = super::persist_apply(args, &root, &inst, &plan, &snap, sel, report) {
+    if let Err(e) = super::persist_apply(args, root, &inst, &plan, &snap, sel, report) {
         let (undone, errors) = applied.rollback(kernel);
         report.changes = 0;
         return Err(super::persist_failed(e, undone, errors));

@@ -60,6 +60,17 @@ pub fn persist_root(root: Option<&std::path::Path>) -> Result<persist::Root> {
     persist::Root::new(root)
 }
 
+/// ENIs that symroute's own persisted files configure (whatever the backend).
+pub fn persisted_macs(root: &persist::Root) -> Vec<Mac> {
+    persist::owned_files(root)
+        .into_iter()
+        .filter_map(|(_, o)| match o {
+            persist::Owner::Eni { mac, .. } => Some(mac),
+            persist::Owner::Shared => None,
+        })
+        .collect()
+}
+
 /// The backend for this run: none, forced by name, or detected (for `apply` with `--force`,
 /// also where amazon-ec2-net-utils is present).
 fn persist_choice(
@@ -115,27 +126,6 @@ pub fn persist_apply(
         })
         .collect();
     let ifaces: Vec<(String, Mac)> = enis.iter().map(|e| (e.ifname.clone(), e.mac)).collect();
-    // After a reboot, networkd/netplan/NM install the persisted rules under their own protocol
-    // number, so the planner sees another tool: say that it is symroute's own configuration.
-    let owned = persist::owned_files(root);
-    for p in plan
-        .enis
-        .iter()
-        .filter(|p| p.status == EniStatus::ManagedByOther)
-    {
-        let files: Vec<String> = owned
-            .iter()
-            .filter(|(_, o)| matches!(o, persist::Owner::Eni { mac, .. } if *mac == p.eni.mac))
-            .map(|(f, _)| f.display().to_string())
-            .collect();
-        if !files.is_empty() {
-            report.notes.push(format!(
-                "{}: routed from symroute's persisted configuration ({}); --force updates it from metadata",
-                p.eni.eni_id,
-                files.join(", ")
-            ));
-        }
-    }
     let choice = persist_choice(args.persist, root, &ifaces, args.force);
     report.persist = persist::PersistReport::none(&choice.reason);
     report.persist.warnings.extend(choice.warning);

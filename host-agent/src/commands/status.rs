@@ -14,10 +14,17 @@ pub fn run(report: &mut Report) -> Result<()> {
     let inst = imds.instance()?;
     report.instance_id = inst.instance_id.clone();
     let snap = kernel.snapshot()?;
+    let persisted = super::persisted_macs(&super::persist_root(None)?);
     for eni in &inst.enis {
         let link = snap.link_by_mac(eni.mac);
         let t = eni.table();
-        let owner = link.and_then(|l| foreign_owner(eni, l, &snap));
+        let mut owner = link.and_then(|l| foreign_owner(eni, l, &snap));
+        // After a reboot the network manager installs symroute's persisted rules itself.
+        if owner.is_some() && persisted.contains(&eni.mac) {
+            owner =
+                Some("symroute (persisted configuration, installed by the network manager)".into());
+        }
+        let by_manager = persisted.contains(&eni.mac) && owner.is_some();
         let ours = snap
             .rules
             .iter()
@@ -28,10 +35,14 @@ pub fn run(report: &mut Report) -> Result<()> {
             link: link.cloned(),
             status: match (link, &owner) {
                 (None, _) => EniStatus::Missing,
-                (Some(_), Some(_)) if !ours => EniStatus::ManagedByOther,
+                (Some(_), Some(_)) if !ours && !by_manager => EniStatus::ManagedByOther,
                 _ => EniStatus::Configure,
             },
-            owner: if ours { Some("symroute".into()) } else { owner },
+            owner: if ours && !by_manager {
+                Some("symroute".into())
+            } else {
+                owner
+            },
             ops: Vec::new(),
             warnings: Vec::new(),
         };

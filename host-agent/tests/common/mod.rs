@@ -192,7 +192,9 @@ impl Bed {
     pub fn rules_for_table(&self, table: u32) -> Vec<(String, u64)> {
         self.our_rules()
             .into_iter()
-            .filter(|r| r["table"] == table.to_string() || r["table"] == table)
+            .filter(|r| {
+                r["table"].as_str() == Some(table.to_string().as_str()) || r["table"] == table
+            })
             .map(|r| {
                 let src = format!(
                     "{}/{}",
