@@ -136,11 +136,21 @@ pub fn persist_apply(
     let attached: Vec<Mac> = inst.enis.iter().map(|e| e.mac).collect();
     let prune = (*sel == Selection::All).then_some(attached.as_slice());
     let ops = persist::plan_apply(backend, root, &enis, prune)?;
-    if args.dry_run {
-        persist::dry_run(root, &ops, &mut report.persist);
+    run_file_ops(root, &ops, args.dry_run, report)
+}
+
+/// Writes or deletes persisted files as one transaction (reported only, with --dry-run).
+fn run_file_ops(
+    root: &persist::Root,
+    ops: &[persist::FileOp],
+    dry_run: bool,
+    report: &mut Report,
+) -> Result<persist::Journal> {
+    if dry_run {
+        persist::dry_run(root, ops, &mut report.persist);
         return Ok(persist::Journal::default());
     }
-    let mut journal = persist::execute(root, &ops, &mut report.persist)?;
+    let mut journal = persist::execute(root, ops, &mut report.persist)?;
     if let Err(e) = netplan_generate(root, report) {
         journal.rollback();
         let _ = persist::netplan::generate(root);
@@ -197,17 +207,7 @@ pub fn persist_remove(
         _ => persist::Which::NotAttached(&attached),
     };
     let ops = persist::plan_remove(root, &which);
-    if args.dry_run {
-        persist::dry_run(root, &ops, &mut report.persist);
-        return Ok(persist::Journal::default());
-    }
-    let mut journal = persist::execute(root, &ops, &mut report.persist)?;
-    if let Err(e) = netplan_generate(root, report) {
-        journal.rollback();
-        let _ = persist::netplan::generate(root);
-        return Err(e);
-    }
-    Ok(journal)
+    run_file_ops(root, &ops, args.dry_run, report)
 }
 
 /// A persistence failure after the live changes were made and rolled back.
