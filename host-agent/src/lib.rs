@@ -15,4 +15,5 @@ pub mod ops;
 pub mod persist;
 pub mod plan;
 pub mod report;
+pub mod signals;
 pub mod verify;

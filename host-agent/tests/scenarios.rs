@@ -769,3 +769,75 @@ fn secondary_dhcp_default_is_demoted_and_dry_run_changes_nothing() {
     let again = bed.apply(&[]);
     assert_eq!(again.json["changes"], 0, "{}", again.stdout);
 }
+
+/// SIGTERM (an SSM timeout, Ctrl-C) at any moment leaves either the host as it was or the whole
+/// apply done, never half of it.
+#[test]
+fn termination_never_leaves_half_an_apply() {
+    need_root!();
+    let bed = Bed::new(false);
+    for i in 1..=4u32 {
+        let mut spec = EniSpec::new(&format!("eth{i}"), &bed.b).config(Config::Unconfigured);
+        for j in 0..4 {
+            spec = spec.ip(&format!("10.0.2.{}", 10 * i + j));
+        }
+        bed.attach(spec, i, 0, &format!("eni-{:017x}", 0xbb0 + i));
+    }
+    let before = bed.routing_state();
+    bed.apply(&[]);
+    let after = bed.routing_state();
+    let reset = |bed: &Bed| {
+        let r = bed.agent(&["remove", "--all", "--json"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        for i in 1..=4 {
+            bed.inst
+                .exec(&["ip", "link", "set", &format!("eth{i}"), "down"])
+                .unwrap();
+        }
+        assert_eq!(bed.routing_state(), before);
+    };
+    // The changes happen in a window of a few milliseconds at the end of a run: find how long
+    // a run takes, then send SIGTERM at every quarter millisecond around its end.
+    let mut took = std::time::Duration::ZERO;
+    for _ in 0..3 {
+        reset(&bed);
+        let start = std::time::Instant::now();
+        bed.apply(&[]);
+        took = took.max(start.elapsed());
+    }
+    let end_us = took.as_micros() as u64;
+    let delays: Vec<u64> = (0..80)
+        .map(|k| end_us.saturating_sub(16_000) + k * 250)
+        .collect();
+    let mut outcomes = (0, 0);
+    for delay_us in delays {
+        reset(&bed);
+        let mut child = bed
+            .inst
+            .command(common::AGENT)
+            .args(["apply", "--json", "--persist", "none"])
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", bed.imds.endpoint())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(delay_us));
+        // `ip netns exec` execs the agent, so the child's pid is the agent's.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let _ = child.wait();
+        let state = bed.routing_state();
+        if state == before {
+            outcomes.0 += 1;
+        } else {
+            assert_eq!(
+                state, after,
+                "SIGTERM after {delay_us} us left half an apply"
+            );
+            outcomes.1 += 1;
+        }
+    }
+    eprintln!(
+        "untouched: {}, complete: {} (a run takes {took:?})",
+        outcomes.0, outcomes.1
+    );
+}

@@ -61,6 +61,8 @@ fn apply(
         return Ok(());
     }
 
+    // From the first change to the last word on it, a termination signal waits.
+    let _held = crate::signals::hold();
     let ops = plan.ops();
     let mut applied = execute::run(kernel, &ops)?;
     report.changes = applied.changed.len();

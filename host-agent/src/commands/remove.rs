@@ -44,6 +44,7 @@ pub fn run(args: &RemoveArgs, report: &mut Report) -> Result<()> {
     report.notes.extend(note);
     report.enis = plan.enis.iter().map(EniReport::from_plan).collect();
     report.pruned = plan.prune.iter().map(|o| o.to_string()).collect();
+    let _held = crate::signals::hold();
     // Files first: if the live removal then fails, they are put back with it.
     let mut files = super::persist_remove(args, &root, &inst, &sel, report)?;
     if !args.dry_run {

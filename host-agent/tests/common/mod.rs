@@ -145,16 +145,22 @@ impl Bed {
             full.extend_from_slice(args);
             let out = self.inst.exec(&full).expect("ip");
             let text = String::from_utf8_lossy(&out.stdout);
-            // Lifetimes of RA-learned routes and addresses tick; they are not state.
-            for line in text.lines() {
-                let line = strip_timers(line);
+            // Lifetimes of RA-learned routes and addresses tick; they are not state. Nor is the
+            // order of routes the kernel adds itself when links come up (route dumps only).
+            let mut lines: Vec<String> = text
+                .lines()
+                .map(strip_timers)
                 // Link-local addresses finish duplicate detection on their own schedule.
-                if line.contains("valid_lft")
-                    || line.contains("preferred_lft")
-                    || line.contains("fe80::")
-                {
-                    continue;
-                }
+                .filter(|l| {
+                    !(l.contains("valid_lft")
+                        || l.contains("preferred_lft")
+                        || l.contains("fe80::"))
+                })
+                .collect();
+            if args.contains(&"route") {
+                lines.sort();
+            }
+            for line in lines {
                 s.push_str(&line);
                 s.push('\n');
             }
