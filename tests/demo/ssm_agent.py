@@ -4,9 +4,8 @@
 It polls the local moto (AWS_ENDPOINT_URL) for commands sent to its instance, takes the
 document from SSM as deployed, and runs it as the SSM Agent would (tests/stack/ssmdoc.py:
 parameter checks, ENV_VAR interpolation, aws:downloadContent from moto's S3) with the shell
-steps inside the instance's network namespace, in a private mount namespace whose network
-configuration directories are empty (tests/stack/run_document.py's guard), so an agent that
-persists never touches this host.
+steps inside the instance's network namespace and its own filesystem view (see INSTANCE_FS),
+so an agent that persists never touches this host.
 
 moto keeps no command results, so each finished command is one JSON line on stdout:
 {"command_id", "parameters", "exit_code", "steps": [{"name", "exit_code"}], "stdout", "stderr"}.
@@ -18,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import subprocess
 import threading
 from pathlib import Path
 
@@ -28,7 +28,31 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "stack"))
 import ssmdoc  # noqa: E402
 import stack  # noqa: E402
-from run_document import GUARD, NETWORK_CONFIG  # noqa: E402
+from run_document import NETWORK_CONFIG  # noqa: E402
+
+# The instance's own filesystem: the agent persists what it does (systemd units, udev rules,
+# its own copy under /var/lib), which on this machine would land in the host's. One holder
+# process keeps a mount namespace in which /etc and /var/lib are copy-on-write over a tmpfs and
+# the network configuration directories are empty; every command runs in it (nsenter), so what
+# one command persists the next one sees, as on a real instance, and the host sees nothing.
+INSTANCE_FS = ('s=$1; shift; mount -t tmpfs symroute-instance "$s" || exit 125; '
+               'for d in /etc /var/lib; do n=$(printf %s "$d" | tr / _); '
+               'mkdir -p "$s/u$n" "$s/w$n" && mount -t overlay symroute-instance '
+               '-o "lowerdir=$d,upperdir=$s/u$n,workdir=$s/w$n" "$d" || exit 125; done; '
+               'for d in "$@"; do [ -d "$d" ] && mount -t tmpfs symroute-instance "$d"; done; '
+               'echo ready; exec sleep infinity')
+
+
+def instance_fs(netns: str, scratch: Path) -> subprocess.Popen:
+    scratch.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(["ip", "netns", "exec", netns, "unshare", "-m", "--propagation", "private",
+                               "sh", "-c", INSTANCE_FS, "instance-fs", str(scratch), *NETWORK_CONFIG],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    if holder.stdout.readline().strip() != "ready":
+        holder.kill()
+        raise SystemExit(f"ssm_agent: cannot give {netns} a private filesystem")
+    return holder
+
 
 # How often to ask SSM for new commands; the real agent long-polls its message service.
 POLL_SECONDS = 0.1
@@ -60,8 +84,8 @@ def run_command(ssm, command: dict, args) -> dict:
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
            "SYMROUTE_DOWNLOAD_DIR": str(root / "var/lib/symroute/download"),
            "AWS_EC2_METADATA_SERVICE_ENDPOINT": args.imds}
-    wrap = ["ip", "netns", "exec", args.netns, "unshare", "-m", "--propagation", "private",
-            "sh", "-c", GUARD, "guard", *NETWORK_CONFIG, "--"]
+    # ip netns exec, unshare and sh all exec: the holder's pid is the one to enter.
+    wrap = ["nsenter", "--target", str(args.holder), "--mount", "--net", "--"]
     line = {"command_id": command["CommandId"], "parameters": parameters}
     try:
         result = ssmdoc.run(document, parameters, fetch=stack.s3_fetch, orchestration=work / "orchestration",
@@ -86,6 +110,8 @@ def main():
     if not os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://127.0.0.1:"):
         raise SystemExit("ssm_agent: AWS_ENDPOINT_URL must name a moto server on 127.0.0.1")
     ssm, ec2 = boto3.client("ssm"), boto3.client("ec2")
+    holder = instance_fs(args.netns, args.workdir / "instance-fs")
+    args.holder = holder.pid
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     seen, out = set(), threading.Lock()
@@ -99,6 +125,7 @@ def main():
                 continue
             # The SSM Agent runs commands side by side (CommandWorkersLimit): so does this.
             threading.Thread(target=report, args=(ssm, command, args, out), daemon=True).start()
+    holder.kill()
 
 
 def report(ssm, command: dict, args, out: threading.Lock):

@@ -3,10 +3,9 @@
 //! running the deployed document, the static agent from `make agent` in the simulated VPC.
 //!
 //! `#[ignore]`d in `cargo test --workspace`: `make test-e2e` (a step of `make test`) builds the
-//! agent first and runs them with SYMROUTE_E2E_DIST. Needs root (network namespaces).
+//! agent and the Lambda first and runs them with SYMROUTE_E2E_DIST. Needs root (namespaces).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -22,8 +21,9 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// The demo's options for this checkout; the Lambda built into this test's target directory
-/// (a no-op when it is fresh; cargo holds no lock while tests run).
+/// The demo's options for this checkout: the agent from `make agent` (SYMROUTE_E2E_DIST) and
+/// the Lambda from `make demo-build`, in this test's own target directory. Built beforehand by
+/// make: a `cargo build` from inside `cargo test` waits on the locks of the cargo running it.
 fn options() -> Option<Options> {
     if !require_root() {
         return None;
@@ -41,19 +41,16 @@ fn options() -> Option<Options> {
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>");
-    let target_dir = profile_dir.parent().expect("target dir");
-    let built = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--locked", "-p", "symroute-lambda"])
-        .args(["--bin", "symroute-lambda"])
-        .env("CARGO_TARGET_DIR", target_dir)
-        .current_dir(repo())
-        .status()
-        .expect("cargo");
-    assert!(built.success(), "cannot build the Lambda");
+    let lambda = profile_dir.join("symroute-lambda");
+    assert!(
+        lambda.is_file(),
+        "no Lambda at {}: run `make test-e2e` (it builds it first)",
+        lambda.display()
+    );
     Some(Options {
         repo: repo(),
         dist,
-        lambda: profile_dir.join("symroute-lambda"),
+        lambda,
         stack_name: "symroute-e2e".into(),
     })
 }

@@ -35,6 +35,10 @@ pub fn run(opts: &Options, tl: &mut Timeline) -> Result<Summary> {
     let world = World::start(opts, tl)?;
     let prefix = world.vpc.prefix().to_string();
     let summary = story(&world, tl).map_err(|mut e| {
+        // Ctrl-C reaches the helpers too: whatever broke first, the cause is the signal.
+        if interrupt::interrupted() {
+            e.message = "interrupted by a signal".into();
+        }
         e.message = format!("{} (logs kept in {})", e.message, world.logs().display());
         e
     })?;
@@ -269,17 +273,29 @@ fn agent_step(tl: &mut Timeline, run: &CommandRun) -> Result<()> {
             )
         })
         .collect();
+    // A remove after the detach finds no ENI any more: it prunes what the agent owned.
+    let pruned: Vec<String> = report["pruned"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str().map(String::from))
+        .collect();
+    let what = if enis.is_empty() {
+        format!("{} stale entries pruned", pruned.len())
+    } else {
+        enis.join(", ")
+    };
     tl.step(
         step,
         &format!(
-            "symroute {}: {}; {} changes in {} ms",
+            "symroute {} --json: {what}; {} changes in {} ms",
             report["action"].as_str().unwrap_or("?"),
-            enis.join(", "),
             report["changes"],
             report["duration_ms"]
         ),
         report.clone(),
     );
+    changes.extend(pruned);
     tl.detail(&changes);
     Ok(())
 }
