@@ -18,7 +18,9 @@ lambda: setup-python
 bench-lambda: setup-python
 	$(CARGO) build --release --locked -p symroute-lambda
 	@mkdir -p bench/results
-	$(CARGO) run --locked -p symroute-lambda --example lambda-bench -- \
+	@# Built like `cargo test --workspace` builds it, so the debug build is shared, not redone.
+	$(CARGO) build --locked --workspace --examples
+	$(LAMBDA_TARGET_DIR)/debug/examples/lambda-bench \
 	  --rust $(LAMBDA_TARGET_DIR)/release/symroute-lambda \
 	  --python-handler bench/lambda/handler.py \
 	  --out bench/results/lambda.md
