@@ -196,7 +196,7 @@ fn main() {
             *s.rss_kib.iter().max().unwrap() as f64 / 1024.0
         )
     });
-    md += &format!("| release binary (x86_64, unstripped) | {size:.1} MB | – |\n\n");
+    md += &format!("| release binary (x86_64, stripped) | {size:.1} MB | – |\n\n");
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
     md += &format!(
         "Targets: Rust cold start at most a fifth of Python's: {:.2}× ({}); Rust peak RSS under \
