@@ -55,8 +55,12 @@ fn options() -> Option<Options> {
     })
 }
 
-fn start(opts: &Options, tl: &mut Timeline) -> World {
-    World::start(opts, tl).unwrap_or_else(|e| panic!("{e}"))
+/// A fresh world (moto, stack, VPC, Lambda) for one test, or None when skipped.
+fn start() -> Option<(World, Timeline)> {
+    let opts = options()?;
+    let mut tl = Timeline::new(false);
+    let world = World::start(&opts, &mut tl).unwrap_or_else(|e| panic!("{e}"));
+    Some((world, tl))
 }
 
 fn rules(node: &Node) -> String {
@@ -110,9 +114,9 @@ fn attach_makes_the_new_address_answer_and_detach_cleans_up() {
 #[test]
 #[ignore = "end to end: run by `make test-e2e`"]
 fn two_enis_attached_at_once_both_answer() {
-    let Some(opts) = options() else { return };
-    let mut tl = Timeline::new(false);
-    let world = start(&opts, &mut tl);
+    let Some((world, _)) = start() else {
+        return;
+    };
     let node = world
         .add_instance(INSTANCE_IP, json!({}))
         .expect("instance");
@@ -174,9 +178,9 @@ fn two_enis_attached_at_once_both_answer() {
 #[test]
 #[ignore = "end to end: run by `make test-e2e`"]
 fn a_skip_tagged_instance_gets_no_command() {
-    let Some(opts) = options() else { return };
-    let mut tl = Timeline::new(false);
-    let world = start(&opts, &mut tl);
+    let Some((world, _)) = start() else {
+        return;
+    };
     let node = world
         .add_instance(INSTANCE_IP, json!({"symroute:skip": "true"}))
         .expect("instance");
@@ -210,9 +214,9 @@ fn a_skip_tagged_instance_gets_no_command() {
 #[test]
 #[ignore = "end to end: run by `make test-e2e`"]
 fn a_tampered_agent_in_the_bucket_is_refused() {
-    let Some(opts) = options() else { return };
-    let mut tl = Timeline::new(false);
-    let world = start(&opts, &mut tl);
+    let Some((world, mut tl)) = start() else {
+        return;
+    };
     world.tamper_agent().expect("tamper");
     let node = world
         .add_instance(INSTANCE_IP, json!({}))
