@@ -122,7 +122,8 @@ pub struct World {
     subnets: Vec<(String, Subnet)>,
     pub stack: Stack,
     pub py: Py,
-    moto: MotoServer,
+    /// Held for its Drop: moto stops after everything that talks to it.
+    _moto: MotoServer,
     work: WorkDir,
 }
 
@@ -251,7 +252,7 @@ impl World {
             subnets,
             stack,
             py,
-            moto,
+            _moto: moto,
             work,
         })
     }
@@ -444,10 +445,6 @@ impl World {
         self.work
             .keep
             .store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    pub fn moto_endpoint(&self) -> String {
-        self.moto.endpoint()
     }
 }
 
