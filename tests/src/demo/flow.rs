@@ -39,10 +39,11 @@ pub fn run(opts: &Options, tl: &mut Timeline) -> Result<Summary> {
         if interrupt::interrupted() {
             e.message = "interrupted by a signal".into();
         }
+        world.keep_logs();
         e.message = format!("{} (logs kept in {})", e.message, world.logs().display());
         e
     })?;
-    world.finish();
+    drop(world);
     let left = crate::list_with_prefix(&prefix).len();
     ensure(left == 0, "cleanup", || {
         format!("{left} namespaces of this run are still there")

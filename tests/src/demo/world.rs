@@ -435,16 +435,16 @@ impl World {
         Ok(())
     }
 
-    /// Where the helpers' logs are (kept when the run failed).
+    /// Where the helpers' logs are.
     pub fn logs(&self) -> &Path {
         &self.work.path
     }
 
-    /// The run succeeded: the logs go with the rest.
-    pub fn finish(self) {
+    /// Keep the logs when the world goes (a failed run); a panicking test keeps them anyway.
+    pub fn keep_logs(&self) {
         self.work
             .keep
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -456,7 +456,7 @@ fn meta(kernel: &Eni, eni: &MotoEni, device_number: u32) -> EniMeta {
     m
 }
 
-/// The demo's scratch directory: logs, each instance's downloads. Kept unless the run finished.
+/// The demo's scratch directory: logs, each instance's downloads. Kept after a failure.
 struct WorkDir {
     path: PathBuf,
     keep: std::sync::atomic::AtomicBool,
@@ -472,14 +472,14 @@ impl WorkDir {
         std::fs::create_dir_all(&path)?;
         Ok(WorkDir {
             path,
-            keep: std::sync::atomic::AtomicBool::new(true),
+            keep: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if !self.keep.load(std::sync::atomic::Ordering::SeqCst) {
+        if !self.keep.load(std::sync::atomic::Ordering::SeqCst) && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
