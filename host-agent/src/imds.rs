@@ -22,6 +22,8 @@ const ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// No metadata value is anywhere near this; a bigger body is an attack or a bug.
 const MAX_BODY: u64 = 64 * 1024;
+/// Threads reading ENIs side by side.
+const MAX_READERS: usize = 4;
 
 /// Shared by the threads that read ENIs in parallel (one IMDS round trip is about a
 /// millisecond on an instance, and an ENI takes eight of them).
@@ -231,24 +233,39 @@ impl Imds {
         };
         let list = self.get_required("network/interfaces/macs/")?;
         let macs = parse_mac_list(&list)?;
-        // One thread per ENI: the reads are latency-bound, and an instance has at most a few
-        // dozen interfaces. Results keep IMDS's order; the first error wins.
-        let enis: Vec<ImdsEni> = std::thread::scope(|s| {
-            let handles: Vec<_> = macs
-                .iter()
-                .map(|&mac| {
+        // A few readers share the ENIs: on an instance each read waits about a millisecond on
+        // IMDS, so reading ENIs side by side pays; more threads than that only contend for the
+        // CPU. Results keep IMDS's order; the first error wins.
+        let readers = macs.len().clamp(1, MAX_READERS);
+        let read_one = |mac: Mac| {
+            let base = format!("network/interfaces/macs/{mac}/");
+            let mut fields = |name: &str| self.get_optional(&format!("{base}{name}"));
+            parse_eni(mac, &mut fields)
+        };
+        let mut slots: Vec<Option<Result<ImdsEni>>> = macs.iter().map(|_| None).collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..readers)
+                .map(|r| {
+                    let macs = &macs;
+                    let read_one = &read_one;
                     s.spawn(move || {
-                        let base = format!("network/interfaces/macs/{mac}/");
-                        let mut fields = |name: &str| self.get_optional(&format!("{base}{name}"));
-                        parse_eni(mac, &mut fields)
+                        (r..macs.len())
+                            .step_by(readers)
+                            .map(|i| (i, read_one(macs[i])))
+                            .collect::<Vec<_>>()
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect::<Result<Vec<_>>>()
-        })?;
+            for h in handles {
+                for (i, res) in h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
+                    slots[i] = Some(res);
+                }
+            }
+        });
+        let enis: Vec<ImdsEni> = slots
+            .into_iter()
+            .map(|r| r.expect("every ENI was read"))
+            .collect::<Result<_>>()?;
         let mut seen: Vec<&EniId> = Vec::new();
         for e in &enis {
             if seen.contains(&&e.eni_id) {

@@ -112,11 +112,12 @@ impl Kernel {
     }
 
     pub fn snapshot(&mut self) -> Result<Snapshot> {
+        let links = self.links()?;
         Ok(Snapshot {
-            links: self.links()?,
-            addrs: self.addrs()?,
+            addrs: self.addrs(&links)?,
             rules: self.rules()?,
-            routes: self.routes()?,
+            routes: self.routes(&links)?,
+            links,
         })
     }
 
@@ -134,8 +135,8 @@ impl Kernel {
             .collect())
     }
 
-    pub fn addrs(&mut self) -> Result<Vec<AddrSpec>> {
-        let links = self.links()?;
+    /// `links` names the devices in the result.
+    pub fn addrs(&mut self, links: &[Link]) -> Result<Vec<AddrSpec>> {
         let msgs = self.dump(
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
             "addresses",
@@ -143,7 +144,7 @@ impl Kernel {
         Ok(msgs
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => parse_addr(&a, &links),
+                RouteNetlinkMessage::NewAddress(a) => parse_addr(&a, links),
                 _ => None,
             })
             .collect())
@@ -163,15 +164,15 @@ impl Kernel {
         Ok(out)
     }
 
-    pub fn routes(&mut self) -> Result<Vec<RouteSpec>> {
-        let links = self.links()?;
+    /// `links` names the devices in the result.
+    pub fn routes(&mut self, links: &[Link]) -> Result<Vec<RouteSpec>> {
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut msg = RouteMessage::default();
             msg.header.address_family = family;
             for m in self.dump(RouteNetlinkMessage::GetRoute(msg), "routes")? {
                 if let RouteNetlinkMessage::NewRoute(r) = m {
-                    if let Some(spec) = parse_route(&r, &links) {
+                    if let Some(spec) = parse_route(&r, links) {
                         out.push(spec);
                     }
                 }
