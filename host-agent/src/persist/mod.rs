@@ -640,6 +640,9 @@ fn create_dirs(path: &Path, journal: &mut Journal) -> std::io::Result<()> {
     }
     for dir in missing.into_iter().rev() {
         fs::create_dir(&dir)?;
+        // Whatever umask the caller runs under (SSM's may be 077): network managers read these
+        // directories as unprivileged users (systemd-network, for one).
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
         journal.created_dirs.push(dir);
     }
     Ok(())
