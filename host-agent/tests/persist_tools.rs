@@ -787,16 +787,9 @@ fn networkd_own_file_brings_an_unconfigured_dual_stack_eni_back() {
     let first = bed.agent(&args);
     assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
     // The link came up with the apply; the IPv6 router is known once an RA arrived (bounded).
-    let mut learned = false;
-    for _ in 0..100 {
-        let d = bed.ip_json(&["-6", "route", "show", "default", "dev", "eth1"]);
-        if d.as_array().is_some_and(|a| !a.is_empty()) {
-            learned = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(learned, "eth1 learned an IPv6 default from RA");
+    bed.inst
+        .wait_ipv6_default("eth1", 10)
+        .expect("eth1 learned an IPv6 default from RA");
     let second = bed.agent(&args);
     assert_eq!(second.code, 0, "{}\n{}", second.stdout, second.stderr);
     let own = t.read("/etc/systemd/network/05-symroute-eth1.network");

@@ -498,16 +498,9 @@ fn ipv6_rules_and_ra_default() {
         .add_client_with(&bed.b, &["10.0.2.50", "2600:1f18:1:2::50"])
         .unwrap();
     // Wait (bounded) for eth1 to learn the router from an RA.
-    let mut learned = false;
-    for _ in 0..100 {
-        let d = bed.ip_json(&["-6", "route", "show", "default", "dev", "eth1"]);
-        if d.as_array().is_some_and(|a| !a.is_empty()) {
-            learned = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(learned, "eth1 learned an IPv6 default from RA");
+    bed.inst
+        .wait_ipv6_default("eth1", 10)
+        .expect("eth1 learned an IPv6 default from RA");
 
     let run = bed.apply(&[]);
     assert_eq!(run.json["enis"][0]["symmetric"], true, "{}", run.stdout);
