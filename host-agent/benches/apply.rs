@@ -13,6 +13,7 @@ const ENIS: u32 = 7;
 const IPS: u32 = 5;
 const RUNS: usize = 9;
 const NOOP_RUNS: usize = 30;
+const APPLY_ALL: &[&str] = &["apply", "--all", "--persist", "none", "--json"];
 
 struct Measured {
     wall: Duration,
@@ -155,13 +156,7 @@ fn main() {
                 "before any apply, the secondary addresses do not answer"
             );
         }
-        let m = measure(agent_cmd(&[
-            "apply",
-            "--all",
-            "--persist",
-            "none",
-            "--json",
-        ]));
+        let m = measure(agent_cmd(APPLY_ALL));
         assert_eq!(m.code, 0, "symroute apply failed: {}", m.stdout);
         peak_rss = peak_rss.max(m.max_rss_kib);
         ours.push(m.wall);
@@ -178,24 +173,12 @@ fn main() {
     }
 
     reset();
-    let first = measure(agent_cmd(&[
-        "apply",
-        "--all",
-        "--persist",
-        "none",
-        "--json",
-    ]));
+    let first = measure(agent_cmd(APPLY_ALL));
     assert_eq!(first.code, 0);
     let mut noop = Vec::new();
     let mut noop_rss = 0;
     for _ in 0..NOOP_RUNS {
-        let m = measure(agent_cmd(&[
-            "apply",
-            "--all",
-            "--persist",
-            "none",
-            "--json",
-        ]));
+        let m = measure(agent_cmd(APPLY_ALL));
         assert_eq!(m.code, 0);
         let v: serde_json::Value = serde_json::from_str(&m.stdout).unwrap();
         assert_eq!(v["changes"], 0, "a re-apply must change nothing");

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::{EniConfig, FileOp};
+use crate::ops::RuleSpec;
 
 pub const DIR: &str = "/etc/NetworkManager/system-connections";
 
@@ -66,16 +67,7 @@ pub fn render(eni: &EniConfig) -> Vec<FileOp> {
         n += 1;
         let _ = writeln!(s, "route{n}={},{}", r.dst, r.gateway.unwrap());
     }
-    for (i, r) in eni.rules_v4().enumerate() {
-        let _ = writeln!(
-            s,
-            "routing-rule{}=priority {} from {} table {}",
-            i + 1,
-            r.priority,
-            r.src,
-            r.table
-        );
-    }
+    routing_rules(&mut s, eni.rules_v4());
     s.push_str("\n[ipv6]\n");
     if eni.addrs_v6.is_empty() {
         s.push_str("method=ignore\n");
@@ -86,18 +78,23 @@ pub fn render(eni: &EniConfig) -> Vec<FileOp> {
             let _ = writeln!(s, "address{}={a}", i + 1);
         }
         let _ = writeln!(s, "route-table={}", eni.table);
-        for (i, r) in eni.rules_v6().enumerate() {
-            let _ = writeln!(
-                s,
-                "routing-rule{}=priority {} from {} table {}",
-                i + 1,
-                r.priority,
-                r.src,
-                r.table
-            );
-        }
+        routing_rules(&mut s, eni.rules_v6());
     }
     let path = Path::new(DIR).join(format!("symroute-{}.nmconnection", eni.ifname));
     // NetworkManager ignores keyfiles that others than root can read.
     vec![FileOp::text(path, s, 0o600)]
+}
+
+/// `routing-ruleN` lines; NetworkManager numbers them per address family section.
+fn routing_rules<'a>(s: &mut String, rules: impl Iterator<Item = &'a RuleSpec>) {
+    for (i, r) in rules.enumerate() {
+        let _ = writeln!(
+            s,
+            "routing-rule{}=priority {} from {} table {}",
+            i + 1,
+            r.priority,
+            r.src,
+            r.table
+        );
+    }
 }
