@@ -157,14 +157,12 @@ pub fn desired(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Desired {
     // Addresses: an ENI that arrives unconfigured (RHEL/CentOS 7) gets all of them; on one a
     // DHCP client configured, only the missing secondary addresses are added.
     for ip in &eni.ipv4s {
-        let present = snap
+        let held = snap
             .addrs
             .iter()
-            .any(|a| a.index == link.index && a.ip == IpAddr::V4(*ip));
-        let ours = snap.addrs.iter().any(|a| {
-            a.index == link.index && a.ip == IpAddr::V4(*ip) && a.protocol == RTPROT_SYMROUTE
-        });
-        if !present || ours {
+            .find(|a| a.index == link.index && a.ip == IpAddr::V4(*ip));
+        // Missing, or the agent's own: wanted (so it is added, or kept from pruning).
+        if held.is_none_or(|a| a.protocol == RTPROT_SYMROUTE) {
             d.addrs.push(AddrSpec {
                 index: link.index,
                 dev: link.name.clone(),
