@@ -1,25 +1,35 @@
 #!/usr/bin/env bash
-# make deploy: upload the agent (content-addressed), build the Lambda with cargo-lambda, sam deploy.
-# Environment: STACK_NAME, STACK_PARAMETERS (extra Key=Value overrides), SAM, PY, AGENT_DIST.
-# AWS credentials and region come from the usual AWS variables or profile.
+# make deploy: upload the agent (content-addressed), then sam deploy the template with the Lambda
+# zip that `make lambda` built (no `sam build`: nothing is compiled twice, no beta features).
+# Environment: STACK_NAME, STACK_PARAMETERS (extra Key=Value overrides), SAM, PY, AGENT_DIST,
+# LAMBDA_ZIP. AWS credentials and region come from the usual AWS variables or profile.
+#
+# Order matters: nothing may send a command that names an agent the bucket does not hold yet.
+# - an existing stack: upload into its bucket first, then update the stack (and its document);
+# - a new stack: create it with Enabled=false (rules disabled, no association), upload into the
+#   bucket it just created, then enable it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-: "${STACK_NAME:?}" "${SAM:?}" "${PY:?}" "${AGENT_DIST:?}"
+: "${STACK_NAME:?}" "${SAM:?}" "${PY:?}" "${AGENT_DIST:?}" "${LAMBDA_ZIP:?}"
+[ -f "$LAMBDA_ZIP" ] || { echo "deploy: $LAMBDA_ZIP is missing: run \`make lambda\` first" >&2; exit 1; }
 digests=$("$PY" infra/upload_agent.py --dist "$AGENT_DIST" --parameters)
 
-# An existing stack's bucket gets the new binaries before its document points at them.
-"$PY" infra/upload_agent.py --dist "$AGENT_DIST" --stack "$STACK_NAME" --if-stack-exists
+sam_deploy() {
+  # shellcheck disable=SC2086 # digests and STACK_PARAMETERS are lists of Key=Value words
+  SAM_CLI_TELEMETRY=0 "$SAM" deploy --template-file infra/template.yaml \
+    --stack-name "$STACK_NAME" --capabilities CAPABILITY_IAM --resolve-s3 \
+    --no-fail-on-empty-changeset --parameter-overrides $digests ${STACK_PARAMETERS:-} "$@"
+}
 
-SAM_CLI_BETA_RUST_CARGO_LAMBDA=1 SAM_CLI_TELEMETRY=0 \
-  "$SAM" build --beta-features --template-file infra/template.yaml --build-dir .tools/sam/build
-# shellcheck disable=SC2086 # STACK_PARAMETERS is a list of Key=Value words
-SAM_CLI_TELEMETRY=0 "$SAM" deploy --template-file .tools/sam/build/template.yaml \
-  --stack-name "$STACK_NAME" --capabilities CAPABILITY_IAM --resolve-s3 \
-  --no-fail-on-empty-changeset --parameter-overrides $digests ${STACK_PARAMETERS:-}
+uploaded=$("$PY" infra/upload_agent.py --dist "$AGENT_DIST" --stack "$STACK_NAME" --if-stack-exists)
+printf '%s\n' "$uploaded"
+if grep -q 'does not exist yet' <<<"$uploaded"; then
+  sam_deploy Enabled=false
+  "$PY" infra/upload_agent.py --dist "$AGENT_DIST" --stack "$STACK_NAME"
+fi
+sam_deploy Enabled=true
 
-# A new stack's bucket exists only now.
-"$PY" infra/upload_agent.py --dist "$AGENT_DIST" --stack "$STACK_NAME"
 "$PY" - "$STACK_NAME" <<'PYTHON'
 import sys, boto3
 stack = boto3.client("cloudformation").describe_stacks(StackName=sys.argv[1])["Stacks"][0]

@@ -3,9 +3,11 @@
 
 CloudFormation cannot read a local file, so the template carries copies, each between
 `# BEGIN embedded <path>` and `# END embedded <path>`; this script writes them (`make stack-embed`)
-and tests/stack checks they never drift. Patterns (JSON is YAML) go in as they are. Every @@Name@@ placeholder turns
-into ${Name} inside Fn::Sub, resolved at deploy time; AgentBucket comes from the template's
-bucket choice (own bucket or a central one).
+and tests/stack checks they never drift. Patterns (JSON is YAML) go in as they are, except that a
+JSON string that is a whole placeholder "@@Name@@" becomes {"Ref": "Name"} (the pattern for the
+command status names the stack's own document). In the document, every @@Name@@ placeholder
+turns into ${Name} inside Fn::Sub, resolved at deploy time; AgentBucket comes from the
+template's bucket choice (own bucket or a central one).
 """
 import re
 import sys
@@ -57,7 +59,7 @@ Dumper.add_representer(Sub, represent_sub)
 def render(path, indent):
     source = ROOT / path
     if source.suffix == ".json":
-        text = source.read_text()
+        text = re.sub(r'"@@([A-Za-z0-9]+)@@"', r'{"Ref": "\1"}', source.read_text())
     else:
         content = to_cfn(yaml.safe_load(source.read_text()))
         text = yaml.dump(content, Dumper=Dumper, sort_keys=False, width=1000, default_flow_style=False)

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Upload the agent binaries to the artifact bucket under agent/<sha256>/<file>.
+"""Upload the agent binaries to the artifact bucket under one release prefix,
+agent/<sha256 x86_64>-<sha256 aarch64>/<file>.
 
-The key is the digest the SSM document verifies, so an upload never replaces what a deployed
-document points at. Refuses when dist/agent does not match its SHA256SUMS, and sends each
+The SSM document downloads that whole prefix (one step, so a build missing for the other CPU
+cannot fail a command) and verifies its own CPU's file against the digest in the prefix's name:
+an upload never replaces what a deployed document points at. Refuses when dist/agent does not match its SHA256SUMS, and sends each
 object's SHA-256 so S3 itself rejects a corrupted upload.
 
   upload_agent.py --dist dist/agent --bucket NAME
@@ -56,13 +58,19 @@ def stack_bucket(stack: str, if_exists: bool):
     return outputs["AgentBucket"]
 
 
+def release_prefix(sums: dict[str, str]) -> str:
+    """The S3 prefix the document downloads: both digests, in the template's parameter order."""
+    return "agent/" + "-".join(sums[name] for name in FILES) + "/"
+
+
 def upload(bucket: str, dist: Path, sums: dict[str, str]):
     import boto3
     from botocore.exceptions import ClientError
 
     s3 = boto3.client("s3")
+    prefix = release_prefix(sums)
     for name, digest in sums.items():
-        key = f"agent/{digest}/{name}"
+        key = prefix + name
         try:
             s3.head_object(Bucket=bucket, Key=key)
             print(f"s3://{bucket}/{key} already there")

@@ -27,6 +27,6 @@ $(SAM_VENV)/.stamp: infra/requirements-deploy.txt
 	@$(SAM_VENV)/bin/pip install -q --disable-pip-version-check -r $<
 	@touch $@
 
-deploy: setup agent $(SAM_VENV)/.stamp
+deploy: setup agent lambda $(SAM_VENV)/.stamp
 	STACK_NAME='$(STACK_NAME)' STACK_PARAMETERS='$(STACK_PARAMETERS)' SAM='$(SAM_VENV)/bin/sam' \
-	  PY='$(PY)' AGENT_DIST='$(AGENT_DIST)' infra/deploy.sh
+	  PY='$(PY)' AGENT_DIST='$(AGENT_DIST)' LAMBDA_ZIP='$(LAMBDA_DIST)/symroute-lambda-arm64.zip' infra/deploy.sh

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::SystemTime;
 
 use crate::error::Error;
 
@@ -25,6 +26,8 @@ pub struct Eni {
     /// `interface`, `efa`, `trunk`, `branch`, ...
     pub interface_type: String,
     pub description: String,
+    /// Created and managed by an AWS service (ECS awsvpc tasks, Lambda, load balancers, ...).
+    pub requester_managed: bool,
     pub tags: HashMap<String, String>,
     pub attachment: Option<Attachment>,
 }
@@ -35,7 +38,18 @@ pub struct Instance {
     /// EC2's `Platform` (only ever `windows`) or, failing that, `PlatformDetails`.
     pub platform: Option<String>,
     pub state: String,
+    pub launch_time: Option<SystemTime>,
     pub tags: HashMap<String, String>,
+}
+
+/// What Systems Manager knows of an instance (`DescribeInstanceInformation`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ManagedInstance {
+    /// `Online`, `ConnectionLost`, `Inactive`.
+    pub ping_status: String,
+    /// `Linux`, `Windows`, `MacOS`.
+    pub platform_type: String,
+    pub agent_version: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -52,6 +66,14 @@ impl Action {
             Action::Remove => "remove",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        match s {
+            "apply" => Some(Action::Apply),
+            "remove" => Some(Action::Remove),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,28 +81,43 @@ pub struct CommandRequest {
     pub document_name: String,
     pub instance_id: String,
     pub action: Action,
-    /// `all` or an ENI id: the SSM document's `target` parameter.
+    /// An ENI id: the SSM document's `target` parameter. Never `all` (the host cannot see tags).
     pub target: String,
+    /// Names the event (and attempt) the command is for: how a retry finds it again.
     pub comment: String,
     pub log_group: Option<String>,
+    /// SendCommand's TimeoutSeconds: how long SSM tries to deliver it.
+    pub timeout_seconds: i32,
 }
 
+/// A command as ListCommands reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandInfo {
+    pub command_id: String,
+    pub document_name: String,
+    pub comment: String,
+    pub instance_ids: Vec<String>,
+    pub parameters: HashMap<String, Vec<String>>,
+}
+
+impl CommandInfo {
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.parameters
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+/// One step of one command on one instance (`GetCommandInvocation` with `PluginName`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Invocation {
     pub status: String,
     pub details: String,
+    /// The step's exit code; -1 when it did not run to an end.
+    pub response_code: i32,
     pub stdout: String,
     pub stderr: String,
-}
-
-impl Invocation {
-    /// SSM's in-flight statuses; everything else is final.
-    pub fn is_terminal(&self) -> bool {
-        !matches!(
-            self.status.as_str(),
-            "Pending" | "InProgress" | "Delayed" | "Cancelling"
-        )
-    }
 }
 
 pub type Tags<'a> = &'a [(&'a str, &'a str)];
@@ -93,28 +130,44 @@ pub trait Aws: Sync {
         &self,
         instance_id: &str,
     ) -> impl Future<Output = Result<Vec<Eni>, Error>> + Send;
-    fn find_eni_by_tag(
-        &self,
-        key: &str,
-        value: &str,
-    ) -> impl Future<Output = Result<Option<Eni>, Error>> + Send;
+    /// ENIs that carry a tag with this key (any value).
+    fn enis_with_tag_key(&self, key: &str) -> impl Future<Output = Result<Vec<Eni>, Error>> + Send;
     fn describe_instance(
         &self,
         instance_id: &str,
     ) -> impl Future<Output = Result<Option<Instance>, Error>> + Send;
+    /// `None`: Systems Manager does not know the instance (no agent, or not registered yet).
+    fn managed_instance(
+        &self,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<Option<ManagedInstance>, Error>> + Send;
     fn tag_eni(
         &self,
         eni_id: &str,
         tags: Tags<'_>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
-    /// Returns the command id.
+    fn untag_eni(&self, eni_id: &str, key: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Sends once: no retry inside (a retry that cannot tell whether the first try arrived
+    /// would send a second command).
     fn send_command(
         &self,
         req: &CommandRequest,
     ) -> impl Future<Output = Result<String, Error>> + Send;
+    /// The command of `document` sent to `instance_id` (in the last day) with exactly this comment.
+    fn find_command(
+        &self,
+        document: &str,
+        instance_id: &str,
+        comment: &str,
+    ) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+    fn get_command(
+        &self,
+        command_id: &str,
+    ) -> impl Future<Output = Result<Option<CommandInfo>, Error>> + Send;
     fn get_invocation(
         &self,
         command_id: &str,
         instance_id: &str,
+        step: &str,
     ) -> impl Future<Output = Result<Invocation, Error>> + Send;
 }

@@ -2,24 +2,36 @@
 
 use std::time::Duration;
 
+use crate::decide::OwnerMarker;
 use crate::error::Error;
+
+/// Amazon VPC CNI (tag and description) and Cilium's ENI mode: tools that route their ENIs
+/// themselves. Requester-managed ENIs (ECS tasks, Lambda, ...) are skipped whatever this says.
+pub const DEFAULT_OWNER_MARKERS: &str =
+    "tag:node.k8s.amazonaws.com/instance_id,description:aws-K8S-,description:Cilium-CNI (";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The symroute SSM document (name or ARN).
     pub document_name: String,
-    /// How long to follow a command before answering; zero answers `Pending` right after sending.
-    pub wait: Duration,
     pub skip_tag: String,
+    /// ENIs another tool owns (tag keys, description prefixes).
+    pub owner_markers: Vec<OwnerMarker>,
     /// CloudWatch Logs group for the command's output; none keeps output in SSM only.
     pub log_group: Option<String>,
+    /// SendCommand's TimeoutSeconds (SSM's own bounds: 30 to 2,592,000).
+    pub command_timeout: Duration,
     /// Bound on waiting for an attachment that is still `attaching`.
     pub attach_wait: Duration,
-    /// Bound on retrying `InvalidInstanceId` while the instance's SSM agent registers.
-    pub register_wait: Duration,
+    /// An instance launched this recently that Systems Manager does not know yet is "not
+    /// registered yet" (an error answer, so Lambda invokes again later), not "unmanaged".
+    pub register_grace: Duration,
+    /// How often a command is sent again after the agent answered 3 (the ENI did not appear).
+    pub max_resends: u32,
     /// First delay of every backoff; doubles per attempt.
     pub retry_base: Duration,
-    /// Attempts per AWS call (the SDK's own retries for throttling, 5xx and broken connections).
+    /// Attempts per AWS call (the SDK's own retries for throttling, 5xx and broken connections;
+    /// SendCommand is never retried blindly, see command.rs).
     pub max_attempts: u32,
     pub metrics_namespace: String,
 }
@@ -39,27 +51,45 @@ impl Settings {
             var: "SYMROUTE_DOCUMENT_NAME",
             reason: "is required: set it to the symroute SSM document's name".into(),
         })?;
-        let number = |var: &'static str, default: u64, max: u64| -> Result<u64, Error> {
+        let number = |var: &'static str, default: u64, min: u64, max: u64| -> Result<u64, Error> {
             match non_empty(var) {
                 None => Ok(default),
                 Some(v) => match v.parse::<u64>() {
-                    Ok(n) if n <= max => Ok(n),
+                    Ok(n) if (min..=max).contains(&n) => Ok(n),
                     _ => Err(Error::Config {
                         var,
-                        reason: format!("must be a whole number from 0 to {max}, not {v:?}"),
+                        reason: format!("must be a whole number from {min} to {max}, not {v:?}"),
                     }),
                 },
             }
         };
+        let markers = non_empty("SYMROUTE_OWNER_MARKERS")
+            .unwrap_or_else(|| DEFAULT_OWNER_MARKERS.to_string());
+        let owner_markers = OwnerMarker::parse_list(&markers).map_err(|reason| Error::Config {
+            var: "SYMROUTE_OWNER_MARKERS",
+            reason,
+        })?;
         Ok(Settings {
             document_name,
-            wait: Duration::from_secs(number("SYMROUTE_WAIT_SECONDS", 60, 900)?),
             skip_tag: non_empty("SYMROUTE_SKIP_TAG").unwrap_or_else(|| "symroute:skip".into()),
+            owner_markers,
             log_group: non_empty("SYMROUTE_LOG_GROUP"),
-            attach_wait: Duration::from_secs(number("SYMROUTE_ATTACH_WAIT_SECONDS", 20, 300)?),
-            register_wait: Duration::from_secs(number("SYMROUTE_REGISTER_WAIT_SECONDS", 60, 600)?),
-            retry_base: Duration::from_millis(number("SYMROUTE_RETRY_BASE_MS", 200, 10_000)?),
-            max_attempts: number("SYMROUTE_MAX_ATTEMPTS", 5, 20)?.max(1) as u32,
+            command_timeout: Duration::from_secs(number(
+                "SYMROUTE_COMMAND_TIMEOUT_SECONDS",
+                600,
+                30,
+                2_592_000,
+            )?),
+            attach_wait: Duration::from_secs(number("SYMROUTE_ATTACH_WAIT_SECONDS", 20, 0, 300)?),
+            register_grace: Duration::from_secs(number(
+                "SYMROUTE_REGISTER_GRACE_SECONDS",
+                600,
+                0,
+                3600,
+            )?),
+            max_resends: number("SYMROUTE_MAX_RESENDS", 3, 0, 10)? as u32,
+            retry_base: Duration::from_millis(number("SYMROUTE_RETRY_BASE_MS", 200, 0, 10_000)?),
+            max_attempts: number("SYMROUTE_MAX_ATTEMPTS", 5, 1, 20)? as u32,
             metrics_namespace: non_empty("SYMROUTE_METRICS_NAMESPACE")
                 .unwrap_or_else(|| "symroute".into()),
         })
@@ -90,26 +120,36 @@ mod tests {
     fn defaults_follow_the_contract() {
         let s = settings(&[("SYMROUTE_DOCUMENT_NAME", "symroute")]).unwrap();
         assert_eq!(s.skip_tag, "symroute:skip");
-        assert_eq!(s.wait, Duration::from_secs(60));
+        assert_eq!(s.command_timeout, Duration::from_secs(600));
         assert_eq!(s.log_group, None);
+        assert_eq!(s.owner_markers.len(), 3);
+        assert_eq!(s.max_resends, 3);
     }
 
     #[test]
-    fn bad_numbers_name_the_variable() {
+    fn bad_numbers_and_markers_name_the_variable() {
         let err = settings(&[
             ("SYMROUTE_DOCUMENT_NAME", "d"),
-            ("SYMROUTE_WAIT_SECONDS", "soon"),
+            ("SYMROUTE_COMMAND_TIMEOUT_SECONDS", "soon"),
         ])
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("SYMROUTE_WAIT_SECONDS") && err.contains("soon"),
+            err.contains("SYMROUTE_COMMAND_TIMEOUT_SECONDS") && err.contains("soon"),
             "{err}"
         );
-        let zero = settings(&[
+        // SSM refuses a TimeoutSeconds under 30: so does the setting.
+        assert!(settings(&[
             ("SYMROUTE_DOCUMENT_NAME", "d"),
-            ("SYMROUTE_WAIT_SECONDS", "0"),
-        ]);
-        assert_eq!(zero.unwrap().wait, Duration::ZERO);
+            ("SYMROUTE_COMMAND_TIMEOUT_SECONDS", "29"),
+        ])
+        .is_err());
+        let err = settings(&[
+            ("SYMROUTE_DOCUMENT_NAME", "d"),
+            ("SYMROUTE_OWNER_MARKERS", "label:x"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("SYMROUTE_OWNER_MARKERS"), "{err}");
     }
 }

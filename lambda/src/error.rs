@@ -13,8 +13,8 @@ pub enum Error {
 
     #[error(
         "unsupported event {0}: this function handles CloudTrail AttachNetworkInterface and \
-         DetachNetworkInterface records and EC2 Instance State-change Notifications; check the \
-         EventBridge rule that targets it"
+         DetachNetworkInterface records, EC2 Instance State-change Notifications and EC2 Command \
+         Invocation Status-change Notifications; check the EventBridge rule that targets it"
     )]
     Unsupported(String),
 
@@ -28,33 +28,46 @@ pub enum Error {
     #[error("{eni} is still attaching after {secs} s; the event will be retried")]
     StillAttaching { eni: String, secs: u64 },
 
-    #[error("SSM command {command_id} on {instance_id} ended {status} ({details}): {output}")]
-    CommandFailed {
-        command_id: String,
-        instance_id: String,
-        status: String,
-        details: String,
-        output: String,
-    },
-
     #[error(
-        "SSM command {command_id} on {instance_id} is still {status} after {secs} s \
-         (SYMROUTE_WAIT_SECONDS); output so far: {output}"
+        "Systems Manager does not know {instance} yet, launched {secs} s ago: its SSM Agent is \
+         probably still registering; the event will be retried"
     )]
-    CommandTimeout {
-        command_id: String,
-        instance_id: String,
-        status: String,
-        secs: u64,
-        output: String,
-    },
+    NotRegisteredYet { instance: String, secs: u64 },
 
-    #[error("SSM command {command_id} was sent to {instance_id} but its result could not be read: {cause}")]
-    Poll {
-        command_id: String,
-        instance_id: String,
-        cause: Box<Error>,
-    },
+    /// Boxed: it carries the agent's report, and every Result in the crate pays for the
+    /// largest variant.
+    #[error("{0}")]
+    CommandFailed(Box<CommandFailure>),
+}
+
+/// A command of ours that ended without success, with what the instance said.
+#[derive(Debug)]
+pub struct CommandFailure {
+    pub command_id: String,
+    pub instance_id: String,
+    pub action: String,
+    pub target: String,
+    pub status: String,
+    pub response_code: i32,
+    pub cause: String,
+    pub report: String,
+}
+
+impl std::fmt::Display for CommandFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SSM command {} ({} {}) on {} failed: {} [status {}, exit code {}]; agent report: {}",
+            self.command_id,
+            self.action,
+            self.target,
+            self.instance_id,
+            self.cause,
+            self.status,
+            self.response_code,
+            self.report
+        )
+    }
 }
 
 /// AWS error codes that mean "slow down", across the EC2 (query) and SSM (JSON) protocols.
@@ -95,14 +108,22 @@ impl Error {
             .is_some_and(|c| THROTTLING_CODES.contains(&c))
     }
 
-    /// SSM answers this until the instance's agent has registered: worth waiting for.
-    pub fn is_invalid_instance(&self) -> bool {
-        self.aws_code() == Some("InvalidInstanceId")
-    }
-
-    /// SSM answers this for a moment right after SendCommand.
-    pub fn is_invocation_missing(&self) -> bool {
-        self.aws_code() == Some("InvocationDoesNotExist")
+    /// A call that may or may not have reached the service: 5xx, a broken or timed-out
+    /// connection, an unreadable answer. Before sending such a call again, look whether the
+    /// first one took effect.
+    pub fn is_uncertain(&self) -> bool {
+        self.aws_code().is_some_and(|c| {
+            matches!(
+                c,
+                "DispatchFailure"
+                    | "Timeout"
+                    | "ResponseError"
+                    | "Unknown"
+                    | "InternalServerError"
+                    | "InternalError"
+                    | "ServiceUnavailable"
+            ) || c.starts_with("HTTP5")
+        })
     }
 
     /// A stable name for the error answer's `errorType` and for metrics.
@@ -113,9 +134,8 @@ impl Error {
             Error::Unsupported(_) => "Symroute.UnsupportedEvent",
             Error::Aws { .. } => "Symroute.AwsApi",
             Error::StillAttaching { .. } => "Symroute.StillAttaching",
-            Error::CommandFailed { .. } => "Symroute.CommandFailed",
-            Error::CommandTimeout { .. } => "Symroute.CommandTimeout",
-            Error::Poll { .. } => "Symroute.CommandUnknown",
+            Error::NotRegisteredYet { .. } => "Symroute.NotRegisteredYet",
+            Error::CommandFailed(_) => "Symroute.CommandFailed",
         }
     }
 }

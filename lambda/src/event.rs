@@ -9,6 +9,7 @@ use crate::error::{clip, Error};
 
 const CLOUDTRAIL: &str = "AWS API Call via CloudTrail";
 const STATE_CHANGE: &str = "EC2 Instance State-change Notification";
+const COMMAND_STATUS: &str = "EC2 Command Invocation Status-change Notification";
 
 /// What an event asks for, once parsed and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,13 @@ pub enum Trigger {
     InstanceState {
         instance_id: String,
         state: String,
+    },
+    /// Systems Manager: one command on one instance reached a status.
+    CommandStatus {
+        command_id: String,
+        instance_id: String,
+        document: String,
+        status: String,
     },
     /// The API call itself failed: nothing changed on the instance.
     FailedCall {
@@ -52,6 +60,11 @@ struct Detail {
     #[serde(rename = "instance-id")]
     instance_id: Option<String>,
     state: Option<String>,
+    #[serde(rename = "command-id")]
+    command_id: Option<String>,
+    #[serde(rename = "document-name")]
+    document_name: Option<String>,
+    status: Option<String>,
 }
 
 // deviceIndex and networkCardIndex are deliberately not read: EC2 is asked for the truth, so a
@@ -87,6 +100,18 @@ pub fn parse(raw: Value) -> Result<Event, Error> {
                 .state
                 .map(|s| clip(&s, 40))
                 .ok_or_else(|| missing("detail.state"))?,
+        },
+        COMMAND_STATUS => Trigger::CommandStatus {
+            command_id: command_id(detail.command_id)?,
+            instance_id: id_field(detail.instance_id, "detail.instance-id", "i-")?,
+            document: detail
+                .document_name
+                .map(|s| clip(&s, 200))
+                .ok_or_else(|| missing("detail.document-name"))?,
+            status: detail
+                .status
+                .map(|s| clip(&s, 40))
+                .ok_or_else(|| missing("detail.status"))?,
         },
         other => {
             return Err(Error::Unsupported(format!(
@@ -144,6 +169,20 @@ fn api_call(detail: Detail) -> Result<Trigger, Error> {
                 "eni-attach-",
             )?,
         })
+    }
+}
+
+/// SSM command ids are UUIDs (36 characters of hex digits and dashes).
+fn command_id(value: Option<String>) -> Result<String, Error> {
+    let value = value.ok_or_else(|| missing("detail.command-id"))?;
+    let ok = value.len() == 36 && value.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    if ok {
+        Ok(value)
+    } else {
+        Err(Error::BadEvent(format!(
+            "detail.command-id: {:?} is not an SSM command id",
+            clip(&value, 60)
+        )))
     }
 }
 

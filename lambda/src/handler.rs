@@ -1,28 +1,33 @@
 //! From a parsed event to a decision: resolve the ENI and instance, skip with a reason, or tag and
-//! send the command.
+//! send the command; and, when a command has ended, read how (send again, or fail loudly).
+//!
+//! No path waits on a command: it sends and answers. The outcome comes back as an "EC2 Command
+//! Invocation Status-change Notification" (a rule in the stack), handled here like any event.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::time::{sleep, Instant};
 
-use crate::aws::{Action, Aws, Eni};
-use crate::command::{self, Sent};
+use crate::aws::{Action, Aws, Eni, Instance};
+use crate::command::{self, classify, Comment, Outcome, Sent, DOWNLOAD_STEP, RUN_STEP};
 use crate::config::Settings;
-use crate::decide::{check_eni, check_instance, is_primary, Skip};
-use crate::error::Error;
+use crate::decide::{check_eni, check_instance, check_managed, is_primary, Skip};
+use crate::error::{CommandFailure, Error};
 use crate::event::{self, Trigger};
 
-/// Written at attach time so that a detach record, which names only the attachment, can be traced
-/// back to the ENI and its instance.
-pub const TAG_INSTANCE: &str = "symroute:instance-id";
-pub const TAG_ATTACHMENT: &str = "symroute:attachment-id";
+/// Written at attach time, one per attachment: `symroute:attachment:<attachment id>` =
+/// `<instance id>`. A detach record names only the attachment; this finds the ENI and the
+/// instance it left, even after the ENI moved on to another instance (whose attachment has a
+/// tag of its own), in whichever order the two events arrive.
+pub const TAG_ATTACHMENT_PREFIX: &str = "symroute:attachment:";
 
 const ATTACH_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Sent(Sent),
+    /// Commands sent (or found already sent) for this event, one per ENI.
+    Sent(Vec<Sent>),
     Skipped(Skip),
 }
 
@@ -33,6 +38,10 @@ pub struct Trace {
     pub kind: &'static str,
     pub instance_id: Option<String>,
     pub eni_id: Option<String>,
+}
+
+pub fn attachment_tag(attachment_id: &str) -> String {
+    format!("{TAG_ATTACHMENT_PREFIX}{attachment_id}")
 }
 
 pub async fn handle<A: Aws>(
@@ -82,6 +91,50 @@ pub async fn handle<A: Aws>(
             }
             instance_running(aws, s, &event.id, &instance_id, trace).await
         }
+        Trigger::CommandStatus {
+            command_id,
+            instance_id,
+            document,
+            status: _,
+        } => {
+            trace.kind = "command";
+            trace.instance_id = Some(instance_id.clone());
+            command_ended(aws, s, &command_id, &instance_id, &document, trace).await
+        }
+    }
+}
+
+/// Everything that must hold of the instance before a command is sent to it.
+async fn ready_instance<A: Aws>(
+    aws: &A,
+    s: &Settings,
+    instance_id: &str,
+) -> Result<Result<Instance, Skip>, Error> {
+    let Some(instance) = aws.describe_instance(instance_id).await? else {
+        return Ok(Err(Skip::InstanceGone(instance_id.into())));
+    };
+    if let Some(skip) = check_instance(&instance, &s.skip_tag) {
+        return Ok(Err(skip));
+    }
+    match aws.managed_instance(instance_id).await? {
+        Some(m) => match check_managed(instance_id, &m) {
+            Some(skip) => Ok(Err(skip)),
+            None => Ok(Ok(instance)),
+        },
+        None => {
+            // Just launched: the agent registers within a minute or two. Answer an error so
+            // Lambda invokes again later, instead of holding this execution to wait.
+            let age = instance
+                .launch_time
+                .and_then(|t| SystemTime::now().duration_since(t).ok());
+            match age {
+                Some(age) if age < s.register_grace => Err(Error::NotRegisteredYet {
+                    instance: instance_id.into(),
+                    secs: age.as_secs(),
+                }),
+                _ => Ok(Err(Skip::NotManaged(instance_id.into()))),
+            }
+        }
     }
 }
 
@@ -108,25 +161,17 @@ async fn attach<A: Aws>(
             }));
         }
     };
-    if let Some(skip) = check_eni(&eni, &s.skip_tag) {
+    if let Some(skip) = check_eni(&eni, &s.skip_tag, &s.owner_markers) {
         return Ok(Decision::Skipped(skip));
     }
-    let Some(instance) = aws.describe_instance(instance_id).await? else {
-        return Ok(Decision::Skipped(Skip::InstanceGone(instance_id.into())));
-    };
-    if let Some(skip) = check_instance(&instance, &s.skip_tag) {
+    if let Err(skip) = ready_instance(aws, s, instance_id).await? {
         return Ok(Decision::Skipped(skip));
     }
-    aws.tag_eni(
-        eni_id,
-        &[
-            (TAG_INSTANCE, instance_id),
-            (TAG_ATTACHMENT, &attachment.id),
-        ],
-    )
-    .await?;
-    let sent = command::run(aws, s, instance_id, Action::Apply, eni_id, event_id).await?;
-    Ok(Decision::Sent(sent))
+    let tag = attachment_tag(&attachment.id);
+    aws.tag_eni(eni_id, &[(tag.as_str(), instance_id)]).await?;
+    let comment = Comment::new(event_id, eni_id);
+    let sent = command::send_once(aws, s, instance_id, Action::Apply, eni_id, &comment).await?;
+    Ok(Decision::Sent(vec![sent]))
 }
 
 /// The attach API returns before the attachment is complete: wait, bounded, for `attaching` to end.
@@ -158,19 +203,32 @@ async fn detach<A: Aws>(
     attachment_id: &str,
     trace: &mut Trace,
 ) -> Result<Decision, Error> {
-    let unknown = || {
-        Ok(Decision::Skipped(Skip::UnknownAttachment(
+    let tag = attachment_tag(attachment_id);
+    let found = aws.enis_with_tag_key(&tag).await?;
+    let Some((eni, instance_id)) = found
+        .into_iter()
+        .find_map(|e| e.tags.get(&tag).cloned().map(|i| (e, i)))
+    else {
+        return Ok(Decision::Skipped(Skip::UnknownAttachment(
             attachment_id.into(),
-        )))
-    };
-    let Some(eni) = aws.find_eni_by_tag(TAG_ATTACHMENT, attachment_id).await? else {
-        return unknown();
+        )));
     };
     trace.eni_id = Some(eni.id.clone());
-    let Some(instance_id) = eni.tags.get(TAG_INSTANCE).cloned() else {
-        return unknown();
-    };
     trace.instance_id = Some(instance_id.clone());
+    let decision = detach_decision(aws, s, event_id, &eni, &instance_id, attachment_id).await?;
+    // The attachment is handled: its tag has told its story (an ENI keeps at most 50 tags).
+    aws.untag_eni(&eni.id, &tag).await?;
+    Ok(decision)
+}
+
+async fn detach_decision<A: Aws>(
+    aws: &A,
+    s: &Settings,
+    event_id: &str,
+    eni: &Eni,
+    instance_id: &str,
+    attachment_id: &str,
+) -> Result<Decision, Error> {
     if eni.tags.contains_key(&s.skip_tag) {
         return Ok(Decision::Skipped(Skip::Tagged {
             on: "ENI",
@@ -178,24 +236,28 @@ async fn detach<A: Aws>(
         }));
     }
     if let Some(a) = &eni.attachment {
-        if a.id != attachment_id && matches!(a.status.as_str(), "attaching" | "attached") {
+        // Attached to the same instance again: removing would undo the newer attachment. An
+        // attachment to another instance is that instance's business; this one is cleaned.
+        let again = a.id != attachment_id
+            && a.instance_id == instance_id
+            && matches!(a.status.as_str(), "attaching" | "attached");
+        if again {
             return Ok(Decision::Skipped(Skip::Reattached {
                 eni: eni.id.clone(),
                 attachment: a.id.clone(),
             }));
         }
     }
-    let Some(instance) = aws.describe_instance(&instance_id).await? else {
-        return Ok(Decision::Skipped(Skip::InstanceGone(instance_id)));
-    };
-    if let Some(skip) = check_instance(&instance, &s.skip_tag) {
+    if let Err(skip) = ready_instance(aws, s, instance_id).await? {
         return Ok(Decision::Skipped(skip));
     }
-    let sent = command::run(aws, s, &instance_id, Action::Remove, &eni.id, event_id).await?;
-    Ok(Decision::Sent(sent))
+    let comment = Comment::new(event_id, &eni.id);
+    let sent = command::send_once(aws, s, instance_id, Action::Remove, &eni.id, &comment).await?;
+    Ok(Decision::Sent(vec![sent]))
 }
 
-/// ENIs attached at launch emit no attach record: configure them all once the instance runs.
+/// ENIs attached at launch emit no attach record: configure each managed one once the instance
+/// runs, by name (never `all`: the host cannot see the tags that exclude an ENI).
 async fn instance_running<A: Aws>(
     aws: &A,
     s: &Settings,
@@ -203,12 +265,6 @@ async fn instance_running<A: Aws>(
     instance_id: &str,
     trace: &mut Trace,
 ) -> Result<Decision, Error> {
-    let Some(instance) = aws.describe_instance(instance_id).await? else {
-        return Ok(Decision::Skipped(Skip::InstanceGone(instance_id.into())));
-    };
-    if let Some(skip) = check_instance(&instance, &s.skip_tag) {
-        return Ok(Decision::Skipped(skip));
-    }
     let enis = aws.enis_of_instance(instance_id).await?;
     let managed: Vec<&Eni> = enis
         .iter()
@@ -217,23 +273,106 @@ async fn instance_running<A: Aws>(
                 .as_ref()
                 .is_some_and(|a| a.instance_id == instance_id)
         })
-        .filter(|e| !is_primary(e) && check_eni(e, &s.skip_tag).is_none())
+        .filter(|e| !is_primary(e) && check_eni(e, &s.skip_tag, &s.owner_markers).is_none())
         .collect();
     if managed.is_empty() {
         return Ok(Decision::Skipped(Skip::NoSecondaryEnis));
     }
-    trace.eni_id = Some("all".into());
-    for eni in &managed {
+    if let Err(skip) = ready_instance(aws, s, instance_id).await? {
+        return Ok(Decision::Skipped(skip));
+    }
+    trace.eni_id = Some(
+        managed
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    let mut sent = Vec::new();
+    for eni in managed {
         if let Some(a) = &eni.attachment {
-            aws.tag_eni(
-                &eni.id,
-                &[(TAG_INSTANCE, instance_id), (TAG_ATTACHMENT, &a.id)],
-            )
-            .await?;
+            let tag = attachment_tag(&a.id);
+            aws.tag_eni(&eni.id, &[(tag.as_str(), instance_id)]).await?;
+        }
+        let comment = Comment::new(event_id, &eni.id);
+        sent.push(command::send_once(aws, s, instance_id, Action::Apply, &eni.id, &comment).await?);
+    }
+    Ok(Decision::Sent(sent))
+}
+
+/// A command of ours ended without success: exit 3 (the ENI was not there yet) is sent again,
+/// bounded; anything else is an error answer that names the cause and carries the report.
+async fn command_ended<A: Aws>(
+    aws: &A,
+    s: &Settings,
+    command_id: &str,
+    instance_id: &str,
+    document: &str,
+    trace: &mut Trace,
+) -> Result<Decision, Error> {
+    if !same_document(document, &s.document_name) {
+        return Ok(Decision::Skipped(Skip::OtherDocument(document.into())));
+    }
+    let Some(info) = aws.get_command(command_id).await? else {
+        return Ok(Decision::Skipped(Skip::NotOurs(command_id.into())));
+    };
+    let (Some(comment), Some(action), Some(target)) = (
+        Comment::parse(&info.comment),
+        info.parameter("action").and_then(Action::parse),
+        info.parameter("target"),
+    ) else {
+        return Ok(Decision::Skipped(Skip::NotOurs(command_id.into())));
+    };
+    trace.eni_id = Some(target.to_string());
+    let run = aws
+        .get_invocation(command_id, instance_id, RUN_STEP)
+        .await?;
+    let failed = |cause: String, download: Option<crate::aws::Invocation>| {
+        Error::CommandFailed(Box::new(CommandFailure {
+            command_id: command_id.into(),
+            instance_id: instance_id.into(),
+            action: action.as_str().into(),
+            target: target.into(),
+            status: run.status.clone(),
+            response_code: run.response_code,
+            cause,
+            report: command::report(&run, download.as_ref()),
+        }))
+    };
+    match classify(&run) {
+        Outcome::Succeeded => Ok(Decision::Skipped(Skip::Succeeded(command_id.into()))),
+        Outcome::NotThereYet if comment.attempt <= s.max_resends => {
+            let next = comment.next();
+            let sent = command::send_once(aws, s, instance_id, action, target, &next).await?;
+            Ok(Decision::Sent(vec![sent]))
+        }
+        Outcome::NotThereYet => Err(failed(
+            format!(
+                "the ENI did not appear on the instance (exit 3) in {} attempts",
+                comment.attempt
+            ),
+            None,
+        )),
+        Outcome::Failed(cause) => {
+            // The run step did not get to run: say why the download failed.
+            let download = if run.response_code < 0 || run.stdout.trim().is_empty() {
+                aws.get_invocation(command_id, instance_id, DOWNLOAD_STEP)
+                    .await
+                    .ok()
+            } else {
+                None
+            };
+            Err(failed(cause, download))
         }
     }
-    let sent = command::run(aws, s, instance_id, Action::Apply, "all", event_id).await?;
-    Ok(Decision::Sent(sent))
+}
+
+/// The setting may be a name or an ARN; events carry the name.
+fn same_document(event_document: &str, setting: &str) -> bool {
+    setting == event_document
+        || setting
+            .rsplit_once(":document/")
+            .is_some_and(|(_, name)| name == event_document)
 }
 
 #[cfg(test)]

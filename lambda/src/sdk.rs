@@ -1,7 +1,7 @@
 //! [`Aws`] over the AWS SDK. Clients are built once per cold start and shared by all invocations.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -9,15 +9,26 @@ use aws_config::BehaviorVersion;
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, NetworkInterface, Tag};
-use aws_sdk_ssm::types::CloudWatchOutputConfig;
+use aws_sdk_ssm::types::{
+    CloudWatchOutputConfig, CommandFilter, CommandFilterKey, InstanceInformationStringFilter,
+};
 
-use crate::aws::{Attachment, Aws, CommandRequest, Eni, Instance, Invocation, Tags};
+use crate::aws::{
+    Attachment, Aws, CommandInfo, CommandRequest, Eni, Instance, Invocation, ManagedInstance, Tags,
+};
 use crate::config::Settings;
 use crate::error::Error;
+
+/// How far back a command for the same event is looked for: EventBridge retries an event for up
+/// to a day (the stack's MaximumEventAgeInSeconds), Lambda's own retries for six hours.
+const LOOKBACK: Duration = Duration::from_secs(26 * 3600);
 
 pub struct Sdk {
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
+    /// For SendCommand only: the SDK's retries are off, because a retry after a lost answer
+    /// would send a second command. command.rs looks (ListCommands) before it sends again.
+    ssm_send: aws_sdk_ssm::Client,
 }
 
 impl Sdk {
@@ -37,9 +48,13 @@ impl Sdk {
             .timeout_config(timeouts)
             .load()
             .await;
+        let send_conf = aws_sdk_ssm::config::Builder::from(&conf)
+            .retry_config(RetryConfig::disabled())
+            .build();
         Sdk {
             ec2: aws_sdk_ec2::Client::new(&conf),
             ssm: aws_sdk_ssm::Client::new(&conf),
+            ssm_send: aws_sdk_ssm::Client::from_conf(send_conf),
         }
     }
 }
@@ -93,6 +108,7 @@ fn eni(n: &NetworkInterface) -> Eni {
             .map(|t| t.as_str().to_string())
             .unwrap_or_else(|| "interface".into()),
         description: n.description().unwrap_or_default().into(),
+        requester_managed: n.requester_managed().unwrap_or(false),
         tags: tags(n.tag_set()),
         attachment: n.attachment().map(|a| Attachment {
             id: a.attachment_id().unwrap_or_default().into(),
@@ -149,12 +165,9 @@ impl Aws for Sdk {
         self.enis_where(filter).await
     }
 
-    async fn find_eni_by_tag(&self, key: &str, value: &str) -> Result<Option<Eni>, Error> {
-        let filter = Filter::builder()
-            .name(format!("tag:{key}"))
-            .values(value)
-            .build();
-        Ok(self.enis_where(filter).await?.into_iter().next())
+    async fn enis_with_tag_key(&self, key: &str) -> Result<Vec<Eni>, Error> {
+        let filter = Filter::builder().name("tag-key").values(key).build();
+        self.enis_where(filter).await
     }
 
     async fn describe_instance(&self, instance_id: &str) -> Result<Option<Instance>, Error> {
@@ -182,7 +195,45 @@ impl Aws for Sdk {
                 .and_then(|s| s.name())
                 .map(|n| n.as_str().to_string())
                 .unwrap_or_default(),
+            launch_time: i.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
             tags: tags(i.tags()),
+        }))
+    }
+
+    async fn managed_instance(&self, instance_id: &str) -> Result<Option<ManagedInstance>, Error> {
+        const OP: &str = "ssm:DescribeInstanceInformation";
+        let filter = InstanceInformationStringFilter::builder()
+            .key("InstanceIds")
+            .values(instance_id)
+            .build()
+            .map_err(|e| Error::aws(OP, "ConstructionFailure", e.to_string()))?;
+        let res = self
+            .ssm
+            .describe_instance_information()
+            .filters(filter)
+            .send()
+            .await
+            .map_err(|e| sdk_error(OP, e));
+        let out = match res {
+            Ok(out) => out,
+            // Some accounts answer this for an instance Systems Manager has never seen.
+            Err(Error::Aws { code, .. }) if code == "InvalidInstanceId" => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let found = out
+            .instance_information_list()
+            .iter()
+            .find(|i| i.instance_id() == Some(instance_id));
+        Ok(found.map(|i| ManagedInstance {
+            ping_status: i
+                .ping_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            platform_type: i
+                .platform_type()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            agent_version: i.agent_version().unwrap_or_default().into(),
         }))
     }
 
@@ -197,6 +248,17 @@ impl Aws for Sdk {
         Ok(())
     }
 
+    async fn untag_eni(&self, eni_id: &str, key: &str) -> Result<(), Error> {
+        self.ec2
+            .delete_tags()
+            .resources(eni_id)
+            .tags(Tag::builder().key(key).build())
+            .send()
+            .await
+            .map_err(|e| sdk_error("ec2:DeleteTags", e))?;
+        Ok(())
+    }
+
     async fn send_command(&self, r: &CommandRequest) -> Result<String, Error> {
         const OP: &str = "ssm:SendCommand";
         let output_config = r.log_group.as_ref().map(|group| {
@@ -206,13 +268,14 @@ impl Aws for Sdk {
                 .build()
         });
         let out = self
-            .ssm
+            .ssm_send
             .send_command()
             .document_name(&r.document_name)
             .instance_ids(&r.instance_id)
             .parameters("action", vec![r.action.as_str().to_string()])
             .parameters("target", vec![r.target.clone()])
             .comment(&r.comment)
+            .timeout_seconds(r.timeout_seconds)
             .set_cloud_watch_output_config(output_config)
             .send()
             .await
@@ -223,16 +286,91 @@ impl Aws for Sdk {
             .ok_or_else(|| Error::aws(OP, "NoCommandId", "the answer carried no command id"))
     }
 
+    async fn find_command(
+        &self,
+        document: &str,
+        instance_id: &str,
+        comment: &str,
+    ) -> Result<Option<String>, Error> {
+        const OP: &str = "ssm:ListCommands";
+        // Whole seconds: the documented form is 2024-07-07T00:00:00Z.
+        let since = aws_sdk_ssm::primitives::DateTime::from_secs(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .saturating_sub(LOOKBACK)
+                .as_secs() as i64,
+        );
+        let filter = |key: CommandFilterKey, value: String| {
+            CommandFilter::builder()
+                .key(key)
+                .value(value)
+                .build()
+                .map_err(|e| Error::aws(OP, "ConstructionFailure", e.to_string()))
+        };
+        let mut pages = self
+            .ssm
+            .list_commands()
+            .instance_id(instance_id)
+            .filters(filter(
+                CommandFilterKey::DocumentName,
+                document.to_string(),
+            )?)
+            .filters(filter(
+                CommandFilterKey::InvokedAfter,
+                since
+                    .fmt(aws_sdk_ssm::primitives::DateTimeFormat::DateTime)
+                    .map_err(|e| Error::aws(OP, "ConstructionFailure", e.to_string()))?,
+            )?)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_error(OP, e))?;
+            if let Some(c) = page
+                .commands()
+                .iter()
+                .find(|c| c.comment() == Some(comment))
+            {
+                return Ok(c.command_id().map(str::to_string));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn get_command(&self, command_id: &str) -> Result<Option<CommandInfo>, Error> {
+        let res = self
+            .ssm
+            .list_commands()
+            .command_id(command_id)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ssm:ListCommands", e));
+        let out = match res {
+            Ok(out) => out,
+            Err(Error::Aws { code, .. }) if code == "InvalidCommandId" => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(out.commands().first().map(|c| CommandInfo {
+            command_id: c.command_id().unwrap_or_default().into(),
+            document_name: c.document_name().unwrap_or_default().into(),
+            comment: c.comment().unwrap_or_default().into(),
+            instance_ids: c.instance_ids().to_vec(),
+            parameters: c.parameters().cloned().unwrap_or_default(),
+        }))
+    }
+
     async fn get_invocation(
         &self,
         command_id: &str,
         instance_id: &str,
+        step: &str,
     ) -> Result<Invocation, Error> {
         let out = self
             .ssm
             .get_command_invocation()
             .command_id(command_id)
             .instance_id(instance_id)
+            .plugin_name(step)
             .send()
             .await
             .map_err(|e| sdk_error("ssm:GetCommandInvocation", e))?;
@@ -242,6 +380,7 @@ impl Aws for Sdk {
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default(),
             details: out.status_details().unwrap_or_default().into(),
+            response_code: out.response_code(),
             stdout: out.standard_output_content().unwrap_or_default().into(),
             stderr: out.standard_error_content().unwrap_or_default().into(),
         })

@@ -34,6 +34,9 @@ pub fn init_logging() {
 pub enum Outcome {
     Configured,
     Skipped,
+    /// Skipped because Systems Manager cannot reach the instance (unmanaged, offline, agent too
+    /// old): counted as Skipped and as Unreachable, which is worth an alarm of its own.
+    Unreachable,
     Failed,
 }
 
@@ -50,6 +53,7 @@ pub fn emf_line(
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default();
     let count = |o: Outcome| u8::from(o == outcome);
+    let skipped = u8::from(matches!(outcome, Outcome::Skipped | Outcome::Unreachable));
     json!({
         "_aws": {
             "Timestamp": timestamp,
@@ -59,6 +63,7 @@ pub fn emf_line(
                 "Metrics": [
                     {"Name": "Configured", "Unit": "Count"},
                     {"Name": "Skipped", "Unit": "Count"},
+                    {"Name": "Unreachable", "Unit": "Count"},
                     {"Name": "Failed", "Unit": "Count"},
                     {"Name": "Latency", "Unit": "Milliseconds"}
                 ]
@@ -66,7 +71,8 @@ pub fn emf_line(
         },
         "Event": kind,
         "Configured": count(Outcome::Configured),
-        "Skipped": count(Outcome::Skipped),
+        "Skipped": skipped,
+        "Unreachable": count(Outcome::Unreachable),
         "Failed": count(Outcome::Failed),
         "Latency": latency.as_secs_f64() * 1000.0,
         "event_id": event_id,
@@ -96,8 +102,21 @@ mod tests {
             assert!(v[name].is_number(), "metric {name} has no value");
         }
         assert_eq!(v["Skipped"], 1);
+        assert_eq!(v["Unreachable"], 0);
         assert_eq!(v["Configured"], 0);
         assert_eq!(v["Event"], "attach");
         assert_eq!(v["Latency"], 12.0);
+        let line = emf_line(
+            "symroute",
+            "attach",
+            Outcome::Unreachable,
+            Duration::ZERO,
+            "ev-2",
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            (v["Skipped"].clone(), v["Unreachable"].clone()),
+            (1.into(), 1.into())
+        );
     }
 }

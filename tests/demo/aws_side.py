@@ -76,7 +76,7 @@ class Side:
                 rules.append({"name": rule["Name"], "pattern": json.loads(rule["EventPattern"])})
         if not rules:
             raise RuntimeError(f"stack {stack_name} has no rule targeting {function_arn}")
-        keys = {name: f"agent/{digest}/{name}" for name, digest in sums.items()}
+        keys = {name: upload_agent.release_prefix(sums) + name for name in sums}
         return {"outputs": outputs, "function_env": function["Environment"]["Variables"],
                 "rules": rules, "queue_url": self.queue_url, "agent_keys": keys}
 
@@ -184,8 +184,7 @@ class Side:
     # --- SSM -------------------------------------------------------------------------------
 
     def commands(self, instance_id: str) -> dict:
-        """Commands SSM holds for the instance. moto lists every instance of the region for a
-        command sent without Targets, so callers check the parameters too."""
+        """Commands SSM holds for the instance (the strict layer lists only true recipients)."""
         listed = self.c["ssm"].list_commands(InstanceId=instance_id)["Commands"]
         return {"commands": [{"command_id": c["CommandId"], "document": c["DocumentName"],
                               "instance_ids": c.get("InstanceIds", []),

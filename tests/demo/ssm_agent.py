@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """A stand-in for the SSM Agent of one instance, for `make demo` and the end-to-end tests.
 
-It polls the local moto (AWS_ENDPOINT_URL) for commands sent to its instance, takes the
-document from SSM as deployed, and runs it as the SSM Agent would (tests/stack/ssmdoc.py:
-parameter checks, ENV_VAR interpolation, aws:downloadContent from moto's S3) with the shell
-steps inside the instance's network namespace and its own filesystem view (see INSTANCE_FS),
-so an agent that persists never touches this host.
+It registers its instance with Systems Manager (the strict layer in front of moto: Online,
+Linux, the chosen agent version), polls for commands sent to its instance, takes the document
+from SSM as deployed, and runs it as the SSM Agent would (tests/stack/ssmdoc.py: RE2 parameter
+checks, ENV_VAR interpolation for a new agent or text substitution for an old one, a private
+download directory per command, at most five commands at once) with the shell steps inside the
+instance's network namespace and its own copy-on-write /etc and /var/lib (instancefs.py). When a
+command ends it reports the result to Systems Manager, which emits the command status-change
+event, as the real service does.
 
-moto keeps no command results, so each finished command is one JSON line on stdout:
-{"command_id", "parameters", "exit_code", "steps": [{"name", "exit_code"}], "stdout", "stderr"}.
+Each finished command is also one JSON line on stdout:
+{"command_id", "parameters", "exit_code", "status", "steps": [{"name", "exit_code"}], "stdout", "stderr"}.
 It stops when stdin closes.
 """
 from __future__ import annotations
@@ -17,8 +20,8 @@ import argparse
 import json
 import os
 import sys
-import subprocess
 import threading
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -28,74 +31,40 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "stack"))
 import ssmdoc  # noqa: E402
 import stack  # noqa: E402
-from run_document import NETWORK_CONFIG  # noqa: E402
-
-# The instance's own filesystem: the agent persists what it does (systemd units, udev rules,
-# its own copy under /var/lib), which on this machine would land in the host's. One holder
-# process keeps a mount namespace in which /etc and /var/lib are copy-on-write over a tmpfs and
-# the network configuration directories are empty; every command runs in it (nsenter), so what
-# one command persists the next one sees, as on a real instance, and the host sees nothing.
-INSTANCE_FS = ('s=$1; shift; mount -t tmpfs symroute-instance "$s" || exit 125; '
-               'for d in /etc /var/lib; do n=$(printf %s "$d" | tr / _); '
-               'mkdir -p "$s/u$n" "$s/w$n" && mount -t overlay symroute-instance '
-               '-o "lowerdir=$d,upperdir=$s/u$n,workdir=$s/w$n" "$d" || exit 125; done; '
-               'for d in "$@"; do [ -d "$d" ] && mount -t tmpfs symroute-instance "$d"; done; '
-               'echo ready; exec sleep infinity')
-
-
-def instance_fs(netns: str, scratch: Path) -> subprocess.Popen:
-    scratch.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen(["ip", "netns", "exec", netns, "unshare", "-m", "--propagation", "private",
-                               "sh", "-c", INSTANCE_FS, "instance-fs", str(scratch), *NETWORK_CONFIG],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
-    if holder.stdout.readline().strip() != "ready":
-        holder.kill()
-        raise SystemExit(f"ssm_agent: cannot give {netns} a private filesystem")
-    return holder
-
+from instancefs import InstanceFs  # noqa: E402
 
 # How often to ask SSM for new commands; the real agent long-polls its message service.
 POLL_SECONDS = 0.1
+AGENT_VERSIONS = {ssmdoc.Agent.NEW: "3.3.2746.0", ssmdoc.Agent.OLD: "3.2.1705.0"}
 
 
-def is_ours(ec2, command: dict, instance_id: str) -> bool:
-    """moto puts every instance of the region into InstanceIds of a command sent without
-    Targets, so the ENI named by `target` decides: the instance the Lambda tagged it with at
-    attach (still there after a detach), else the one it is attached to."""
-    if instance_id not in command.get("InstanceIds", []):
-        return False
-    target = command.get("Parameters", {}).get("target", ["all"])[0]
-    if not target.startswith("eni-"):
-        return True
-    enis = ec2.describe_network_interfaces(Filters=[{"Name": "network-interface-id", "Values": [target]}])
-    for eni in enis["NetworkInterfaces"]:
-        tags = {t["Key"]: t["Value"] for t in eni.get("TagSet", [])}
-        owner = tags.get("symroute:instance-id") or eni.get("Attachment", {}).get("InstanceId")
-        return owner == instance_id
-    return False
+def control(path: str, body: dict) -> dict:
+    req = urllib.request.Request(os.environ["AWS_ENDPOINT_URL"] + path, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as res:
+        return json.loads(res.read())
 
 
 def run_command(ssm, command: dict, args) -> dict:
     content = ssm.get_document(Name=command["DocumentName"])["Content"]
     document = yaml.safe_load(content)
     parameters = {k: v[0] for k, v in command.get("Parameters", {}).items()}
-    work = args.workdir / command["CommandId"]
-    root = work / "root"
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-           "SYMROUTE_DOWNLOAD_DIR": str(root / "var/lib/symroute/download"),
            "AWS_EC2_METADATA_SERVICE_ENDPOINT": args.imds}
-    # ip netns exec, unshare and sh all exec: the holder's pid is the one to enter.
-    wrap = ["nsenter", "--target", str(args.holder), "--mount", "--net", "--"]
     line = {"command_id": command["CommandId"], "parameters": parameters}
     try:
-        result = ssmdoc.run(document, parameters, fetch=stack.s3_fetch, orchestration=work / "orchestration",
-                            wrap=wrap, env=env, root=root)
+        result = ssmdoc.run(document, parameters, source=stack.s3_source,
+                            orchestration=args.workdir / "orchestration", command_id=command["CommandId"],
+                            agent=args.agent, wrap=args.fs.wrap, env=env)
     except ssmdoc.InvalidParameters as err:
-        return {**line, "exit_code": 64, "steps": [], "stdout": "", "stderr": f"InvalidParameters: {err}"}
+        return {**line, "exit_code": 1, "status": "Failed", "steps": [], "stdout": "",
+                "stderr": f"InvalidParameters: {err}"}
     shell = [s for s in result.steps if s.action == "aws:runShellScript"]
     failed_downloads = [f"{s.name}: {s.stderr}" for s in result.steps if s.exit_code and s not in shell]
-    return {**line, "exit_code": result.exit_code,
-            "steps": [{"name": s.name, "exit_code": s.exit_code} for s in result.steps],
+    return {**line, "exit_code": result.exit_code, "status": result.status,
+            "reboot_requested": result.reboot_requested,
+            "steps": [{"name": s.name, "exit_code": s.exit_code, "status": s.status, "stdout": s.stdout,
+                       "stderr": s.stderr} for s in result.steps],
             "stdout": "".join(s.stdout for s in shell),
             "stderr": "\n".join(failed_downloads + [s.stderr for s in shell if s.stderr])}
 
@@ -106,36 +75,53 @@ def main():
     parser.add_argument("--netns", required=True)
     parser.add_argument("--imds", required=True, help="the IMDS endpoint as seen inside the namespace")
     parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--agent", choices=[a.value for a in ssmdoc.Agent], default="new",
+                        help="emulate an SSM Agent with ENV_VAR interpolation (new) or without (old)")
     args = parser.parse_args()
+    args.agent = ssmdoc.Agent(args.agent)
     if not os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://127.0.0.1:"):
         raise SystemExit("ssm_agent: AWS_ENDPOINT_URL must name a moto server on 127.0.0.1")
-    ssm, ec2 = boto3.client("ssm"), boto3.client("ec2")
-    holder = instance_fs(args.netns, args.workdir / "instance-fs")
-    args.holder = holder.pid
+    ssm = boto3.client("ssm")
+    args.fs = InstanceFs(args.netns, args.workdir / "instance-fs")
+    control("/_strict/register", {"instance_id": args.instance_id, "agent_version": AGENT_VERSIONS[args.agent]})
+    # The caller waits for this before it sends anything: an unregistered instance is unmanaged.
+    sys.stdout.write(json.dumps({"registered": args.instance_id, "agent_version": AGENT_VERSIONS[args.agent]}) + "\n")
+    sys.stdout.flush()
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     seen, out = set(), threading.Lock()
+    # The SSM Agent runs commands side by side, up to CommandWorkersLimit (5): so does this.
+    workers = threading.BoundedSemaphore(ssmdoc.COMMAND_WORKERS)
     while not stop.wait(POLL_SECONDS):
+        # The strict layer lists only commands really sent to this instance.
         for command in ssm.list_commands(InstanceId=args.instance_id)["Commands"]:
             if command["CommandId"] in seen:
                 continue
-            # The Lambda tags the ENI before it sends, so one look decides for good.
             seen.add(command["CommandId"])
-            if not is_ours(ec2, command, args.instance_id):
-                continue
-            # The SSM Agent runs commands side by side (CommandWorkersLimit): so does this.
-            threading.Thread(target=report, args=(ssm, command, args, out), daemon=True).start()
-    holder.kill()
+            workers.acquire()
+            threading.Thread(target=report, args=(ssm, command, args, out, workers), daemon=True).start()
+    args.fs.close()
 
 
-def report(ssm, command: dict, args, out: threading.Lock):
+def report(ssm, command: dict, args, out: threading.Lock, workers: threading.BoundedSemaphore):
     try:
         line = run_command(ssm, command, args)
     except Exception as err:  # noqa: BLE001 - reported, and the agent keeps polling
-        line = {"command_id": command["CommandId"], "exit_code": 1, "steps": [], "stdout": "",
-                "stderr": f"ssm agent stand-in: {type(err).__name__}: {err}"}
+        line = {"command_id": command["CommandId"], "exit_code": 1, "status": "Failed", "steps": [],
+                "stdout": "", "stderr": f"ssm agent stand-in: {type(err).__name__}: {err}"}
+    finally:
+        workers.release()
+    steps = [{"name": s["name"], "status": s.get("status", "Failed"), "response_code": s["exit_code"],
+              "stdout": s.get("stdout", ""), "stderr": s.get("stderr", "")} for s in line.get("steps", [])]
+    try:
+        control("/_strict/report", {"command_id": line["command_id"], "instance_id": args.instance_id,
+                                    "status": line["status"], "steps": steps})
+    except OSError as err:
+        line["stderr"] += f"\nssm agent stand-in: could not report the result: {err}"
     with out:
-        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.write(json.dumps({k: v for k, v in line.items() if k != "steps"} |
+                                    {"steps": [{"name": s["name"], "exit_code": s["response_code"]} for s in steps]})
+                         + "\n")
         sys.stdout.flush()
 
 

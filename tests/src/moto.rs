@@ -1,5 +1,6 @@
-//! A real moto server (the local AWS API) on a free loopback port, and a fault-injecting proxy to
-//! put in front of it.
+//! A real moto server (the local AWS API) behind the strict layer (tests/aws/strict_moto.py: the
+//! contracts AWS enforces and moto does not) on a free loopback port, and a fault-injecting proxy
+//! to put in front of it.
 //!
 //! ```no_run
 //! let moto = symroute_testbed::moto::MotoServer::start()?;
@@ -57,10 +58,12 @@ pub struct MotoServer {
 }
 
 impl MotoServer {
-    /// Starts `moto_server` from the venv and waits until it accepts connections.
+    /// Starts moto behind the strict layer, from the venv, and waits until it accepts
+    /// connections.
     pub fn start() -> Result<Self> {
-        let bin = venv().join("bin/moto_server");
-        if !bin.is_file() {
+        let bin = venv().join("bin/python");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("aws/strict_moto.py");
+        if !venv().join("bin/moto_server").is_file() {
             return Err(Error::invalid(
                 "virtualenv",
                 venv().display().to_string(),
@@ -72,6 +75,7 @@ impl MotoServer {
             std::env::temp_dir().join(format!("symroute-moto-{}-{port}.log", std::process::id()));
         let out = File::create(&log)?;
         let child = Command::new(&bin)
+            .arg(&script)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -130,6 +134,80 @@ impl MotoServer {
     pub fn aws_env(&self) -> Vec<(&'static str, String)> {
         aws_env_for(&self.endpoint())
     }
+
+    /// Registers an instance with Systems Manager, as its SSM Agent would: Online, Linux,
+    /// agent 3.3.2746.0.
+    pub fn register(&self, instance_id: &str) -> Result<()> {
+        self.register_as(instance_id, "Online", "Linux", "3.3.2746.0")
+    }
+
+    pub fn register_as(
+        &self,
+        instance_id: &str,
+        ping_status: &str,
+        platform_type: &str,
+        agent_version: &str,
+    ) -> Result<()> {
+        let body = serde_json::json!({
+            "instance_id": instance_id, "ping_status": ping_status,
+            "platform_type": platform_type, "agent_version": agent_version,
+        });
+        control(self.port, "/_strict/register", &body).map(drop)
+    }
+
+    /// What an instance's SSM Agent reports when a command ends: its status and each step's
+    /// (name, status, exit code, stdout). Emits the status-change event.
+    pub fn report(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+        status: &str,
+        steps: &[(&str, &str, i32, &str)],
+    ) -> Result<()> {
+        let steps: Vec<serde_json::Value> = steps
+            .iter()
+            .map(|(name, status, code, stdout)| {
+                serde_json::json!({"name": name, "status": status, "response_code": code,
+                                   "stdout": stdout, "stderr": ""})
+            })
+            .collect();
+        let body = serde_json::json!({
+            "command_id": command_id, "instance_id": instance_id, "status": status, "steps": steps,
+        });
+        control(self.port, "/_strict/report", &body).map(drop)
+    }
+
+    /// What the strict layer recorded (commands and their true recipients, reports, refusals).
+    pub fn state(&self) -> Result<serde_json::Value> {
+        control(self.port, "/_strict/state", &serde_json::Value::Null)
+    }
+}
+
+/// One request to the strict layer's control endpoints (loopback, HTTP/1.1, closed after).
+fn control(port: u16, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let payload = body.to_string();
+    let method = if body.is_null() { "GET" } else { "POST" };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    )?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(Error::invalid(
+            "strict layer",
+            path.to_string(),
+            answer.clone(),
+        ));
+    }
+    serde_json::from_str(body)
+        .map_err(|e| Error::invalid("strict layer", path.to_string(), e.to_string()))
 }
 
 impl Drop for MotoServer {
@@ -144,9 +222,10 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Fractions of calls (0.0 to 1.0) the proxy answers itself instead of forwarding. Faults are
-/// decided before anything reaches moto, so a faulted call has no effect there: a client that
-/// retries cannot create duplicates because of the proxy.
+/// Fractions of calls (0.0 to 1.0) the proxy faults. All but `lose_answer` are answered by the
+/// proxy before anything reaches moto, so they have no effect there; `lose_answer` forwards the
+/// call, lets moto act on it, and then drops the connection without the answer: a client that
+/// retries blindly creates a duplicate, so "nothing duplicated" is something a test can fail.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Faults {
     /// Throttling in the service's own dialect (EC2 `RequestLimitExceeded` 503, SSM
@@ -158,6 +237,8 @@ pub struct Faults {
     pub drop: f64,
     /// SSM `InvalidInstanceId` on SendCommand (an agent not registered yet).
     pub invalid_instance: f64,
+    /// Forwarded and acted on, then the connection is closed before the answer.
+    pub lose_answer: f64,
     /// Same seed, same sequence of decisions for the same sequence of calls.
     pub seed: u64,
 }
@@ -170,6 +251,9 @@ pub struct FaultCounts {
     pub server_errors: u64,
     pub dropped: u64,
     pub invalid_instance: u64,
+    /// Of the forwarded calls, those whose answer was lost; per operation below.
+    pub lost_answers: u64,
+    pub lost_send_command_answers: u64,
 }
 
 #[derive(Default)]
@@ -179,6 +263,8 @@ struct Counters {
     server_errors: AtomicU64,
     dropped: AtomicU64,
     invalid_instance: AtomicU64,
+    lost_answers: AtomicU64,
+    lost_send_command_answers: AtomicU64,
 }
 
 struct ProxyState {
@@ -249,6 +335,8 @@ impl FaultProxy {
             server_errors: c.server_errors.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             invalid_instance: c.invalid_instance.load(Ordering::Relaxed),
+            lost_answers: c.lost_answers.load(Ordering::Relaxed),
+            lost_send_command_answers: c.lost_send_command_answers.load(Ordering::Relaxed),
         }
     }
 }
@@ -278,14 +366,17 @@ enum Fault {
     ServerError,
     Drop,
     InvalidInstance,
+    LoseAnswer,
 }
 
 impl ProxyState {
     fn decide(&self, is_send_command: bool) -> Option<Fault> {
         let f = &self.faults;
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        let (r, r2) = (rng.f64(), rng.f64());
-        if r < f.throttle {
+        let (r, r2, r3) = (rng.f64(), rng.f64(), rng.f64());
+        if r3 < f.lose_answer {
+            Some(Fault::LoseAnswer)
+        } else if r < f.throttle {
             Some(Fault::Throttle)
         } else if r < f.throttle + f.server_error {
             Some(Fault::ServerError)
@@ -349,6 +440,16 @@ impl ProxyState {
                     "InvalidInstanceId",
                     "Instances not in a valid state for account (injected)",
                 ))
+            }
+            Some(Fault::LoseAnswer) => {
+                c.forwarded.fetch_add(1, Ordering::Relaxed);
+                c.lost_answers.fetch_add(1, Ordering::Relaxed);
+                if is_send_command {
+                    c.lost_send_command_answers.fetch_add(1, Ordering::Relaxed);
+                }
+                // moto acts on it; the client never hears.
+                let _ = self.forward(parts, body).await;
+                Err(Dropped)
             }
             None => {
                 c.forwarded.fetch_add(1, Ordering::Relaxed);

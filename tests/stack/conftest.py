@@ -10,8 +10,7 @@ sys.path.insert(0, str(HERE))
 DOCUMENT = ROOT / "ssm-documents" / "symroute.yaml"
 TEMPLATE = ROOT / "infra" / "template.yaml"
 PATTERNS = ROOT / "eventbridge"
-# shared/ sits beside the checkout, in CI as here.
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "events"
+FIXTURES = ROOT / "tests" / "fixtures" / "events"
 
 
 def _free_port():
@@ -24,13 +23,14 @@ def _free_port():
 
 @pytest.fixture(scope="session")
 def moto_server():
-    """A real moto server on a free loopback port; yields the environment that points at it."""
+    """A real moto server behind the strict layer (tests/aws/strict_moto.py) on a free loopback
+    port; yields the environment that points at it."""
     import subprocess
     import time
     import urllib.request
 
     port = _free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "aws" / "strict_moto.py"), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -40,11 +40,12 @@ def moto_server():
                 break
             except OSError:
                 if proc.poll() is not None:
-                    pytest.fail("moto_server exited at start")
+                    pytest.fail("strict_moto.py exited at start")
                 time.sleep(0.05)
         else:
-            pytest.fail("moto_server did not start listening")
+            pytest.fail("strict_moto.py did not start listening")
         yield {
+            "SYMROUTE_STRICT_URL": url,
             "AWS_ENDPOINT_URL": url, "AWS_EC2_METADATA_DISABLED": "true",
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_SESSION_TOKEN": "testing", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",

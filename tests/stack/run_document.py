@@ -3,8 +3,10 @@
 
 The digests are pinned from --dist (as `make deploy` pins them from dist/agent); the download
 step is served from --bucket (default: --dist), so a test can put a tampered file there. With
---netns the script runs in that network namespace, in a private mount namespace whose network
-configuration directories are empty tmpfs, so an agent that persists never touches this host.
+--netns the script runs in that network namespace and in the instance's own copy-on-write /etc
+and /var/lib (instancefs.py), so an agent that persists never touches this host; without it,
+only a stand-in agent that writes nothing may be used. --agent old emulates an SSM Agent older
+than 3.3.2746.0 (text substitution, no SSM_ variables).
 
 Prints the agent's report (the runAgent step's stdout) and its stderr; exits with the command's
 exit code, or 64 when SSM would have refused the parameters.
@@ -17,13 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ssmdoc  # noqa: E402
+from instancefs import InstanceFs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = {"AgentSha256X8664": "symroute-linux-x86_64", "AgentSha256Aarch64": "symroute-linux-aarch64"}
-NETWORK_CONFIG = ["/etc/systemd/network", "/run/systemd/network", "/etc/network", "/etc/netplan",
-                  "/etc/NetworkManager", "/run/NetworkManager", "/etc/sysconfig"]
-GUARD = 'for d in "$@"; do [ "$d" = -- ] && break; [ -d "$d" ] && mount -t tmpfs symroute-test "$d"; done; ' \
-        'while [ "$1" != -- ]; do shift; done; shift; exec "$@"'
 
 
 def pair(text):
@@ -40,6 +39,7 @@ def main():
     parser.add_argument("--bucket", type=Path, help="what the download step serves (default: --dist)")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--netns")
+    parser.add_argument("--agent", choices=[a.value for a in ssmdoc.Agent], default="new")
     parser.add_argument("--env", type=pair, action="append", default=[])
     parser.add_argument("--param", type=pair, action="append", default=[])
     args = parser.parse_args()
@@ -51,19 +51,18 @@ def main():
         digests[name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "0" * 64
     document = ssmdoc.load(args.document, {"AWS::Region": "local-1", "AWS::URLSuffix": "amazonaws.com",
                                            "AgentBucket": "local-bucket", **digests})
-    root = args.workdir / "root"
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-           "SYMROUTE_DOWNLOAD_DIR": str(root / "var/lib/symroute/download"), **dict(args.env)}
-    wrap = None
-    if args.netns:
-        wrap = ["ip", "netns", "exec", args.netns, "unshare", "-m", "--propagation", "private",
-                "sh", "-c", GUARD, "guard", *NETWORK_CONFIG, "--"]
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **dict(args.env)}
+    fs = InstanceFs(args.netns, args.workdir / "instance-fs") if args.netns else None
     try:
-        result = ssmdoc.run(document, dict(args.param), fetch=ssmdoc.s3_from_directory(args.bucket or args.dist),
-                            orchestration=args.workdir / "orchestration", wrap=wrap, env=env, root=root)
+        result = ssmdoc.run(document, dict(args.param), source=ssmdoc.s3_from_directory(args.bucket or args.dist),
+                            orchestration=args.workdir / "orchestration", command_id="command",
+                            agent=ssmdoc.Agent(args.agent), wrap=fs.wrap if fs else None, env=env)
     except ssmdoc.InvalidParameters as err:
         print(f"InvalidParameters: {err}", file=sys.stderr)
         sys.exit(64)
+    finally:
+        if fs:
+            fs.close()
     for step in result.steps:
         if step.action == "aws:runShellScript":
             sys.stdout.write(step.stdout)

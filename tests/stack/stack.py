@@ -50,14 +50,23 @@ def deploy(stack_name: str, parameters: dict[str, str]) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
 
 
-def s3_fetch(url: str) -> bytes:
-    """aws:downloadContent's S3 source, served by moto: https://s3.<region>.<suffix>/<bucket>/<key>."""
+def s3_source(url: str) -> dict[str, bytes]:
+    """aws:downloadContent's S3 source, served by moto: https://s3.<region>.<suffix>/<bucket>/<key>.
+    A key ending in "/" is a prefix: every object under it, named relative to it (as the SSM
+    Agent lists and fetches them); FileNotFoundError when there is none."""
     parsed = urlparse(url)
     if not (parsed.scheme == "https" and parsed.netloc.startswith("s3.")):
         raise ValueError(f"not a path-style S3 URL: {url}")
     bucket, _, key = parsed.path.lstrip("/").partition("/")
     s3 = boto3.client("s3")
+    if key.endswith("/"):
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
+        files = {o["Key"][len(key):]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+                 for o in listed if not o["Key"].endswith("/")}
+        if not files:
+            raise FileNotFoundError(url)
+        return files
     try:
-        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return {key.rsplit("/", 1)[-1]: s3.get_object(Bucket=bucket, Key=key)["Body"].read()}
     except s3.exceptions.NoSuchKey as err:
         raise FileNotFoundError(url) from err

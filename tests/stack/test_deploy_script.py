@@ -58,34 +58,50 @@ def deploy(tmp_path, dist, stack_name):
     log = tmp_path / "sam.log"
     sam.write_text(FAKE_SAM.format(python=sys.executable, stack_dir=str(ROOT / "tests" / "stack"), log=str(log)))
     sam.chmod(0o755)
+    zip_file = tmp_path / "symroute-lambda-arm64.zip"
+    zip_file.write_bytes(b"PK\x05\x06" + b"\0" * 18)
     env = dict(os.environ, STACK_NAME=stack_name, SAM=str(sam), PY=sys.executable, AGENT_DIST=str(dist),
-               STACK_PARAMETERS="SkipTag=team:no-symroute")
+               LAMBDA_ZIP=str(zip_file), STACK_PARAMETERS="SkipTag=team:no-symroute")
     proc = subprocess.run([str(ROOT / "infra" / "deploy.sh")], env=env, capture_output=True, text=True)
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return proc, calls
 
 
-def test_first_deploy_then_an_update(aws, tmp_path):
+def release(digests):
+    prefix = f"agent/{digests['symroute-linux-x86_64']}-{digests['symroute-linux-aarch64']}/"
+    return {prefix + name for name in digests}
+
+
+def test_first_deploy_creates_disabled_uploads_then_enables(aws, tmp_path):
+    """Nothing may send a command naming an agent the bucket does not hold yet."""
     first = make_dist(tmp_path / "dist1", "v1")
     proc, calls = deploy(tmp_path, tmp_path / "dist1", "symroute-deploy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "does not exist yet" in proc.stdout
-    build, sam_deploy = (c["args"] for c in calls)
-    assert build[:2] == ["build", "--beta-features"]
-    assert build[build.index("--template-file") + 1] == "infra/template.yaml"
-    assert "--capabilities" in sam_deploy and sam_deploy[sam_deploy.index("--capabilities") + 1] == "CAPABILITY_IAM"
-    overrides = sam_deploy[sam_deploy.index("--parameter-overrides") + 1:]
+    # No `sam build`: the template points at the zip `make lambda` built; no beta features.
+    assert [c["args"][0] for c in calls] == ["deploy", "deploy"], calls
+    assert not [c for c in calls if "--beta-features" in c["args"]]
+    create, enable = (c["args"] for c in calls)
+    for call in (create, enable):
+        assert call[call.index("--template-file") + 1] == "infra/template.yaml"
+        assert call[call.index("--capabilities") + 1] == "CAPABILITY_IAM"
+    overrides = create[create.index("--parameter-overrides") + 1:]
     assert overrides == [f"AgentSha256X8664={first['symroute-linux-x86_64']}",
-                         f"AgentSha256Aarch64={first['symroute-linux-aarch64']}", "SkipTag=team:no-symroute"]
+                         f"AgentSha256Aarch64={first['symroute-linux-aarch64']}", "SkipTag=team:no-symroute",
+                         "Enabled=false"]
+    assert enable[-1] == "Enabled=true"
+    # When the stack was enabled, the agent was already in its bucket.
+    assert set(calls[1]["bucket_keys_at_deploy"]) == release(first)
 
     outputs = {o["OutputKey"]: o["OutputValue"] for o in
                boto3.client("cloudformation").describe_stacks(StackName="symroute-deploy")["Stacks"][0]["Outputs"]}
     bucket = outputs["AgentBucket"]
     s3 = boto3.client("s3")
-    for name, digest in first.items():
-        assert s3.get_object(Bucket=bucket, Key=f"agent/{digest}/{name}")["Body"].read() == (tmp_path / "dist1" / name).read_bytes()
+    for key in release(first):
+        name = key.rsplit("/", 1)[-1]
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == (tmp_path / "dist1" / name).read_bytes()
     doc = yaml.safe_load(boto3.client("ssm").get_document(Name=outputs["DocumentName"])["Content"])
-    assert f"sha_x86_64='{first['symroute-linux-x86_64']}'" in doc["mainSteps"][2]["inputs"]["runCommand"]
+    assert f"sha_x86_64='{first['symroute-linux-x86_64']}'" in doc["mainSteps"][1]["inputs"]["runCommand"]
     assert "AgentBucket" in proc.stdout and bucket in proc.stdout
 
     # A new agent: its objects are in the bucket before the stack (and its document) change.
@@ -93,11 +109,22 @@ def test_first_deploy_then_an_update(aws, tmp_path):
     (tmp_path / "sam.log").unlink()
     proc, calls = deploy(tmp_path, tmp_path / "dist2", "symroute-deploy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    v1 = {f"agent/{d}/{n}" for n, d in first.items()}
-    v2 = {f"agent/{d}/{n}" for n, d in second.items()}
-    at_deploy = set(calls[1]["bucket_keys_at_deploy"])
-    assert at_deploy == v1 | v2, "the new agent was not in the bucket before the stack update"
-    assert {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == v1 | v2
+    assert len(calls) == 1 and calls[0]["args"][-1] == "Enabled=true", calls
+    at_deploy = set(calls[0]["bucket_keys_at_deploy"])
+    assert at_deploy == release(first) | release(second), "the new agent was not in the bucket before the update"
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]} == release(first) | release(second)
+
+
+def test_refuses_without_the_lambda_zip(aws, tmp_path):
+    make_dist(tmp_path / "dist", "v1")
+    sam = tmp_path / "sam"
+    sam.write_text("#!/bin/sh\ntouch " + str(tmp_path / "sam-ran") + "\n")
+    sam.chmod(0o755)
+    env = dict(os.environ, STACK_NAME="symroute-nozip", SAM=str(sam), PY=sys.executable,
+               AGENT_DIST=str(tmp_path / "dist"), LAMBDA_ZIP=str(tmp_path / "absent.zip"))
+    proc = subprocess.run([str(ROOT / "infra" / "deploy.sh")], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "make lambda" in proc.stderr, proc.stderr
+    assert not (tmp_path / "sam-ran").exists()
 
 
 def test_refuses_a_dist_that_does_not_match_its_sums(aws, tmp_path):

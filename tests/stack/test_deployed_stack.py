@@ -57,36 +57,36 @@ def document(outputs):
 
 
 def run(deployed, name, **parameters):
-    tmp = deployed["tmp"] / name
-    root = tmp / "root"
-    env = {"PATH": os.environ["PATH"], "SYMROUTE_DOWNLOAD_DIR": str(root / "var/lib/symroute/download")}
     deployed["marker"].unlink(missing_ok=True)
-    return ssmdoc.run(document(deployed["outputs"]), parameters, fetch=stack.s3_fetch,
-                      orchestration=tmp / "orchestration", env=env, root=root)
+    return ssmdoc.run(document(deployed["outputs"]), parameters, source=stack.s3_source,
+                      orchestration=deployed["tmp"] / "orchestration", command_id=name,
+                      env={"PATH": os.environ["PATH"]})
+
+
+def release(params):
+    return f"agent/{params['AgentSha256X8664']}-{params['AgentSha256Aarch64']}/"
 
 
 def test_deployed_document_carries_the_digests_and_bucket(deployed):
     doc, params = document(deployed["outputs"]), deployed["parameters"]
     assert "@@" not in json.dumps(doc)
     bucket = deployed["outputs"]["AgentBucket"]
-    paths = [json.loads(s["inputs"]["sourceInfo"])["path"] for s in doc["mainSteps"][:2]]
-    assert paths == [
-        f"https://s3.us-east-1.amazonaws.com/{bucket}/agent/{params['AgentSha256X8664']}/symroute-linux-x86_64",
-        f"https://s3.us-east-1.amazonaws.com/{bucket}/agent/{params['AgentSha256Aarch64']}/symroute-linux-aarch64"]
-    script = doc["mainSteps"][2]["inputs"]["runCommand"]
+    paths = [json.loads(s["inputs"]["sourceInfo"])["path"] for s in doc["mainSteps"][:1]]
+    assert paths == [f"https://s3.us-east-1.amazonaws.com/{bucket}/{release(params)}"]
+    script = doc["mainSteps"][1]["inputs"]["runCommand"]
     assert f"sha_x86_64='{params['AgentSha256X8664']}'" in script
     assert f"sha_aarch64='{params['AgentSha256Aarch64']}'" in script
 
 
 def test_deployed_document_runs_the_uploaded_agent(deployed):
     result = run(deployed, "apply", action="apply", target="eni-0a9c4b60624c0e41d")
-    assert [s.exit_code for s in result.steps] == [0, 0, 0], result.steps
+    assert [s.exit_code for s in result.steps] == [0, 0], result.steps
     assert deployed["marker"].read_text().splitlines() == ["apply", "--eni", "eni-0a9c4b60624c0e41d", "--json"]
 
 
 def test_a_tampered_object_in_the_bucket_is_refused(deployed):
     bucket = deployed["outputs"]["AgentBucket"]
-    key = f"agent/{deployed['parameters'][{'symroute-linux-x86_64': 'AgentSha256X8664', 'symroute-linux-aarch64': 'AgentSha256Aarch64'}[HERE_FILE]]}/{HERE_FILE}"
+    key = release(deployed["parameters"]) + HERE_FILE
     s3 = boto3.client("s3")
     original = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     pwned = deployed["tmp"] / "pwned"
@@ -115,7 +115,9 @@ def test_rules_carry_the_pattern_files_and_target_the_lambda(deployed):
     function_arn = boto3.client("lambda").get_function(
         FunctionName=deployed["outputs"]["FunctionName"])["Configuration"]["FunctionArn"]
     canonical = lambda pattern: json.dumps(pattern, sort_keys=True)
-    patterns = sorted(canonical(json.loads(p.read_text())) for p in PATTERNS.glob("*.json"))
+    document = deployed["outputs"]["DocumentName"]
+    patterns = sorted(canonical(json.loads(p.read_text().replace("@@Document@@", document)))
+                      for p in PATTERNS.glob("*.json"))
     rules = [r for r in events.list_rules()["Rules"] if r["Name"].startswith("symroute-test-")]
     assert sorted(canonical(json.loads(r["EventPattern"])) for r in rules) == patterns
     for rule in rules:

@@ -7,11 +7,17 @@ from moto.events.models import EventPattern
 
 from conftest import FIXTURES, PATTERNS
 
-NAMES = ["attach-network-interface", "detach-network-interface", "instance-running"]
+NAMES = ["attach-network-interface", "detach-network-interface", "instance-running", "command-status"]
+# The stack's own document, as the deployed command-status pattern names it.
+DOCUMENT_NAME = "symroute-Document-AbCdEf123456"
+
+
+def pattern_text(name):
+    return (PATTERNS / f"{name}.json").read_text().replace("@@Document@@", DOCUMENT_NAME)
 
 
 def pattern(name):
-    return EventPattern.load((PATTERNS / f"{name}.json").read_text())
+    return EventPattern.load(pattern_text(name))
 
 
 def fixture(name):
@@ -33,7 +39,7 @@ def variant(name, **detail):
 
 
 def test_fixtures_are_present():
-    for name in ["attach", "attach-failed", "detach", "instance-running"]:
+    for name in ["attach", "attach-failed", "detach", "instance-running", "command-invocation"]:
         assert (FIXTURES / f"{name}.json").is_file(), f"missing {FIXTURES}/{name}.json"
 
 
@@ -86,4 +92,22 @@ def test_an_empty_error_code_still_counts_as_a_failure():
 def test_patterns_are_what_moto_accepts_as_valid():
     for name in NAMES:
         p = pattern(name)
-        assert p.get_pattern() == json.loads((PATTERNS / f"{name}.json").read_text())
+        assert p.get_pattern() == json.loads(pattern_text(name))
+
+
+def test_a_failed_command_of_our_document_matches_the_command_status_pattern_only():
+    assert matching(fixture("command-invocation")) == ["command-status"]
+
+
+@pytest.mark.parametrize("status", ["Failed", "TimedOut", "Cancelled"])
+def test_every_unsuccessful_end_reaches_the_function(status):
+    assert matching(variant("command-invocation", status=status)) == ["command-status"]
+
+
+@pytest.mark.parametrize("status", ["Success", "Pending", "InProgress", "Delayed", "Cancelling"])
+def test_success_and_in_flight_statuses_match_nothing(status):
+    assert matching(variant("command-invocation", status=status)) == []
+
+
+def test_other_documents_commands_match_nothing():
+    assert matching(variant("command-invocation", **{"document-name": "AWS-RunShellScript"})) == []

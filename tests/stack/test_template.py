@@ -67,34 +67,65 @@ def test_document_placeholders_all_resolve():
     assert names <= known, names - known
 
 
+def pattern_file(name):
+    """A pattern file as the template embeds it: a whole "@@Name@@" string is {"Ref": "Name"}."""
+    text = re.sub(r'"@@([A-Za-z0-9]+)@@"', r'{"Ref": "\1"}', (PATTERNS / f"{name}.json").read_text())
+    return json.loads(text)
+
+
 @pytest.mark.parametrize("event,name", [("Attach", "attach-network-interface"),
                                         ("Detach", "detach-network-interface"),
-                                        ("Running", "instance-running")])
+                                        ("Running", "instance-running"),
+                                        ("CommandStatus", "command-status")])
 def test_rules_use_the_pattern_files(event, name):
     rule = R["Function"]["Properties"]["Events"][event]
     assert rule["Type"] == "EventBridgeRule"
-    assert rule["Properties"]["Pattern"] == json.loads((PATTERNS / f"{name}.json").read_text())
+    assert rule["Properties"]["Pattern"] == pattern_file(name)
     assert rule["Properties"]["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
+    # A new stack starts disabled until its agent is uploaded (infra/deploy.sh).
+    assert rule["Properties"]["State"] == {"Fn::If": ["IsEnabled", "ENABLED", "DISABLED"]}
 
 
-def test_lambda_is_built_by_cargo_lambda_from_the_package():
+def test_every_pattern_file_is_embedded():
+    events = R["Function"]["Properties"]["Events"].values()
+    embedded = [json.dumps(e["Properties"]["Pattern"], sort_keys=True) for e in events]
+    for path in PATTERNS.glob("*.json"):
+        assert json.dumps(pattern_file(path.stem), sort_keys=True) in embedded, path.name
+
+
+def test_command_status_rule_names_only_this_stacks_document_and_failures():
+    pattern = pattern_file("command-status")
+    assert pattern["source"] == ["aws.ssm"]
+    assert pattern["detail"]["document-name"] == [{"Ref": "Document"}]
+    assert "Success" not in pattern["detail"]["status"]
+
+
+def test_lambda_code_is_the_zip_make_lambda_builds():
+    """No `sam build`: no beta feature, no second compile of the AWS SDK."""
     fn = R["Function"]
     props = fn["Properties"]
     assert props["Runtime"] == "provided.al2023"
     assert props["Architectures"] == ["arm64"]
     assert props["Handler"] == "bootstrap"
-    assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda"
-    crate = (TEMPLATE.parent / props["CodeUri"]).resolve()
-    manifest = tomllib.loads((crate / "Cargo.toml").read_text())
-    binary = fn["Metadata"]["BuildProperties"]["Binary"]
-    assert manifest["package"]["name"] == "symroute-lambda"
-    assert binary in [b["name"] for b in manifest.get("bin", [])] or binary == manifest["package"]["name"]
+    assert "Metadata" not in fn
+    zip_path = (TEMPLATE.parent / props["CodeUri"]).resolve()
+    lambda_mk = (ROOT / "mk" / "lambda.mk").read_text()
+    assert zip_path == ROOT / "dist" / "lambda" / "symroute-lambda-arm64.zip"
+    assert "$(LAMBDA_DIST)/symroute-lambda-arm64.zip" in lambda_mk and "LAMBDA_DIST       := dist/lambda" in lambda_mk
     env = props["Environment"]["Variables"]
     assert env["SYMROUTE_DOCUMENT_NAME"] == {"Ref": "Document"}
-    assert {"SYMROUTE_WAIT_SECONDS", "SYMROUTE_SKIP_TAG", "SYMROUTE_LOG_GROUP"} <= set(env)
+    assert {"SYMROUTE_SKIP_TAG", "SYMROUTE_LOG_GROUP", "SYMROUTE_OWNER_MARKERS",
+            "SYMROUTE_COMMAND_TIMEOUT_SECONDS"} <= set(env)
     failure = props["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
     assert failure == {"Type": "SQS", "Destination": {"Fn::GetAtt": ["FailureQueue", "Arn"]}}
     assert props["LoggingConfig"]["LogGroup"] == {"Ref": "FunctionLogGroup"}
+
+
+def test_every_lambda_setting_is_one_the_lambda_reads():
+    """No dead settings (RUST_LOG was one: the function reads AWS_LAMBDA_LOG_LEVEL)."""
+    source = "".join(p.read_text() for p in (ROOT / "lambda" / "src").rglob("*.rs"))
+    for name in R["Function"]["Properties"]["Environment"]["Variables"]:
+        assert f'"{name}"' in source, f"{name} is set but never read"
 
 
 def test_every_log_group_has_a_retention():
@@ -107,7 +138,8 @@ def test_failure_queue_has_an_alarm():
     alarm = R["FailureAlarm"]["Properties"]
     assert alarm["Namespace"] == "AWS/SQS"
     assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["FailureQueue", "QueueName"]}
-    assert alarm["Threshold"] == 1
+    # Each new failure, not the queue's depth (which stays up for the 14 days it keeps messages).
+    assert (alarm["MetricName"], alarm["Statistic"], alarm["Threshold"]) == ("NumberOfMessagesSent", "Sum", 1)
 
 
 def test_artifact_bucket_is_private_encrypted_versioned_tls_only():
@@ -119,7 +151,17 @@ def test_artifact_bucket_is_private_encrypted_versioned_tls_only():
     statements = R["ArtifactBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     tls = [s for s in statements if s["Effect"] == "Deny" and "aws:SecureTransport" in json.dumps(s)]
     assert tls and tls[0]["Condition"]["Bool"]["aws:SecureTransport"] == "false"
-    assert not [s for s in statements if s["Effect"] == "Allow"]
+    allowed = [s for s in statements if s["Effect"] == "Allow"]
+    # Instances read the agent through the bucket policy, scoped to the account or organization.
+    assert {s["Sid"] for s in allowed} == {"InstancesReadAgent", "InstancesListAgent"}
+    for s in allowed:
+        assert s["Principal"] == "*"
+        assert s["Action"] in ("s3:GetObject", "s3:ListBucket")
+        account, org = s["Condition"]["Fn::If"][2], s["Condition"]["Fn::If"][1]
+        assert account["StringEquals"] == {"aws:PrincipalAccount": {"Ref": "AWS::AccountId"}}
+        assert org["StringEquals"] == {"aws:PrincipalOrgID": {"Ref": "AgentReadOrganizationId"}}
+    get = next(s for s in allowed if s["Action"] == "s3:GetObject")
+    assert get["Resource"] == {"Fn::Sub": "${ArtifactBucket.Arn}/agent/*"}
 
 
 def statements(resource):
@@ -143,13 +185,18 @@ def test_lambda_role_is_least_privilege():
     assert [r["Fn::Sub"] for r in send] == [
         "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:document/${Document}",
         "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*"]
-    tags = by_action["ec2:CreateTags"]
-    assert tags["Resource"]["Fn::Sub"].endswith(":network-interface/*")
-    assert tags["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"] == ["symroute:*"]
+    for action in ("ec2:CreateTags", "ec2:DeleteTags"):
+        tags = by_action[action]
+        assert tags["Resource"]["Fn::Sub"].endswith(":network-interface/*")
+        assert tags["Condition"]["ForAllValues:StringLike"]["aws:TagKeys"] == ["symroute:*"]
     star = {a for s in allowed if s["Resource"] == "*" for a in as_list(s["Action"])}
     assert all(re.match(r"(ec2|ssm):(Describe|Get|List)", a) for a in star), star
     assert set(actions) >= {"ec2:DescribeNetworkInterfaces", "ec2:DescribeInstances",
-                            "ssm:GetCommandInvocation", "logs:PutLogEvents", "sqs:SendMessage"}
+                            "ssm:GetCommandInvocation", "ssm:ListCommands", "ssm:DescribeInstanceInformation",
+                            "logs:PutLogEvents", "sqs:SendMessage"}
+    trust = R["FunctionRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                      "Action": "sts:AssumeRole"}], "a condition Lambda may not set"
 
 
 def test_instance_policy_reads_only_the_agent():

@@ -51,8 +51,10 @@ def test_uploads_under_the_digest_and_only_once(aws, dist, tmp_path):
     s3.create_bucket(Bucket=bucket)
     first = upload("--dist", str(dist), "--bucket", bucket)
     assert first.returncode == 0, first.stderr
-    for name, digest in sums(dist).items():
-        body = s3.get_object(Bucket=bucket, Key=f"agent/{digest}/{name}")["Body"].read()
+    digests = sums(dist)
+    prefix = f"agent/{digests['symroute-linux-x86_64']}-{digests['symroute-linux-aarch64']}/"
+    for name in FILES:
+        body = s3.get_object(Bucket=bucket, Key=prefix + name)["Body"].read()
         assert body == (dist / name).read_bytes()
     again = upload("--dist", str(dist), "--bucket", bucket)
     assert again.returncode == 0 and again.stdout.count("already there") == 2, again.stdout
@@ -78,7 +80,9 @@ def test_finds_the_bucket_through_the_stack_output(aws, dist, tmp_path):
     proc = upload("--dist", str(dist), "--stack", stack)
     assert proc.returncode == 0, proc.stderr
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
-    assert keys == {f"agent/{d}/{n}" for n, d in sums(dist).items()}
+    digests = sums(dist)
+    prefix = f"agent/{digests[FILES[0]]}-{digests[FILES[1]]}/"
+    assert keys == {prefix + n for n in FILES}
 
 
 def test_a_stack_not_yet_created_is_fine_when_asked(aws, dist):

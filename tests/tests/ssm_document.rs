@@ -114,6 +114,11 @@ impl Bed {
 
     /// The document with these parameters; `bucket` serves the download (default: dist).
     fn run(&self, name: &str, params: &[&str], bucket: Option<&Path>) -> Output {
+        self.run_as("new", name, params, bucket)
+    }
+
+    /// The same, run by an SSM Agent of generation `agent` ("new" or "old").
+    fn run_as(&self, agent: &str, name: &str, params: &[&str], bucket: Option<&Path>) -> Output {
         let script = repo().join("tests/stack/run_document.py");
         let mut cmd = Command::new(&self.python);
         cmd.arg(script)
@@ -121,7 +126,7 @@ impl Bed {
             .arg(&self.dist)
             .arg("--workdir")
             .arg(self.work.join(name))
-            .args(["--netns", self.inst.name()])
+            .args(["--netns", self.inst.name(), "--agent", agent])
             .arg("--env")
             .arg(format!(
                 "AWS_EC2_METADATA_SERVICE_ENDPOINT={}",
@@ -212,6 +217,29 @@ fn document_configures_the_eni_and_answers_status() {
     let removed = bed.run("remove", &["action=remove", "target=all"], None);
     assert_eq!(removed.status.code(), Some(0), "{}", text(&removed));
     assert!(!bed.rules().contains("lookup 10001"), "{}", bed.rules());
+}
+
+#[test]
+fn an_ssm_agent_without_env_var_interpolation_configures_the_eni_through_the_fallback() {
+    if !require_root() {
+        return;
+    }
+    let Some((python, agent)) = prerequisites() else {
+        return;
+    };
+    let bed = Bed::new(python, &agent);
+    let out = bed.run_as(
+        "old",
+        "old-agent",
+        &["action=apply", &format!("target={ENI_ID}")],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        bed.rules().contains("from 10.0.1.11 lookup 10001"),
+        "{}",
+        bed.rules()
+    );
 }
 
 #[test]

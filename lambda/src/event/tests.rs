@@ -4,7 +4,7 @@ use serde_json::json;
 use std::path::PathBuf;
 
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/events")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/events")
 }
 
 pub(crate) fn fixture(name: &str) -> Value {
@@ -75,6 +75,23 @@ fn instance_running_fixture() {
 }
 
 #[test]
+fn command_invocation_fixture() {
+    let ev = parse(fixture("command-invocation.json")).unwrap();
+    assert_eq!(
+        ev.trigger,
+        Trigger::CommandStatus {
+            command_id: "8d4b1f9e-3c2a-4f5e-9b7d-1a2b3c4d5e6f".into(),
+            instance_id: "i-0f3fbbbc0298d1a86".into(),
+            document: "symroute-Document-AbCdEf123456".into(),
+            status: "Failed".into()
+        }
+    );
+    let mut raw = fixture("command-invocation.json");
+    raw["detail"]["command-id"] = json!("8d4b1f9e; reboot");
+    assert!(bad(raw).contains("detail.command-id"));
+}
+
+#[test]
 fn every_fixture_parses() {
     let mut seen = 0;
     for entry in std::fs::read_dir(fixtures_dir()).unwrap() {
@@ -86,7 +103,7 @@ fn every_fixture_parses() {
             seen += 1;
         }
     }
-    assert!(seen >= 4, "only {seen} fixtures found");
+    assert!(seen >= 5, "only {seen} fixtures found");
 }
 
 #[test]
@@ -280,6 +297,7 @@ fn fixtures() -> Vec<Value> {
         "attach-failed.json",
         "detach.json",
         "instance-running.json",
+        "command-invocation.json",
     ]
     .iter()
     .map(|f| fixture(f))
@@ -310,7 +328,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_fixtures_never_panic(which in 0usize..4, pick in any::<prop::sample::Index>(), value in arb_json(), delete in any::<bool>()) {
+    fn mutated_fixtures_never_panic(which in 0usize..5, pick in any::<prop::sample::Index>(), value in arb_json(), delete in any::<bool>()) {
         let mut raw = fixtures().swap_remove(which);
         let mut all = Vec::new();
         paths(&raw, Vec::new(), &mut all);

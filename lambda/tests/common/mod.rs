@@ -24,7 +24,7 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn fixture(name: &str) -> Value {
-    let path = repo().join("../shared/fixtures/events").join(name);
+    let path = repo().join("tests/fixtures/events").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
@@ -55,6 +55,17 @@ pub fn failed_attach_event(id: &str, eni: &str, instance: &str) -> Value {
 pub fn detach_event(id: &str, attachment: &str) -> Value {
     let mut ev = fixture("detach.json");
     ev["detail"]["requestParameters"]["attachmentId"] = json!(attachment);
+    with_id(ev, id)
+}
+
+/// Systems Manager's event for a command that ended on an instance.
+pub fn command_event(id: &str, command_id: &str, instance: &str, status: &str) -> Value {
+    let mut ev = fixture("command-invocation.json");
+    let d = &mut ev["detail"];
+    d["command-id"] = json!(command_id);
+    d["instance-id"] = json!(instance);
+    d["document-name"] = json!(DOCUMENT);
+    d["status"] = json!(status);
     with_id(ev, id)
 }
 
@@ -129,6 +140,28 @@ impl Account {
                 .unwrap();
             subnet.subnet().unwrap().subnet_id().unwrap().to_string()
         });
+        // The symroute document, as the stack deploys it (digests and bucket are placeholders:
+        // nothing downloads here); the strict layer checks every SendCommand against it.
+        let mut content =
+            std::fs::read_to_string(repo().join("ssm-documents/symroute.yaml")).unwrap();
+        for (name, value) in [
+            ("AWS::Region", moto::REGION.to_string()),
+            ("AWS::URLSuffix", "amazonaws.com".into()),
+            ("AgentBucket", "symroute-test-bucket".into()),
+            ("AgentSha256X8664", "0".repeat(64)),
+            ("AgentSha256Aarch64", "1".repeat(64)),
+        ] {
+            content = content.replace(&format!("@@{name}@@"), &value);
+        }
+        rt.block_on(
+            ssm.create_document()
+                .name(DOCUMENT)
+                .content(content)
+                .document_type(aws_sdk_ssm::types::DocumentType::Command)
+                .document_format(aws_sdk_ssm::types::DocumentFormat::Yaml)
+                .send(),
+        )
+        .unwrap();
         Account {
             moto,
             rt,
@@ -146,7 +179,22 @@ impl Account {
         format!("10.0.{}.{}", *n / 250, 10 + *n % 250)
     }
 
+    /// Instances whose SSM Agent has registered (Online, Linux).
     pub fn instances(&self, ami: &str, count: i32, tags: &[(&str, &str)]) -> Vec<String> {
+        let ids = self.unregistered_instances(ami, count, tags);
+        for id in &ids {
+            self.moto.register(id).unwrap();
+        }
+        ids
+    }
+
+    /// Instances Systems Manager does not know.
+    pub fn unregistered_instances(
+        &self,
+        ami: &str,
+        count: i32,
+        tags: &[(&str, &str)],
+    ) -> Vec<String> {
         self.rt.block_on(async {
             let mut req = self
                 .ec2
@@ -286,8 +334,7 @@ impl Account {
         })
     }
 
-    /// Every command moto recorded. Its ListCommands is not paginated and, without Targets,
-    /// records every instance of the region as a recipient: callers look at the parameters.
+    /// Every command SSM holds (the strict layer names their true recipients).
     pub fn commands(&self) -> Vec<Sent> {
         self.rt.block_on(async {
             let out = self.ssm.list_commands().send().await.unwrap();

@@ -7,11 +7,13 @@ use std::process::ExitCode;
 use serde_json::json;
 use symroute_testbed::demo::{self, interrupt, Options, Timeline};
 
-const USAGE: &str = "usage: symroute-demo [--json] [--dist DIR] [--lambda PATH]
+const USAGE: &str = "usage: symroute-demo [--json] [--old-ssm-agent] [--dist DIR] [--lambda PATH]
 
-  --json         one JSON document on stdout instead of the timeline
-  --dist DIR     the agent as `make agent` builds it (default: dist/agent of this checkout)
-  --lambda PATH  the symroute-lambda binary (default: next to this program)";
+  --json           one JSON document on stdout instead of the timeline
+  --old-ssm-agent  the instance's SSM Agent predates 3.3.2746.0: parameters reach the document
+                   as substituted text, not SSM_<name> variables (AWS's documented fallback)
+  --dist DIR       the agent as `make agent` builds it (default: dist/agent of this checkout)
+  --lambda PATH    the symroute-lambda binary (default: next to this program)";
 
 fn main() -> ExitCode {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--json" => json_out = true,
+            "--old-ssm-agent" => opts.ssm_agent = "old".into(),
             "--dist" | "--lambda" => {
                 let Some(value) = args.next() else {
                     eprintln!("symroute-demo: {arg} needs a value\n{USAGE}");

@@ -197,10 +197,16 @@ fn decision(tl: &mut Timeline, answer: &Answer, action: &str, target: &str) -> R
         format!("the Lambda failed: {}", answer.error_message())
     })?;
     let v = answer.json();
-    ensure(v["action"] == action && v["target"] == target, step, || {
-        format!("expected {action} {target}, the Lambda answered {v}")
-    })?;
-    let command_id = v["command_id"].as_str().unwrap_or_default().to_string();
+    let commands = v["commands"].as_array().cloned().unwrap_or_default();
+    ensure(
+        v["action"] == action && commands.len() == 1 && commands[0]["target"] == target,
+        step,
+        || format!("expected one command {action} {target}, the Lambda answered {v}"),
+    )?;
+    let command_id = commands[0]["command_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     tl.step(
         step,
         &format!(

@@ -44,6 +44,8 @@ impl CommandRun {
     }
 }
 
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub struct SsmAgent {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -54,12 +56,15 @@ pub struct SsmAgent {
 
 impl SsmAgent {
     /// The stand-in for `instance_id`, running steps in `netns` with the agent aimed at
-    /// `imds_endpoint` (as seen inside the namespace).
+    /// `imds_endpoint` (as seen inside the namespace), emulating an SSM Agent `generation`
+    /// ("new": ENV_VAR interpolation, "old": text substitution only). Returns once it has
+    /// registered the instance with Systems Manager.
     pub fn start(
         py: &Py,
         instance_id: &str,
         netns: &str,
         imds_endpoint: &str,
+        generation: &str,
         workdir: &Path,
         log: &Path,
     ) -> std::io::Result<Self> {
@@ -71,26 +76,39 @@ impl SsmAgent {
             netns,
             "--imds",
             imds_endpoint,
+            "--agent",
+            generation,
             "--workdir",
             &workdir,
         ];
         let (child, stdin, stdout) = py.spawn("ssm_agent.py", &args, log)?;
         let (tx, runs) = mpsc::channel();
+        let (registered_tx, registered) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(CommandRun::from_line(&v)).is_err() {
+                    if v.get("registered").is_some() {
+                        let _ = registered_tx.send(());
+                    } else if tx.send(CommandRun::from_line(&v)).is_err() {
                         break;
                     }
                 }
             }
         });
-        Ok(SsmAgent {
+        let mut agent = SsmAgent {
             child,
             stdin: Some(stdin),
             runs,
             early: Mutex::new(Vec::new()),
-        })
+        };
+        if registered.recv_timeout(REGISTER_TIMEOUT).is_err() {
+            let _ = agent.child.kill();
+            return Err(std::io::Error::other(format!(
+                "the SSM Agent stand-in did not register {instance_id} within {} s (see its log)",
+                REGISTER_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(agent)
     }
 
     /// The next command the stand-in finished, within `timeout`.

@@ -33,6 +33,9 @@ pub struct Options {
     /// The built `symroute-lambda` binary.
     pub lambda: PathBuf,
     pub stack_name: String,
+    /// The SSM Agent generation the stand-ins emulate: "new" (3.3.2746.0+, parameters as
+    /// SSM_<name>) or "old" (text substitution only).
+    pub ssm_agent: String,
 }
 
 impl Options {
@@ -43,6 +46,7 @@ impl Options {
             lambda: exe_dir.join("symroute-lambda"),
             repo,
             stack_name: "symroute-demo".into(),
+            ssm_agent: "new".into(),
         }
     }
 }
@@ -122,6 +126,8 @@ pub struct World {
     subnets: Vec<(String, Subnet)>,
     pub stack: Stack,
     pub py: Py,
+    /// The SSM Agent generation the instances' stand-ins emulate.
+    ssm_agent: String,
     /// Held for its Drop: moto stops after everything that talks to it.
     _moto: MotoServer,
     work: WorkDir,
@@ -228,8 +234,6 @@ impl World {
                 )
             })
             .collect();
-        env.retain(|(k, _)| k != "SYMROUTE_WAIT_SECONDS");
-        env.push(("SYMROUTE_WAIT_SECONDS".into(), "0".into()));
         env.extend(moto.aws_env().into_iter().map(|(k, v)| (k.to_string(), v)));
         let lambda =
             Lambda::start(&opts.lambda, &env, &work.path.join("lambda.log")).step("lambda")?;
@@ -252,6 +256,7 @@ impl World {
             subnets,
             stack,
             py,
+            ssm_agent: opts.ssm_agent.clone(),
             _moto: moto,
             work,
         })
@@ -299,6 +304,7 @@ impl World {
             &instance_id,
             inst.name(),
             &imds.endpoint(),
+            &self.ssm_agent,
             &self.work.path.join(&instance_id),
             &self.work.path.join(format!("ssm-agent-{instance_id}.log")),
         )
@@ -411,7 +417,7 @@ impl World {
             .invoke(step, event, LAMBDA_TIMEOUT)
     }
 
-    /// Commands SSM holds whose `target` is `eni_id` (moto's InstanceIds cannot tell).
+    /// Commands SSM holds for the instance whose `target` is `eni_id`.
     pub fn commands_for(&self, step: &str, instance_id: &str, eni_id: &str) -> Result<Vec<Value>> {
         let got = self.call(step, "commands", json!({"instance_id": instance_id}))?;
         Ok(got["commands"]
