@@ -16,8 +16,8 @@ use crate::plan::Selection;
 
 /// Why one ENI is not usable yet, or `None` when it is.
 fn not_ready(inst: &Instance, eni: &ImdsEni, links: &[Link]) -> Option<String> {
-    if !inst.is_settled(eni) {
-        Some(format!("{} still reports device-number 0", eni.eni_id))
+    if let Some(why) = inst.unsettled(eni) {
+        Some(why)
     } else if !links.iter().any(|l| l.mac == Some(eni.mac)) {
         Some(format!(
             "no kernel interface with MAC {} ({}) yet",

@@ -54,9 +54,12 @@ pub fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> {
         &required(src, "device-number")?,
         DEVICES_PER_CARD - 1,
     )?;
-    let network_card = match src.field("network-card")? {
+    let card = src.field("network-card")?;
+    let card_published = card.is_some();
+    let network_card = match card {
         Some(v) => parse_number(&p("network-card"), &v, MAX_NETWORK_CARD)?,
-        // Instance types with a single network card do not publish the field.
+        // Instance types with a single network card do not publish the field; on multi-card
+        // ones its absence is "not yet" (Instance::unsettled), never card 0.
         None => 0,
     };
     let eni_id: EniId = single(&p("interface-id"), &required(src, "interface-id")?)?
@@ -67,10 +70,12 @@ pub fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> {
         &p("subnet-ipv4-cidr-block"),
         &required(src, "subnet-ipv4-cidr-block")?,
     )?;
-    if subnet_v4.prefix_len() > 30 {
+    // AWS subnets are /16 to /28. Anything outside is garbage, and a /0 would make the subnet
+    // route a second default route (and a gateway computed from 0.0.0.0).
+    if subnet_v4.prefix_len() > 30 || subnet_v4.prefix_len() < 16 {
         return Err(Error::bad_metadata(
             p("subnet-ipv4-cidr-block"),
-            format!("{subnet_v4} is too small for a VPC subnet (at most /28 in AWS)"),
+            format!("{subnet_v4} is not a VPC subnet (AWS subnets are /16 to /28)"),
         ));
     }
 
@@ -122,6 +127,7 @@ pub fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> {
         eni_id,
         device_number,
         network_card,
+        card_published,
         ipv4s,
         subnet_v4,
         prefixes_v4,
@@ -288,6 +294,21 @@ mod tests {
         assert_eq!(eni.gateway_v4(), "10.0.1.1".parse::<Ipv4Addr>().unwrap());
         assert_eq!(eni.prefixes_v4.len(), 1);
         assert_eq!(eni.ipv6s.len(), 1);
+    }
+
+    #[test]
+    fn subnets_outside_16_to_30_are_refused_before_anything_changes() {
+        for bad in ["0.0.0.0/0", "10.0.0.0/8", "10.0.0.0/15", "10.0.1.0/31"] {
+            let mut f = good();
+            f.retain(|(k, _)| *k != "subnet-ipv4-cidr-block" && *k != "ipv4-prefix");
+            f.push(("subnet-ipv4-cidr-block", bad));
+            let err = parse_eni(mac(), &mut src(&f)).unwrap_err().to_string();
+            assert!(err.contains("subnet-ipv4-cidr-block"), "{bad}: {err}");
+        }
+        let mut f = good();
+        f.retain(|(k, _)| *k != "subnet-ipv4-cidr-block");
+        f.push(("subnet-ipv4-cidr-block", "10.0.0.0/16"));
+        assert!(parse_eni(mac(), &mut src(&f)).is_ok());
     }
 
     #[test]

@@ -121,6 +121,11 @@ pub struct ImdsEni {
     pub eni_id: EniId,
     pub device_number: u32,
     pub network_card: u32,
+    /// Whether metadata published `network-card` for this ENI. Single-card instance types
+    /// never do; on multi-card ones it can be missing for a moment after an attach
+    /// (amazon-ec2-net-utils #153), and reading that as card 0 takes another ENI's table.
+    #[serde(skip)]
+    pub card_published: bool,
     /// Private IPv4 addresses, primary first.
     pub ipv4s: Vec<Ipv4Addr>,
     pub subnet_v4: Ipv4Net,
@@ -173,15 +178,33 @@ impl Instance {
         self.enis.iter().find(|e| &e.eni_id == id)
     }
 
-    /// An ENI is settled when its device number can be trusted: the primary interface, or a
-    /// secondary that no longer reports the transient device number 0.
+    /// An ENI is settled when its numbers can be trusted: the primary interface, or a secondary
+    /// that no longer reports the transient device number 0 and, on an instance whose other
+    /// ENIs publish `network-card`, publishes it too.
     pub fn is_settled(&self, eni: &ImdsEni) -> bool {
-        match self.primary_mac {
-            Some(p) if p == eni.mac => true,
+        self.unsettled(eni).is_none()
+    }
+
+    /// Why an ENI's numbers cannot be trusted yet, or `None`.
+    pub fn unsettled(&self, eni: &ImdsEni) -> Option<String> {
+        if self.primary_mac == Some(eni.mac) {
+            return None;
+        }
+        let device_ok = match self.primary_mac {
             Some(_) => !eni.is_primary_device(),
             // Without meta-data/mac we cannot tell; trust device 0 only if it is alone.
             None => !eni.is_primary_device() || self.enis.len() == 1,
+        };
+        if !device_ok {
+            return Some(format!("{} still reports device-number 0", eni.eni_id));
         }
+        if !eni.card_published && self.enis.iter().any(|e| e.card_published) {
+            return Some(format!(
+                "{} publishes no network-card yet while other ENIs of this multi-card instance do",
+                eni.eni_id
+            ));
+        }
+        None
     }
 }
 

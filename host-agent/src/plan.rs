@@ -47,6 +47,11 @@ pub enum EniStatus {
     ManagedByOther,
     /// Listed by IMDS but no kernel link (yet).
     Missing,
+    /// Its numbers cannot be trusted yet (transient device 0, network-card not published on a
+    /// multi-card instance): no change, whatever its table would be.
+    NotReady,
+    /// Another ENI of the instance claims the same table: neither is changed.
+    TableConflict,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -356,7 +361,20 @@ pub fn stale(inst: &Instance, snap: &Snapshot) -> Vec<Op> {
     let mut keep_rules = Vec::new();
     let mut keep_routes = Vec::new();
     let mut keep_addrs: Vec<(u32, IpAddr)> = Vec::new();
-    for eni in &inst.enis {
+    // An ENI whose numbers are not settled (network-card not published yet) computes the wrong
+    // table: keep whatever is ours on its link and for its addresses, untouched.
+    let mut unsettled_srcs: Vec<IpNet> = Vec::new();
+    let mut unsettled_links: Vec<u32> = Vec::new();
+    for eni in inst.enis.iter().filter(|e| !inst.is_settled(e)) {
+        unsettled_srcs.extend(eni.ipv4s.iter().map(|ip| IpNet::V4(Ipv4Net::from(*ip))));
+        unsettled_srcs.extend(eni.prefixes_v4.iter().map(|p| IpNet::V4(*p)));
+        unsettled_srcs.extend(eni.ipv6s.iter().map(|ip| IpNet::V6(Ipv6Net::from(*ip))));
+        if let Some(link) = snap.link_by_mac(eni.mac) {
+            unsettled_links.push(link.index);
+            keep_addrs.extend(eni.ipv4s.iter().map(|ip| (link.index, IpAddr::V4(*ip))));
+        }
+    }
+    for eni in inst.enis.iter().filter(|e| inst.is_settled(e)) {
         keep_rules.extend(desired_rules(eni));
         if let Some(link) = snap.link_by_mac(eni.mac) {
             let d = desired(eni, link, snap);
@@ -368,11 +386,13 @@ pub fn stale(inst: &Instance, snap: &Snapshot) -> Vec<Op> {
     ops.extend(
         ours_rules(snap)
             .filter(|r| !keep_rules.iter().any(|k| k.same_rule(r)))
+            .filter(|r| !unsettled_srcs.contains(&r.src))
             .map(|r| Op::DelRule(r.clone())),
     );
     ops.extend(
         ours_routes(snap)
             .filter(|r| !keep_routes.iter().any(|k| k.same_route(r)))
+            .filter(|r| !unsettled_links.contains(&r.oif))
             .map(|r| Op::DelRoute(r.clone())),
     );
     ops.extend(
@@ -434,6 +454,24 @@ pub fn plan_apply(
             ops: Vec::new(),
             warnings: Vec::new(),
         };
+        if let Some(why) = inst.unsettled(eni) {
+            p.status = EniStatus::NotReady;
+            p.warnings.push(why);
+            plan.enis.push(p);
+            continue;
+        }
+        if let Some(other) = table_claimed_by_another(inst, eni) {
+            p.status = EniStatus::TableConflict;
+            p.warnings.push(format!(
+                "table {} is also claimed by {} (device {} on card {}): neither is changed",
+                eni.table(),
+                other.eni_id,
+                other.device_number,
+                other.network_card
+            ));
+            plan.enis.push(p);
+            continue;
+        }
         match link {
             None => p.status = EniStatus::Missing,
             Some(link) => {
@@ -458,6 +496,17 @@ pub fn plan_apply(
         plan.prune = stale(inst, snap);
     }
     plan
+}
+
+/// Another secondary ENI of the instance, settled or not, whose numbers give the same table: two
+/// ENIs planned into one table would take each other's routes.
+fn table_claimed_by_another<'a>(inst: &'a Instance, eni: &ImdsEni) -> Option<&'a ImdsEni> {
+    inst.enis.iter().find(|o| {
+        o.mac != eni.mac
+            && inst.primary_mac != Some(o.mac)
+            && inst.is_settled(o)
+            && o.table() == eni.table()
+    })
 }
 
 /// What `remove` is about.
@@ -517,4 +566,134 @@ pub fn probe_destinations(eni: &ImdsEni) -> (Ipv4Addr, Ipv6Addr) {
         .find(|ip| !eni.subnets_v6.iter().any(|n| n.contains(ip)))
         .expect("a subnet cannot hold both documentation ranges");
     (v4, v6)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The planner on plain data: no root, no kernel, no IMDS.
+    use super::*;
+    use crate::ops::KernelRule;
+
+    fn eni(mac: &str, id: &str, device: u32, card: Option<u32>, ip: &str) -> ImdsEni {
+        ImdsEni {
+            mac: mac.parse().unwrap(),
+            eni_id: id.parse().unwrap(),
+            device_number: device,
+            network_card: card.unwrap_or(0),
+            card_published: card.is_some(),
+            ipv4s: vec![ip.parse().unwrap()],
+            subnet_v4: "10.0.1.0/24".parse().unwrap(),
+            prefixes_v4: vec![],
+            ipv6s: vec![],
+            subnets_v6: vec![],
+        }
+    }
+
+    fn link(index: u32, name: &str, mac: &str) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            mac: Some(mac.parse().unwrap()),
+            up: true,
+        }
+    }
+
+    const P: &str = "0a:00:00:00:00:00";
+    const A: &str = "0a:00:00:00:00:01";
+    const B: &str = "0a:00:00:00:00:02";
+
+    /// A multi-card instance: eth1 is device 1 on card 0 (table 10001, configured); eth2 is
+    /// device 1 on card 1 but IMDS has not published its network-card yet.
+    fn multi_card(b_card: Option<u32>) -> (Instance, Snapshot) {
+        let inst = Instance {
+            instance_id: Some("i-0123456789abcdef0".into()),
+            primary_mac: Some(P.parse().unwrap()),
+            enis: vec![
+                eni(P, "eni-00000000000000000", 0, Some(0), "10.0.1.10"),
+                eni(A, "eni-00000000000000001", 1, Some(0), "10.0.1.11"),
+                eni(B, "eni-00000000000000002", 1, b_card, "10.0.1.12"),
+            ],
+        };
+        let snap = Snapshot {
+            links: vec![
+                link(1, "lo", "00:00:00:00:00:00"),
+                link(2, "eth0", P),
+                link(3, "eth1", A),
+                link(4, "eth2", B),
+            ],
+            ..Snapshot::default()
+        };
+        (inst, snap)
+    }
+
+    #[test]
+    fn an_eni_without_its_network_card_is_not_ready_and_takes_no_table() {
+        let (inst, snap) = multi_card(None);
+        let plan = plan_apply(&inst, &snap, &Selection::All, false, &[]);
+        let b = plan
+            .enis
+            .iter()
+            .find(|p| p.eni.mac == B.parse().unwrap())
+            .unwrap();
+        assert_eq!(b.status, EniStatus::NotReady, "{:?}", b.warnings);
+        assert!(b.ops.is_empty());
+        // eth1 keeps table 10001 to itself: nothing planned touches it on eth2's behalf.
+        let a = plan
+            .enis
+            .iter()
+            .find(|p| p.eni.mac == A.parse().unwrap())
+            .unwrap();
+        assert_eq!(a.status, EniStatus::Configure);
+        for op in plan.ops() {
+            assert!(!op.to_string().contains("eth2"), "{op}");
+        }
+        // Once published, it gets its own table.
+        let (inst, snap) = multi_card(Some(1));
+        let plan = plan_apply(&inst, &snap, &Selection::All, false, &[]);
+        let b = plan
+            .enis
+            .iter()
+            .find(|p| p.eni.mac == B.parse().unwrap())
+            .unwrap();
+        assert_eq!((b.status, b.eni.table()), (EniStatus::Configure, 10101));
+    }
+
+    #[test]
+    fn two_settled_enis_with_one_table_are_both_left_alone() {
+        let (inst, snap) = multi_card(Some(0));
+        let plan = plan_apply(&inst, &snap, &Selection::All, false, &[]);
+        for mac in [A, B] {
+            let p = plan
+                .enis
+                .iter()
+                .find(|p| p.eni.mac == mac.parse().unwrap())
+                .unwrap();
+            assert_eq!(p.status, EniStatus::TableConflict, "{mac}");
+            assert!(p.ops.is_empty(), "{mac}");
+        }
+    }
+
+    #[test]
+    fn stale_pruning_keeps_the_state_of_an_eni_that_is_not_settled() {
+        // eth2 was configured in table 10101 before; IMDS now briefly omits its network-card.
+        let (inst, mut snap) = multi_card(None);
+        let rule = RuleSpec {
+            priority: 10101,
+            src: "10.0.1.12/32".parse().unwrap(),
+            table: 10101,
+            protocol: RTPROT_SYMROUTE,
+        };
+        snap.rules.push(KernelRule {
+            spec: Some(rule.clone()),
+        });
+        let pruned = stale(&inst, &snap);
+        assert!(pruned.is_empty(), "{pruned:?}");
+        // With its card published as 1 the rule is exactly what it wants, so still kept.
+        let (inst, _) = multi_card(Some(1));
+        assert!(stale(&inst, &snap).is_empty());
+        // Detached (no longer in IMDS), it is pruned.
+        let mut gone = inst.clone();
+        gone.enis.pop();
+        assert_eq!(stale(&gone, &snap), vec![Op::DelRule(rule)]);
+    }
 }

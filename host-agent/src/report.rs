@@ -120,6 +120,8 @@ impl Report {
             let iface = e.interface.as_deref().unwrap_or("-");
             let status = match (self.action, e.status) {
                 (_, EniStatus::Missing) => "no kernel link yet".to_string(),
+                (_, EniStatus::NotReady) => "metadata not settled yet, left alone".to_string(),
+                (_, EniStatus::TableConflict) => "table claimed twice, left alone".to_string(),
                 ("status", _) => {
                     format!("managed by {}", e.managed_by.as_deref().unwrap_or("nobody"))
                 }

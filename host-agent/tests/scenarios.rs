@@ -834,3 +834,59 @@ fn termination_never_leaves_half_an_apply() {
         outcomes.0, outcomes.1
     );
 }
+
+/// Multi-card race (amazon-ec2-net-utils #153): right after an attach, IMDS may not publish
+/// `network-card` for the new ENI. Read as card 0, a device-1 ENI on card 1 would claim table
+/// 10001, which belongs to the card-0 device-1 ENI. The agent waits instead; if the field never
+/// comes, the ENI is left alone (exit 3) and the other ENI's routing is untouched.
+#[test]
+fn an_eni_whose_network_card_is_not_published_yet_never_takes_another_enis_table() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.21"),
+        1,
+        0,
+        "eni-33333333333333331",
+    );
+    let eth2 = bed.attach(
+        EniSpec::new("eth2", &bed.b).ip("10.0.2.22"),
+        1,
+        1,
+        "eni-33333333333333332",
+    );
+    let card = format!(
+        "meta-data/network/interfaces/macs/{}/network-card",
+        eth2.mac()
+    );
+    bed.apply(&["--eni", "eni-33333333333333331"]);
+    let table_10001 = bed.routing_state();
+    bed.imds.remove(&card);
+
+    let r = bed.agent(&["apply", "--all", "--json", "--wait", "2"]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("network-card"), "{}", r.stderr);
+    assert_eq!(
+        bed.rules_for_table(10001),
+        vec![("10.0.1.21/32".into(), 10001)],
+        "eth2 took table 10001"
+    );
+    assert_eq!(bed.routing_state(), table_10001, "routing changed");
+
+    // Published while the agent waits: it gets its own table.
+    let r = std::thread::scope(|s| {
+        let run = s.spawn(|| bed.agent(&["apply", "--all", "--json", "--wait", "20"]));
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        bed.imds.set(&card, "1");
+        run.join().unwrap()
+    });
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        bed.rules_for_table(10101),
+        vec![("10.0.2.22/32".into(), 10101)]
+    );
+    assert_eq!(
+        bed.rules_for_table(10001),
+        vec![("10.0.1.21/32".into(), 10001)]
+    );
+}

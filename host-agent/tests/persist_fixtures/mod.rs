@@ -65,6 +65,7 @@ pub fn config(
         eni_id: eni_id.parse().unwrap(),
         device_number: device,
         network_card: card,
+        card_published: true,
         ipv4s: v4.iter().map(|s| s.parse().unwrap()).collect(),
         subnet_v4: subnet.parse().unwrap(),
         prefixes_v4: prefixes.iter().map(|s| s.parse().unwrap()).collect(),
