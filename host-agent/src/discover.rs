@@ -10,7 +10,7 @@ use log::info;
 use crate::error::{Error, Result};
 use crate::imds::Imds;
 use crate::kernel::Kernel;
-use crate::model::{ImdsEni, Instance};
+use crate::model::{ImdsEni, Instance, Unusable, UnusableKind};
 use crate::ops::Link;
 use crate::plan::Selection;
 
@@ -29,6 +29,7 @@ fn not_ready(inst: &Instance, eni: &ImdsEni, links: &[Link]) -> Option<String> {
 }
 
 fn pending(inst: &Instance, links: &[Link], sel: &Selection) -> Vec<String> {
+    let incomplete = |u: &&Unusable| u.kind == UnusableKind::NotYet;
     match sel {
         Selection::All => inst
             .enis
@@ -38,15 +39,37 @@ fn pending(inst: &Instance, links: &[Link], sel: &Selection) -> Vec<String> {
                     && !(inst.primary_mac.is_none() && e.is_primary_device())
             })
             .filter_map(|e| not_ready(inst, e, links))
+            .chain(
+                inst.unusable
+                    .iter()
+                    .filter(incomplete)
+                    .map(Unusable::describe),
+            )
             .collect(),
         one => match inst.enis.iter().find(|e| one.matches(e)) {
             Some(e) => not_ready(inst, e, links).into_iter().collect(),
-            None => vec![format!(
-                "instance metadata does not list {}",
-                one.describe()
-            )],
+            None => match inst.unusable.iter().find(|u| one.names(u)) {
+                Some(u) => vec![u.describe()],
+                None => vec![format!(
+                    "instance metadata does not list {}",
+                    one.describe()
+                )],
+            },
         },
     }
+}
+
+/// The selected ENI's metadata is there but cannot be used (malformed, IPv6-only): waiting
+/// changes nothing, so this is bad input (exit 2) at once.
+fn refused(inst: &Instance, sel: &Selection) -> Option<Error> {
+    let u = inst
+        .unusable
+        .iter()
+        .find(|u| sel.names(u) && u.kind != UnusableKind::NotYet)?;
+    Some(Error::bad_metadata(
+        format!("network/interfaces/macs/{}/", u.mac),
+        u.describe(),
+    ))
 }
 
 /// Returns the instance once everything selected is ready. With `--all`, whatever is still not
@@ -63,6 +86,9 @@ pub fn wait_until_ready(
     let mut told = false;
     loop {
         let inst = imds.instance()?;
+        if let Some(e) = refused(&inst, sel) {
+            return Err(e);
+        }
         let links = kernel.links()?;
         let waiting = pending(&inst, &links, sel);
         if waiting.is_empty() {

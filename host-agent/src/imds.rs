@@ -11,7 +11,7 @@ use log::{debug, trace, warn};
 
 use crate::error::{Error, Result};
 use crate::metadata::{parse_eni, parse_mac_list};
-use crate::model::{EniId, ImdsEni, Instance, Mac};
+use crate::model::{EniId, ImdsEni, Instance, Mac, Unusable, UnusableKind};
 
 pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
 pub const ENDPOINT_ENV: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
@@ -206,8 +206,10 @@ impl Imds {
         })
     }
 
-    /// Reads every interface of the instance. Any invalid value fails the whole read, so that
-    /// nothing is changed on the strength of garbage.
+    /// Reads every interface of the instance. Each ENI is parsed on its own: one whose metadata
+    /// is missing, IPv6-only or malformed is listed in `unusable` (and never configured on the
+    /// strength of garbage) while the others are read as usual. Failures to reach IMDS still
+    /// fail the whole read.
     pub fn instance(&self) -> Result<Instance> {
         let instance_id = self
             .get_optional("instance-id")?
@@ -262,10 +264,17 @@ impl Imds {
                 }
             }
         });
-        let enis: Vec<ImdsEni> = slots
-            .into_iter()
-            .map(|r| r.expect("every ENI was read"))
-            .collect::<Result<_>>()?;
+        let mut enis: Vec<ImdsEni> = Vec::new();
+        let mut unusable = Vec::new();
+        for (mac, slot) in macs.iter().zip(slots) {
+            match slot.expect("every ENI was read") {
+                Ok(eni) => enis.push(eni),
+                Err(Error::BadMetadata { path, reason }) => {
+                    unusable.push(self.unusable(*mac, &path, &reason)?)
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mut seen: Vec<&EniId> = Vec::new();
         for e in &enis {
             if seen.contains(&&e.eni_id) {
@@ -280,6 +289,37 @@ impl Imds {
             instance_id,
             primary_mac,
             enis,
+            unusable,
+        })
+    }
+
+    /// Why one ENI's metadata cannot be used: still missing, IPv6-only, or malformed.
+    fn unusable(&self, mac: Mac, path: &str, reason: &str) -> Result<Unusable> {
+        let base = format!("network/interfaces/macs/{mac}/");
+        let eni_id = self
+            .get_optional(&format!("{base}interface-id"))?
+            .and_then(|s| s.trim().parse::<EniId>().ok());
+        let field = path.strip_prefix(&base).unwrap_or(path);
+        let kind = if reason != "missing" {
+            UnusableKind::Malformed
+        } else if field == "local-ipv4s" && self.get_optional(&format!("{base}ipv6s"))?.is_some() {
+            UnusableKind::Ipv6Only
+        } else {
+            UnusableKind::NotYet
+        };
+        let reason = match kind {
+            UnusableKind::Ipv6Only => {
+                "IPv6 only (no local-ipv4s): this version configures ENIs with IPv4; left alone"
+                    .into()
+            }
+            UnusableKind::NotYet => format!("metadata has no {field} yet"),
+            UnusableKind::Malformed => format!("{field}: {reason}; left alone"),
+        };
+        Ok(Unusable {
+            mac,
+            eni_id,
+            kind,
+            reason,
         })
     }
 }

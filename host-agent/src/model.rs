@@ -160,13 +160,47 @@ pub fn first_host(net: Ipv4Net) -> Ipv4Addr {
 }
 
 /// The instance as metadata describes it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Default)]
 pub struct Instance {
     pub instance_id: Option<String>,
     /// MAC of the primary interface (`meta-data/mac`), which a just-attached ENI's transient
     /// device-number 0 must not be confused with.
     pub primary_mac: Option<Mac>,
     pub enis: Vec<ImdsEni>,
+    /// ENIs listed by metadata that cannot be configured: each is parsed on its own, so one
+    /// odd ENI never stops the others.
+    pub unusable: Vec<Unusable>,
+}
+
+/// An ENI whose metadata cannot be used, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unusable {
+    pub mac: Mac,
+    /// When `interface-id` itself was readable.
+    pub eni_id: Option<EniId>,
+    pub kind: UnusableKind,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnusableKind {
+    /// A field is still missing (a just-attached ENI): worth waiting for.
+    NotYet,
+    /// IPv6 only: no IPv4 address, which this version configures routing for.
+    Ipv6Only,
+    /// A value is malformed: left alone, never guessed at.
+    Malformed,
+}
+
+impl Unusable {
+    pub fn describe(&self) -> String {
+        let who = self.eni_id.as_ref().map_or_else(
+            || format!("the ENI with MAC {}", self.mac),
+            |e| format!("{e} ({})", self.mac),
+        );
+        format!("{who}: {}", self.reason)
+    }
 }
 
 impl Instance {

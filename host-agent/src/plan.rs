@@ -29,6 +29,15 @@ impl Selection {
         }
     }
 
+    /// Whether it names this ENI whose metadata could not be used (`--all` names none of them).
+    pub fn names(&self, u: &crate::model::Unusable) -> bool {
+        match self {
+            Selection::All => false,
+            Selection::Eni(id) => u.eni_id.as_ref() == Some(id),
+            Selection::Mac(m) => u.mac == *m,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Selection::All => "all secondary ENIs".into(),
@@ -613,6 +622,7 @@ mod tests {
                 eni(A, "eni-00000000000000001", 1, Some(0), "10.0.1.11"),
                 eni(B, "eni-00000000000000002", 1, b_card, "10.0.1.12"),
             ],
+            unusable: vec![],
         };
         let snap = Snapshot {
             links: vec![

@@ -890,3 +890,72 @@ fn an_eni_whose_network_card_is_not_published_yet_never_takes_another_enis_table
         vec![("10.0.1.21/32".into(), 10001)]
     );
 }
+
+/// One odd ENI does not stop the others: garbage in one ENI's metadata, an IPv6-only ENI. Each
+/// ENI is parsed on its own; `--eni` of a good one works; `--all` configures the good ones and
+/// still reports the garbage (exit 2, naming the field); IPv6-only is skipped with a reason.
+#[test]
+fn one_odd_eni_does_not_stop_the_others() {
+    need_root!();
+    let bed = Bed::new(false);
+    let odd = bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.20"),
+        1,
+        0,
+        "eni-55555555555555551",
+    );
+    bed.attach(
+        EniSpec::new("eth2", &bed.b).ip("10.0.2.21"),
+        2,
+        0,
+        "eni-55555555555555552",
+    );
+    let v6 = bed.attach(
+        EniSpec::new("eth3", &bed.a).ip("10.0.1.23"),
+        3,
+        0,
+        "eni-55555555555555553",
+    );
+    let dir = |mac: &str| format!("meta-data/network/interfaces/macs/{mac}");
+    bed.imds.set(
+        &format!("{}/subnet-ipv4-cidr-block", dir(odd.mac())),
+        "10.0.1.0/33",
+    );
+    bed.imds.remove(&format!("{}/local-ipv4s", dir(v6.mac())));
+    bed.imds
+        .set(&format!("{}/ipv6s", dir(v6.mac())), "2001:db8:1::23");
+
+    // A good ENI by name: the odd ones do not matter.
+    let r = bed.agent(&["apply", "--eni", "eni-55555555555555552", "--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        bed.rules_for_table(10002),
+        vec![("10.0.2.21/32".into(), 10002)]
+    );
+
+    // --all: eth2 stays configured, eth1 (garbage) and eth3 (IPv6 only) are left alone.
+    let r = bed.agent(&["apply", "--all", "--json", "--wait", "2"]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    let error = r.json["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("subnet-ipv4-cidr-block") && error.contains("eni-55555555555555551"),
+        "{error}"
+    );
+    let notes = r.json["notes"].to_string();
+    assert!(
+        notes.contains("eni-55555555555555553") && notes.contains("IPv6 only"),
+        "{notes}"
+    );
+    assert!(bed.rules_for_table(10001).is_empty());
+    assert!(bed.rules_for_table(10003).is_empty());
+    assert_eq!(
+        bed.rules_for_table(10002),
+        vec![("10.0.2.21/32".into(), 10002)]
+    );
+
+    // Naming an odd one is bad input, at once (no --wait).
+    let r = bed.agent(&["apply", "--eni", "eni-55555555555555551", "--wait", "30"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = bed.agent(&["apply", "--eni", "eni-55555555555555553", "--wait", "30"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}

@@ -40,6 +40,14 @@ fn apply(
     let (inst, pending) = wait_until_ready(imds, kernel, sel, Duration::from_secs(args.wait))?;
     report.instance_id = inst.instance_id.clone();
     debug!("metadata: {} ENI(s)", inst.enis.len());
+    for u in inst
+        .unusable
+        .iter()
+        .filter(|u| u.kind != crate::model::UnusableKind::NotYet)
+    {
+        warn!("skipped {}", u.describe());
+        report.notes.push(format!("skipped {}", u.describe()));
+    }
     let snap = kernel.snapshot()?;
     let plan = plan_apply(&inst, &snap, sel, args.force, &super::persisted_macs(root));
     debug!("plan: {} change(s)", plan.ops().len());
@@ -116,6 +124,18 @@ fn apply(
         return Err(super::persist_failed(e, undone, errors));
     }
 
+    // The others are configured; garbage in one ENI's metadata is still bad input (exit 2),
+    // so whoever runs this sees it.
+    if let Some(u) = inst
+        .unusable
+        .iter()
+        .find(|u| u.kind == crate::model::UnusableKind::Malformed && *sel == Selection::All)
+    {
+        return Err(Error::bad_metadata(
+            format!("network/interfaces/macs/{}/", u.mac),
+            format!("{} (the other ENIs were configured)", u.describe()),
+        ));
+    }
     if !pending.is_empty() {
         return Err(Error::NotAppeared {
             what: "some ENIs".into(),

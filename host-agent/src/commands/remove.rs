@@ -30,11 +30,7 @@ pub fn run(args: &RemoveArgs, report: &mut Report) -> Result<()> {
     let imds = Imds::from_env()?;
     // Removing everything needs no metadata: it must work even when IMDS does not.
     let inst = if sel == RemoveSelection::All {
-        Instance {
-            instance_id: None,
-            primary_mac: None,
-            enis: Vec::new(),
-        }
+        Instance::default()
     } else {
         imds.instance()?
     };

@@ -13,6 +13,11 @@ pub fn run(report: &mut Report) -> Result<()> {
     let mut kernel = Kernel::connect()?;
     let inst = imds.instance()?;
     report.instance_id = inst.instance_id.clone();
+    report.notes.extend(
+        inst.unusable
+            .iter()
+            .map(|u| format!("not configurable: {}", u.describe())),
+    );
     let snap = kernel.snapshot()?;
     let persisted = super::persisted_macs(&super::persist_root(None)?);
     for eni in &inst.enis {
