@@ -7,7 +7,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use crate::kernel::Snapshot;
-use crate::model::{EniId, ImdsEni, Instance, Mac, RTPROT_SYMROUTE};
+use crate::model::{EniId, ImdsEni, Instance, Mac, RTPROT_SYMROUTE, TABLE_BASE};
 use crate::ops::{AddrSpec, Link, Op, RouteSpec, RuleSpec};
 
 const RT_TABLE_MAIN: u32 = 254;
@@ -349,6 +349,18 @@ fn diff_eni(
             if !want.addrs.iter().any(|w| w.ip == a.ip) {
                 ops.push(Op::DelAddr(a.clone()));
             }
+        }
+        // Re-attached at another device number: what we installed for it under its old table.
+        // An address belongs to one ENI, and table T holds only ENI T's link, so rules for its
+        // addresses and routes over its link in any other table are its own, stale.
+        let srcs: Vec<IpNet> = desired_rules(eni).into_iter().map(|r| r.src).collect();
+        for r in ours_rules(snap).filter(|r| r.table != t && srcs.contains(&r.src)) {
+            ops.push(Op::DelRule(r.clone()));
+        }
+        for r in ours_routes(snap)
+            .filter(|r| r.table != t && r.table >= TABLE_BASE && r.oif == link.index)
+        {
+            ops.push(Op::DelRoute(r.clone()));
         }
     }
     ops

@@ -959,3 +959,43 @@ fn one_odd_eni_does_not_stop_the_others() {
     let r = bed.agent(&["apply", "--eni", "eni-55555555555555553", "--wait", "30"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+/// Re-attached at another device number: `apply --eni` moves the ENI to its new table and
+/// leaves nothing of it under the old one (not only `--all` prunes).
+#[test]
+fn an_eni_reattached_at_another_device_number_leaves_nothing_in_its_old_table() {
+    need_root!();
+    let bed = Bed::new(false);
+    let eth1 = bed.attach(
+        EniSpec::new("eth1", &bed.b).ip("10.0.2.31"),
+        2,
+        0,
+        "eni-66666666666666661",
+    );
+    bed.apply(&["--eni", "eni-66666666666666661"]);
+    assert_eq!(
+        bed.rules_for_table(10002),
+        vec![("10.0.2.31/32".into(), 10002)]
+    );
+    bed.imds.set(
+        &format!(
+            "meta-data/network/interfaces/macs/{}/device-number",
+            eth1.mac()
+        ),
+        "1",
+    );
+    bed.apply(&["--eni", "eni-66666666666666661"]);
+    assert_eq!(
+        bed.rules_for_table(10001),
+        vec![("10.0.2.31/32".into(), 10001)]
+    );
+    assert!(
+        bed.rules_for_table(10002).is_empty(),
+        "old rules left: {:?}",
+        bed.rules_for_table(10002)
+    );
+    let old = bed.ip_json(&["route", "show", "table", "10002"]);
+    assert_eq!(old, serde_json::json!([]), "old routes left: {old}");
+    let client = bed.vpc.add_client(&bed.a, "10.0.1.50").unwrap();
+    assert!(client.ping(ip("10.0.2.31"), 1, 2));
+}
