@@ -982,3 +982,68 @@ fn networkd_own_file_takes_the_place_of_a_shared_match() {
     remove(&bed, "networkd", &t.dir);
     assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
 }
+
+/// A golden AMI's catch-all definition (`all-eth: match: name: "eth*"`, DHCP) also matches the
+/// ENI. Extending it would put the ENI's addresses and rules on every interface it matches, the
+/// primary included (what the agent did before). Ours is a definition of its own, matched by MAC,
+/// whose networkd file sorts first: the file networkd uses for eth1; the catch-all's file, the one
+/// eth0 uses, carries nothing of eth1. Checked in what the real `netplan generate` writes.
+#[test]
+fn netplan_never_extends_a_glob_definition_that_also_matches_the_primary() {
+    need_root!();
+    let (bed, _far) = bed();
+    let mac = bed.ip_json(&["link", "show", "eth1"])[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let t = TempTree::new();
+    t.write(
+        "/etc/netplan/50-cloud-init.yaml",
+        "network:\n  version: 2\n  ethernets:\n    all-eth:\n      match:\n        name: \"eth*\"\n      dhcp4: true\n",
+    );
+    fs::set_permissions(
+        t.path("/etc/netplan/50-cloud-init.yaml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    apply(&bed, "netplan", &t.dir);
+
+    let mut files: Vec<_> = fs::read_dir(t.path("/run/systemd/network"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "network"))
+        .collect();
+    files.sort();
+    let texts: Vec<String> = files
+        .iter()
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect();
+    // networkd takes the first file (lexical order) whose [Match] fits the link.
+    let for_eth1 = texts
+        .iter()
+        .position(|t| t.contains(&format!("PermanentMACAddress={mac}")) || t.contains("Name=eth*"))
+        .expect("a file matches eth1");
+    assert!(
+        texts[for_eth1].contains(&format!("PermanentMACAddress={mac}"))
+            && texts[for_eth1].contains(&format!("From={SECONDARY}/32")),
+        "networkd would use {} for eth1:\n{}",
+        files[for_eth1].display(),
+        texts[for_eth1]
+    );
+    let catch_all = texts
+        .iter()
+        .position(|t| t.contains("Name=eth*"))
+        .expect("the catch-all's file");
+    for leak in [
+        format!("Address={SECONDARY}/24"),
+        "RoutingPolicyRule".into(),
+        format!("Table={TABLE}"),
+    ] {
+        assert!(
+            !texts[catch_all].contains(&leak),
+            "the catch-all (eth0's file) carries {leak:?}:\n{}",
+            texts[catch_all]
+        );
+    }
+}

@@ -2,16 +2,25 @@
 //! `/etc/netplan/90-symroute-<ifname>.yaml`.
 //!
 //! netplan merges definitions with the same id across files (later files add to the lists of
-//! earlier ones). Two definitions matching one interface under different ids would become two
-//! networkd files of which networkd uses only the first, so when another file (cloud-init's
-//! `50-cloud-init.yaml`) already defines the interface, ours reuses that id and adds only the
-//! secondary addresses, routes and rules; otherwise it is a definition of its own, matched by
-//! MAC, with every address. The host applies it with `netplan generate` plus a networkd reload
-//! (or at the next boot), never `netplan apply`, which bounces links.
+//! earlier ones). Two definitions matching one interface under different ids become two networkd
+//! files (`10-netplan-<id>.network`) of which networkd uses only the first in lexical order.
+//! So:
+//! - when another file (cloud-init's `50-cloud-init.yaml`) defines this ENI alone, matched by
+//!   its MAC and nothing else, ours reuses that id and adds only the secondary addresses, routes
+//!   and rules;
+//! - any other definition that may match it (a `name:` glob such as `all-en: {match: {name:
+//!   "en*"}}` in golden AMIs, a `driver:`, an id equal to the name) is never extended: extending
+//!   it would put this ENI's addresses and routes on every interface it matches, the primary
+//!   included. Ours is then a definition of its own, matched by MAC, with every address, under
+//!   an id (`00-symroute-<ifname>`) whose networkd file sorts before any other.
+//!
+//! The host applies it with `netplan generate` plus a networkd reload (or at the next boot),
+//! never `netplan apply`, which bounces links.
 //!
 //! Reading YAML: no YAML library ships in the agent; the scanner below understands the block
 //! style that cloud-init and netplan write (`ethernets:` -> `<id>:` -> `match:` ->
-//! `macaddress:`/`name:`), which is what it needs to find the id.
+//! `macaddress:`/`name:`/`driver:`) and a flow-style `match: {name: "en*"}`, which is what it
+//! needs to find the id; anything it cannot read is treated as "may match", never merged into.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -29,11 +38,39 @@ const SEARCH: &[&str] = &[
 ];
 
 /// An `ethernets` definition found in a netplan file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Def {
     pub id: String,
     pub mac: Option<String>,
     pub name: Option<String>,
+    pub driver: Option<String>,
+}
+
+impl Def {
+    /// Matches this MAC and nothing else: the only kind of definition ours may extend.
+    fn is_this_eni_alone(&self, mac: Mac) -> bool {
+        self.name.is_none()
+            && self.driver.is_none()
+            && self
+                .mac
+                .as_deref()
+                .is_some_and(|m| m.parse::<Mac>().is_ok_and(|m| m == mac))
+    }
+
+    fn set(&mut self, key: &str, value: &str) {
+        match key {
+            "macaddress" => self.mac = Some(unquote(value).to_lowercase()),
+            "name" => self.name = Some(unquote(value)),
+            "driver" => self.driver = Some(unquote(value)),
+            _ => {}
+        }
+    }
+}
+
+/// The id of symroute's own definition: `10-netplan-00-symroute-<ifname>.network` sorts before
+/// the file of any definition whose id starts with a letter or "01"..."99".
+pub fn own_id(ifname: &str) -> String {
+    format!("00-symroute-{ifname}")
 }
 
 fn unquote(v: &str) -> String {
@@ -69,8 +106,7 @@ pub fn ethernets(text: &str) -> Vec<Def> {
                 if let Some((id, _)) = l.split_once(':') {
                     defs.push(Def {
                         id: unquote(id),
-                        mac: None,
-                        name: None,
+                        ..Def::default()
                     });
                 }
                 match_indent = None;
@@ -82,11 +118,17 @@ pub fn ethernets(text: &str) -> Vec<Def> {
             let Some(def) = defs.last_mut() else { continue };
             if l == "match:" {
                 match_indent = Some(ind);
+            } else if let Some(flow) = l.strip_prefix("match:") {
+                // Flow style: `match: {name: "en*", driver: ena}`.
+                let inner = flow.trim().trim_start_matches('{').trim_end_matches('}');
+                for pair in inner.split(',') {
+                    if let Some((k, v)) = pair.split_once(':') {
+                        def.set(k.trim(), v);
+                    }
+                }
             } else if match_indent.is_some() {
-                if let Some(v) = l.strip_prefix("macaddress:") {
-                    def.mac = Some(unquote(v).to_lowercase());
-                } else if let Some(v) = l.strip_prefix("name:") {
-                    def.name = Some(unquote(v));
+                if let Some((k, v)) = l.split_once(':') {
+                    def.set(k.trim(), v);
                 }
             }
         }
@@ -94,8 +136,9 @@ pub fn ethernets(text: &str) -> Vec<Def> {
     defs
 }
 
-/// The id and file of a definition (not ours) that configures this interface.
-pub fn existing(root: &Root, ifname: &str, mac: Mac) -> Option<(String, PathBuf)> {
+/// The id and file of a definition (not ours) that configures this ENI alone, by its MAC: the
+/// only kind ours may extend (see the module doc).
+pub fn existing(root: &Root, mac: Mac) -> Option<(String, PathBuf)> {
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     for dir in SEARCH {
         for p in root.list(dir) {
@@ -115,17 +158,13 @@ pub fn existing(root: &Root, ifname: &str, mac: Mac) -> Option<(String, PathBuf)
         }
         ethernets(&text)
             .into_iter()
-            .find(|d| match (&d.mac, &d.name) {
-                (Some(m), _) => m.parse::<Mac>().is_ok_and(|m| m == mac),
-                (None, Some(n)) => super::glob(n, ifname),
-                (None, None) => d.id == ifname,
-            })
+            .find(|d| d.is_this_eni_alone(mac))
             .map(|d| (d.id, p))
     })
 }
 
 pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
-    let found = existing(root, &eni.ifname, eni.mac);
+    let found = existing(root, eni.mac);
     let mut s = eni.header();
     let id = match &found {
         Some((id, file)) => {
@@ -141,10 +180,10 @@ pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
         None => {
             let _ = writeln!(
                 s,
-                "# Policy routing for {} ({}), matched by MAC.",
+                "# Policy routing for {} ({}), matched by MAC; its networkd file sorts first.",
                 eni.ifname, eni.eni_id
             );
-            eni.ifname.clone()
+            own_id(&eni.ifname)
         }
     };
     let _ = writeln!(s, "network:\n  version: 2\n  ethernets:\n    {id}:");
@@ -236,27 +275,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_cloud_init_definitions() {
-        let text = "# This file is generated from information provided by the datasource.\nnetwork:\n    ethernets:\n        ens5:\n            dhcp4: true\n            match:\n                macaddress: 06:AA:bb:cc:dd:01\n            set-name: ens5\n        \"ens6\":\n            match: {name: x}\n            dhcp4: true\n        eth2:\n            match:\n                name: eth2\n    version: 2\n";
+    fn finds_cloud_init_definitions_in_block_and_flow_style() {
+        let text = "# This file is generated from information provided by the datasource.\nnetwork:\n    ethernets:\n        ens5:\n            dhcp4: true\n            match:\n                macaddress: 06:AA:bb:cc:dd:01\n            set-name: ens5\n        \"ens6\":\n            match: {name: x, driver: ena}\n            dhcp4: true\n        eth2:\n            match:\n                name: eth2\n                driver: \"ixgbevf\"\n    version: 2\n";
         assert_eq!(
             ethernets(text),
             vec![
                 Def {
                     id: "ens5".into(),
                     mac: Some("06:aa:bb:cc:dd:01".into()),
-                    name: None
+                    ..Def::default()
                 },
                 Def {
                     id: "ens6".into(),
-                    mac: None,
-                    name: None
+                    name: Some("x".into()),
+                    driver: Some("ena".into()),
+                    ..Def::default()
                 },
                 Def {
                     id: "eth2".into(),
-                    mac: None,
-                    name: Some("eth2".into())
+                    name: Some("eth2".into()),
+                    driver: Some("ixgbevf".into()),
+                    ..Def::default()
                 },
             ]
         );
+    }
+
+    #[test]
+    fn only_a_definition_of_this_mac_alone_may_be_extended() {
+        let mac: Mac = "06:aa:bb:cc:dd:01".parse().unwrap();
+        let by_mac = Def {
+            id: "ens5".into(),
+            mac: Some("06:aa:bb:cc:dd:01".into()),
+            ..Def::default()
+        };
+        assert!(by_mac.is_this_eni_alone(mac));
+        let glob = Def {
+            id: "all-en".into(),
+            name: Some("en*".into()),
+            ..Def::default()
+        };
+        assert!(!glob.is_this_eni_alone(mac));
+        let mac_and_driver = Def {
+            driver: Some("ena".into()),
+            ..by_mac.clone()
+        };
+        assert!(!mac_and_driver.is_this_eni_alone(mac));
+        let other = Def {
+            mac: Some("06:aa:bb:cc:dd:02".into()),
+            ..by_mac
+        };
+        assert!(!other.is_this_eni_alone(mac));
+        assert!(*own_id("ens6") < *"01" && *own_id("ens6") < *"all-en");
     }
 }
