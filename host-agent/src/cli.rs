@@ -86,7 +86,8 @@ pub struct ApplyArgs {
     /// Print the changes that would be made, and make none.
     #[arg(long)]
     pub dry_run: bool,
-    /// Configure ENIs that another tool already routes symmetrically.
+    /// Configure ENIs that another tool already routes symmetrically, and the primary interface
+    /// when --eni or --mac names it.
     #[arg(long)]
     pub force: bool,
     /// Print the report as JSON.

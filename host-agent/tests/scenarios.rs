@@ -330,6 +330,18 @@ fn bad_input_changes_nothing() {
     assert_eq!(r.code, 2);
     let r = bed.agent(&["apply", "--all", "--eni", "eni-44444444444444441"]);
     assert_eq!(r.code, 2, "conflicting targets");
+    // The primary, named: asks for --force, and nothing changes.
+    let r = bed.agent(&["apply", "--eni", "eni-00000000000000000", "--json"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.json["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--force"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(bed.routing_state(), before, "the primary was changed");
     let r = bed.agent(&["remove"]);
     assert_eq!(r.code, 2, "remove needs a target");
     one_line(&r);

@@ -40,6 +40,21 @@ fn apply(
     let (inst, pending) = wait_until_ready(imds, kernel, sel, Duration::from_secs(args.wait))?;
     report.instance_id = inst.instance_id.clone();
     debug!("metadata: {} ENI(s)", inst.enis.len());
+    // The primary interface is never changed unless asked twice: naming it is not enough.
+    if let Some(primary) = inst.enis.iter().find(|e| {
+        *sel != Selection::All
+            && sel.matches(e)
+            && (inst.primary_mac == Some(e.mac)
+                || (inst.primary_mac.is_none() && e.is_primary_device()))
+    }) {
+        if !args.force {
+            return Err(Error::Usage(format!(
+                "{} is the primary interface (device 0 on network card 0), which symroute leaves \
+                 alone; add --force to give it policy routing anyway",
+                primary.eni_id
+            )));
+        }
+    }
     for u in inst
         .unusable
         .iter()
