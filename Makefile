@@ -18,7 +18,7 @@ BENCH_STEPS :=
 
 include $(sort $(wildcard mk/*.mk))
 
-.PHONY: help setup setup-apt setup-rust setup-python test demo agent lambda deploy bench fmt clippy
+.PHONY: help setup setup-apt setup-rust setup-python test test-preflight demo agent lambda deploy bench fmt clippy
 
 help:
 	@echo "make demo    the whole chain on this machine (no AWS account)"
@@ -42,6 +42,8 @@ setup-apt:
 setup-rust:
 	@installed=$$(rustup target list --installed); \
 	for t in $(RUST_TARGETS); do grep -qx $$t <<<"$$installed" || rustup target add $$t; done
+	@components=$$(rustup component list --installed); \
+	for c in clippy rustfmt; do grep -q "^$$c" <<<"$$components" || rustup component add $$c; done
 
 $(VENV)/.stamp: requirements-dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -50,7 +52,15 @@ $(VENV)/.stamp: requirements-dev.txt
 
 setup-python: $(VENV)/.stamp
 
-test: setup
+# Refuses, in one line each, what would make `make test` prove less than it claims.
+test-preflight:
+	@if [ "$$(id -u)" != 0 ]; then echo "make test: needs root (the tests build network namespaces and run the agent against the kernel); run it as root" >&2; exit 1; fi
+	@if [ "$$CI" = true ] && [ -n "$${SYMROUTE_BLESS:-}" ]; then echo "make test: SYMROUTE_BLESS rewrites the golden files instead of checking them; refused under CI" >&2; exit 1; fi
+	@if [ "$$CI" = true ] && [ "$${PROPTEST_CASES:-}" = 0 ]; then echo "make test: PROPTEST_CASES=0 runs no property case; refused under CI" >&2; exit 1; fi
+
+test: test-preflight setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) test --workspace --locked
 	@for step in $(TEST_STEPS); do $(MAKE) --no-print-directory $$step || exit 1; done
 

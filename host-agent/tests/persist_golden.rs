@@ -44,6 +44,10 @@ fn rendered(backend: Backend, root: &Root, enis: &[EniConfig]) -> BTreeMap<Strin
 fn check_golden(case: &str, files: BTreeMap<String, Vec<u8>>) {
     let dir = golden_dir(case);
     if std::env::var_os("SYMROUTE_BLESS").is_some() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "SYMROUTE_BLESS rewrites golden files instead of checking them: refused under CI"
+        );
         let _ = fs::remove_dir_all(&dir);
         for (p, c) in &files {
             let f = dir.join(p);

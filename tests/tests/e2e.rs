@@ -109,7 +109,6 @@ fn attach_makes_the_new_address_answer_and_detach_cleans_up() {
     assert_eq!(step("agent", 1)["action"], "remove");
     assert_eq!(step("lambda", 2)["action"], "remove");
     assert_eq!(step("after", 0)["replied"], true);
-    assert!(summary.event_to_ping <= summary.attach_to_ping);
 }
 
 #[test]
