@@ -352,7 +352,7 @@ fn netplan_merges_with_cloud_init_and_brings_it_back_through_networkd() {
 fn ifupdown_stanza_brings_it_back_with_ifup() {
     need_root!();
     let (bed, far) = bed();
-    // First no stanza for eth1 (ours is `inet static`), then cloud-init's configuring it (a
+    // First no stanza for eth1 (ours brings it up), then cloud-init's configuring it (a
     // static address standing in for DHCP; ours is an `inet manual` stanza that ifup runs
     // after it). ifup reads the main file, which sources interfaces.d relative to itself.
     for existing in [
@@ -372,15 +372,13 @@ fn ifupdown_stanza_brings_it_back_with_ifup() {
         apply(&bed, "ifupdown", &t.dir);
         assert!(answers(&far));
         let ours = t.read("/etc/network/interfaces.d/symroute-eth1");
+        // Always `inet manual`: every line is guarded by the ENI's MAC.
         let method = if existing.is_empty() {
-            "static"
+            "own"
         } else {
-            "manual"
+            "beside cloud-init's"
         };
-        assert!(
-            ours.contains(&format!("iface eth1 inet {method}\n")),
-            "{ours}"
-        );
+        assert!(ours.contains("iface eth1 inet manual\n"), "{ours}");
 
         wipe(&bed, &far);
         let state = TempTree::new();
@@ -1046,4 +1044,58 @@ fn netplan_never_extends_a_glob_definition_that_also_matches_the_primary() {
             texts[catch_all]
         );
     }
+}
+
+/// ifupdown matches a stanza by name; a name is not an ENI. After a stop/start with other ENIs,
+/// or in an AMI baked from this instance, another ENI carries `eth1`: the stanza must configure
+/// nothing on it (before, `inet static` put this ENI's address on whatever eth1 was).
+#[test]
+fn ifupdown_stanza_configures_nothing_on_another_eni_with_the_same_name() {
+    need_root!();
+    let (bed, far) = bed();
+    let t = TempTree::new();
+    t.write(
+        "/etc/network/interfaces",
+        "source interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
+    );
+    fs::create_dir_all(t.path("/etc/network/interfaces.d")).unwrap();
+    apply(&bed, "ifupdown", &t.dir);
+    wipe(&bed, &far);
+    // Another ENI under the same name.
+    let own_mac = bed.ip_json(&["link", "show", "eth1"])[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bed.inst
+        .exec(&["ip", "link", "set", "eth1", "address", "0a:ee:00:00:00:01"])
+        .unwrap();
+    let state = TempTree::new();
+    let out = bed
+        .inst
+        .command("ifup")
+        .arg("-i")
+        .arg(t.path("/etc/network/interfaces"))
+        .arg("--state-dir")
+        .arg(&state.dir)
+        .arg("eth1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ifup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addrs = bed
+        .ip_json(&["-4", "addr", "show", "dev", "eth1"])
+        .to_string();
+    assert!(
+        !addrs.contains(PRIMARY) && !addrs.contains(SECONDARY),
+        "{addrs}"
+    );
+    assert_eq!(rules_in(&bed), "", "rules installed for another ENI");
+    let routes = bed.ip_json(&["route", "show", "table", TABLE]);
+    assert_eq!(routes, serde_json::json!([]), "{routes}");
+    bed.inst
+        .exec(&["ip", "link", "set", "eth1", "address", &own_mac])
+        .unwrap();
 }

@@ -3,8 +3,13 @@
 //! the live state) and whose `pre-down` lines take them away again.
 //!
 //! ifupdown combines several `iface` stanzas of one interface, so when the interface already
-//! has one (`inet dhcp`), ours is an `inet manual` stanza that only adds; otherwise it is an
-//! `inet static` stanza with the primary address. Secondary addresses come from `post-up`.
+//! has one (`inet dhcp`), ours is an `inet manual` stanza that only adds; otherwise it also
+//! brings the link up and adds the primary address. Addresses come from `post-up`.
+//!
+//! ifupdown matches stanzas by interface name only, and a name is not an ENI: after a stop and
+//! start with other ENIs, or in an AMI baked from this instance, another ENI may carry it. So
+//! every line that configures acts only when the link has this ENI's MAC (a guard reading
+//! /sys/class/net/<if>/address); for any other ENI the stanza does nothing.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -83,20 +88,28 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
     }
     let ifn = &eni.ifname;
     let mut s = eni.header();
-    let _ = writeln!(s, "# Policy routing for {ifn} ({}).", eni.eni_id);
+    let _ = writeln!(
+        s,
+        "# Policy routing for {ifn} ({}); each line acts only while {ifn} has MAC {}.",
+        eni.eni_id, eni.mac
+    );
+    // `[ mac != ours ] || cmd`: nothing happens (and ifup goes on) for another ENI.
+    let only = format!(
+        "[ \"$(cat /sys/class/net/{ifn}/address)\" != {} ] || ",
+        eni.mac
+    );
     let skip = if existing {
         let _ = writeln!(s, "iface {ifn} inet manual");
         1
     } else {
         let _ = writeln!(
             s,
-            "allow-hotplug {ifn}\niface {ifn} inet static\n    address {}",
-            eni.primary_v4()
+            "allow-hotplug {ifn}\niface {ifn} inet manual\n    pre-up {only}ip link set dev {ifn} up"
         );
-        1
+        0
     };
     let add_addr = |s: &mut String, a: String, fam: &str| {
-        let _ = writeln!(s, "    post-up ip {fam}addr replace {a} dev {ifn}");
+        let _ = writeln!(s, "    post-up {only}ip {fam}addr replace {a} dev {ifn}");
     };
     for a in eni.addrs_v4.iter().skip(skip) {
         add_addr(&mut s, a.to_string(), "");
@@ -108,7 +121,7 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
     for r in &eni.routes {
         let _ = writeln!(
             s,
-            "    post-up ip {}route replace {}",
+            "    post-up {only}ip {}route replace {}",
             fam(r.dst.addr().is_ipv6()),
             route_line(r)
         );
@@ -119,7 +132,7 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
         let sel = rule_selector(r);
         let _ = writeln!(
             s,
-            "    post-up ip {f}rule del {sel} protocol {RTPROT_SYMROUTE} 2>/dev/null; ip {f}rule add {sel} protocol {RTPROT_SYMROUTE}"
+            "    post-up {only}{{ ip {f}rule del {sel} protocol {RTPROT_SYMROUTE} 2>/dev/null; ip {f}rule add {sel} protocol {RTPROT_SYMROUTE}; }}"
         );
     }
     for r in &eni.rules {
