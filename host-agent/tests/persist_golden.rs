@@ -86,10 +86,11 @@ fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 #[test]
 fn golden_networkd_dropin_for_the_file_that_matches() {
     let t = TempTree::new();
-    // 10-eth1 (exactly eth1) sorts before 99-default (everything): it is the one networkd uses.
+    // 10-eth1 (this ENI, by MAC, as cloud-init writes it) sorts before 99-default
+    // (everything): it is the one networkd uses.
     t.write(
         "/etc/systemd/network/10-eth1.network",
-        "[Match]\nName=eth1\n\n[Network]\nDHCP=yes\n",
+        "[Match]\nMACAddress=0a:00:00:00:00:02\n\n[Network]\nDHCP=yes\n",
     );
     t.write(
         "/usr/lib/systemd/network/99-default.network",

@@ -169,9 +169,13 @@ fn networkd_dropin_survives_reboot_and_reconfigure_and_is_removed_cleanly() {
     let t = TempTree::new();
     // The file that configures eth1 (cloud-init's DHCP, with a static address standing in for
     // DHCP in the testbed), and a catch-all that sorts after it.
+    let mac = bed.ip_json(&["link", "show", "eth1"])[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     t.write(
         "/etc/systemd/network/10-eth1.network",
-        &format!("[Match]\nName=eth1\n\n[Network]\nAddress={PRIMARY}/24\nIPv6AcceptRA=no\n"),
+        &format!("[Match]\nMACAddress={mac}\n\n[Network]\nAddress={PRIMARY}/24\nIPv6AcceptRA=no\n"),
     );
     t.write(
         "/etc/systemd/network/99-all.network",

@@ -3,10 +3,12 @@
 //! its configuration, in the one .network file that actually matches the interface: networkd
 //! uses the first matching file by name across /etc, /run and /usr/lib, and ignores the rest.
 //!
-//! - That file names only this interface: a drop-in `<file>.d/90-symroute.conf` beside it.
-//! - It matches more interfaces (`Name=eth*`, `Driver=ena`, none): a drop-in would hand this
-//!   ENI's rules to every other one, so symroute writes a file of its own that sorts first and
-//!   matches by MAC, with the matching file's settings copied so nothing else changes.
+//! - That file matches this ENI alone, by its MAC: a drop-in `<file>.d/90-symroute.conf`.
+//! - It matches by name (`Name=eth1`, `Name=eth*`), `Driver=ena`, or nothing: a drop-in would
+//!   hand this ENI's rules to every other interface it matches, or, by name, to whichever ENI
+//!   carries the name after a stop and start or in an AMI baked from this instance. So symroute
+//!   writes a file of its own that sorts first and matches by MAC, with the matching file's
+//!   settings copied so nothing else changes.
 //! - None matches: a file of its own with the addresses from metadata.
 
 use std::fmt::Write as _;
@@ -150,9 +152,9 @@ pub fn matches(text: &str, ifname: &str, mac: Mac) -> Option<bool> {
     if !ok {
         return None;
     }
+    // A name is not an ENI: only a match by this MAC alone names this ENI and nothing else.
     let by_mac = macs.len() == 1 && macs[0].parse::<Mac>().is_ok_and(|m| m == mac);
-    let by_name = names.len() == 1 && names[0] == ifname && !names[0].contains(['*', '?', '[']);
-    Some(by_mac || by_name)
+    Some(by_mac)
 }
 
 pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
@@ -284,7 +286,8 @@ mod tests {
     #[test]
     fn match_rules() {
         let m = mac();
-        assert_eq!(matches("[Match]\nName=eth1\n", "eth1", m), Some(true));
+        // Matches, but by name: another ENI may carry the name later.
+        assert_eq!(matches("[Match]\nName=eth1\n", "eth1", m), Some(false));
         assert_eq!(matches("[Match]\nName=eth*\n", "eth1", m), Some(false));
         assert_eq!(matches("[Match]\nName=eth0\n", "eth1", m), None);
         assert_eq!(matches("[Match]\nName=!eth0\n", "eth1", m), Some(false));
