@@ -77,7 +77,7 @@ fn rules(node: &Node) -> String {
 fn attach_makes_the_new_address_answer_and_detach_cleans_up() {
     let Some(opts) = options() else { return };
     let mut tl = Timeline::new(false);
-    let summary = demo::run(&opts, &mut tl).unwrap_or_else(|e| panic!("{e}"));
+    demo::run(&opts, &mut tl).unwrap_or_else(|e| panic!("{e}"));
 
     let names: Vec<&str> = tl
         .steps()
