@@ -422,6 +422,8 @@ fn busy_tree() -> TempTree {
         "/var/lib/symroute/download/README",
         "the SSM document's download directory\n",
     );
+    // Every system has it; the unit backend's agent copy goes there and it stays.
+    fs::create_dir_all(t.path("/usr/local/sbin")).unwrap();
     t
 }
 

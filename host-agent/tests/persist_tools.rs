@@ -510,7 +510,7 @@ fn unit_command_brings_it_back() {
     for d in [
         "/etc/systemd/system",
         "/etc/udev/rules.d",
-        "/var/lib/symroute",
+        "/usr/local/sbin",
     ] {
         fs::create_dir_all(t.path(d)).unwrap();
     }
@@ -533,11 +533,11 @@ fn unit_command_brings_it_back() {
     // agent as ExecStart, where it lies in this tree).
     let inst_dir = TempTree::new();
     let unit_file = inst_dir.path(&format!("/symroute@{ENI}.service"));
-    let bin_real = t.path("/var/lib/symroute/bin/symroute");
+    let bin_real = t.path("/usr/local/sbin/symroute-boot");
     fs::write(
         &unit_file,
         t.read("/etc/systemd/system/symroute@.service")
-            .replace("/var/lib/symroute/bin/symroute", bin_real.to_str().unwrap()),
+            .replace("/usr/local/sbin/symroute-boot", bin_real.to_str().unwrap()),
     )
     .unwrap();
     let verify = Command::new("systemd-analyze")

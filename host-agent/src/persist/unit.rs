@@ -2,7 +2,10 @@
 //! owns the interface): a udev rule per ENI that, when its interface appears (at boot, by udev's
 //! coldplug, or hot-plugged), starts `symroute@<eni-id>.service`, which runs `symroute apply`
 //! for that ENI. The agent SSM runs lives in a temporary directory, so a copy of it is kept at
-//! a fixed path for the unit.
+//! a fixed path for the unit: in /usr/local/sbin, whose files SELinux labels `bin_t`, which
+//! systemd may execute on RHEL and Amazon Linux in enforcing mode (a copy under /var/lib would
+//! be `var_lib_t`, which it may not), under a name of its own so no installed `symroute` is
+//! replaced.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,9 +16,9 @@ use crate::error::{Error, Result};
 pub const UNIT_DIR: &str = "/etc/systemd/system";
 pub const RULES_DIR: &str = "/etc/udev/rules.d";
 pub const TEMPLATE: &str = "/etc/systemd/system/symroute@.service";
-pub const BIN: &str = "/var/lib/symroute/bin/symroute";
-/// Directories of our own, removed again once empty.
-pub const OWN_DIRS: &[&str] = &["/var/lib/symroute/bin"];
+pub const BIN: &str = "/usr/local/sbin/symroute-boot";
+/// Directories of our own, removed again once empty (the copy's directory is the system's).
+pub const OWN_DIRS: &[&str] = &[];
 
 pub fn template() -> String {
     let mut s = SHARED_HEADER.to_string();
@@ -24,9 +27,13 @@ pub fn template() -> String {
         "[Unit]\nDescription=symroute: symmetric policy routing for ENI %i\n\
          # Runs when the ENI's interface appears (udev rule 90-symroute-%i.rules), after the\n\
          # network is up so that instance metadata is reachable.\n\
-         Wants=network-online.target\nAfter=network-online.target\n\n\
+         Wants=network-online.target\nAfter=network-online.target\n\
+         StartLimitIntervalSec=600\nStartLimitBurst=5\n\n\
          [Service]\nType=oneshot\n\
-         ExecStart={BIN} apply --eni %i --persist none --wait 60\n"
+         ExecStart={BIN} apply --eni %i --persist none --wait 60\n\
+         # 1 (failed, host left as it was) and 3 (not there yet) are worth another try, bounded\n\
+         # by the start limit; 2 (bad input) is not.\n\
+         Restart=on-failure\nRestartSec=10\nRestartPreventExitStatus=2\n"
     );
     s
 }
