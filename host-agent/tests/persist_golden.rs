@@ -299,9 +299,31 @@ fn detection_order() {
             &[
                 ("/etc/sysconfig/network-scripts/ifcfg-eth0", ""),
                 ("/etc/NetworkManager/NetworkManager.conf", ""),
+                ("/run/NetworkManager/.keep", ""),
             ],
             Some(Backend::Nm),
             "NetworkManager",
+        ),
+        (
+            &[
+                ("/etc/NetworkManager/NetworkManager.conf", ""),
+                (
+                    "/etc/systemd/system/multi-user.target.wants/NetworkManager.service",
+                    "",
+                ),
+            ],
+            Some(Backend::Nm),
+            "NetworkManager",
+        ),
+        // Installed but neither running nor enabled (seen in a real Debian 12 guest running
+        // ifupdown): nothing would read a keyfile.
+        (
+            &[
+                ("/etc/network/interfaces", ""),
+                ("/etc/NetworkManager/NetworkManager.conf", ""),
+            ],
+            Some(Backend::Ifupdown),
+            "interfaces",
         ),
         (
             &[

@@ -286,14 +286,21 @@ const EC2_NET_UTILS: &[&str] = &[
     "/etc/udev/rules.d/53-ec2-network-interfaces.rules",
 ];
 
+/// NetworkManager runs this boot (its runtime directory), or starts at the next one.
+const NM_ACTIVE: &[&str] = &[
+    "/run/NetworkManager",
+    "/etc/systemd/system/multi-user.target.wants/NetworkManager.service",
+    "/etc/systemd/system/network-online.target.wants/NetworkManager-wait-online.service",
+];
+
 /// `auto`: the first that applies, in this order:
 /// 1. amazon-ec2-net-utils present: it already owns ENI routing, so nothing (unless `force`).
 /// 2. netplan (`/etc/netplan/*.yaml`): netplan generates the networkd (or NM) configuration, so
 ///    it must be the source, or the next `netplan generate` drops what we add below it.
 /// 3. systemd-networkd: a .network file matches one of the interfaces, or networkd is enabled.
 ///    Before NM and ifupdown because networkd deletes foreign rules on reconfigure.
-/// 4. NetworkManager (`/etc/NetworkManager`): RHEL 8/9 keep network-scripts around, but NM
-///    owns the interfaces there, so NM goes before ifcfg.
+/// 4. NetworkManager (`/etc/NetworkManager`), running or enabled (`NM_ACTIVE`): RHEL 8/9 keep
+///    network-scripts around, but NM owns the interfaces there, so NM goes before ifcfg.
 /// 5. network-scripts (`/etc/sysconfig/network-scripts`): RHEL/CentOS 7, Amazon Linux 2.
 /// 6. ifupdown (`/etc/network/interfaces`): Debian without networkd.
 /// 7. systemd (running as init) without any of the above: the boot-time unit.
@@ -325,8 +332,12 @@ pub fn detect(root: &Root, ifaces: &[(String, Mac)], force: bool) -> Choice {
     if let Some(why) = networkd::detect(root, ifaces) {
         return found(Backend::Networkd, format!("detected: {why}"));
     }
+    // Installed is not enough (seen: ifupdown running, NetworkManager installed but disabled, and
+    // a keyfile nobody read): it runs now, or is enabled to start at boot.
     if root.exists("/etc/NetworkManager") {
-        return found(Backend::Nm, "detected: /etc/NetworkManager".into());
+        if let Some(why) = NM_ACTIVE.iter().find(|p| root.exists(p)) {
+            return found(Backend::Nm, format!("detected: NetworkManager ({why})"));
+        }
     }
     if root.exists("/etc/sysconfig/network-scripts") {
         return found(
