@@ -84,8 +84,13 @@ pub fn wait_until_ready(
     let start = Instant::now();
     let mut pause = Duration::from_millis(100);
     let mut told = false;
+    // After the first full read, only what is not ready yet is read again.
+    let mut last: Option<(Instance, Vec<crate::model::Mac>)> = None;
     loop {
-        let inst = imds.instance()?;
+        let inst = match &last {
+            None => imds.instance()?,
+            Some((prev, ready)) => imds.refresh(prev, ready)?,
+        };
         if let Some(e) = refused(&inst, sel) {
             return Err(e);
         }
@@ -110,5 +115,12 @@ pub fn wait_until_ready(
         }
         sleep(pause.min(wait.saturating_sub(start.elapsed())));
         pause = (pause * 2).min(Duration::from_secs(1));
+        let ready = inst
+            .enis
+            .iter()
+            .filter(|e| not_ready(&inst, e, &links).is_none())
+            .map(|e| e.mac)
+            .collect();
+        last = Some((inst, ready));
     }
 }

@@ -211,6 +211,25 @@ impl Imds {
     /// strength of garbage) while the others are read as usual. Failures to reach IMDS still
     /// fail the whole read.
     pub fn instance(&self) -> Result<Instance> {
+        let (instance_id, primary_mac) = self.identity()?;
+        self.read_enis(instance_id, primary_mac, &[])
+    }
+
+    /// The instance again, while waiting: only the list of MACs and the ENIs not in `keep` are
+    /// read; those in `keep` (already read and ready) are taken as they were, if still listed.
+    /// A wait polls every second; re-reading every key of every ENI each time would, on a host
+    /// with dozens of ENIs, approach IMDS's limit of 1,024 packets per second per interface.
+    pub fn refresh(&self, prev: &Instance, keep: &[Mac]) -> Result<Instance> {
+        let kept: Vec<ImdsEni> = prev
+            .enis
+            .iter()
+            .filter(|e| keep.contains(&e.mac))
+            .cloned()
+            .collect();
+        self.read_enis(prev.instance_id.clone(), prev.primary_mac, &kept)
+    }
+
+    fn identity(&self) -> Result<(Option<String>, Option<Mac>)> {
         let instance_id = self
             .get_optional("instance-id")?
             .map(|s| s.trim().to_owned());
@@ -233,8 +252,22 @@ impl Imds {
             ),
             None => None,
         };
+        Ok((instance_id, primary_mac))
+    }
+
+    fn read_enis(
+        &self,
+        instance_id: Option<String>,
+        primary_mac: Option<Mac>,
+        kept: &[ImdsEni],
+    ) -> Result<Instance> {
         let list = self.get_required("network/interfaces/macs/")?;
-        let macs = parse_mac_list(&list)?;
+        let listed = parse_mac_list(&list)?;
+        let macs: Vec<Mac> = listed
+            .iter()
+            .copied()
+            .filter(|m| !kept.iter().any(|e| e.mac == *m))
+            .collect();
         // A few readers share the ENIs: on an instance each read waits about a millisecond on
         // IMDS, so reading ENIs side by side pays; more threads than that only contend for the
         // CPU. Results keep IMDS's order; the first error wins.
@@ -266,6 +299,7 @@ impl Imds {
         });
         let mut enis: Vec<ImdsEni> = Vec::new();
         let mut unusable = Vec::new();
+        enis.extend(kept.iter().filter(|e| listed.contains(&e.mac)).cloned());
         for (mac, slot) in macs.iter().zip(slots) {
             match slot.expect("every ENI was read") {
                 Ok(eni) => enis.push(eni),
@@ -275,6 +309,8 @@ impl Imds {
                 Err(e) => return Err(e),
             }
         }
+        // IMDS's order, whichever ENIs were kept.
+        enis.sort_by_key(|e| listed.iter().position(|m| *m == e.mac));
         let mut seen: Vec<&EniId> = Vec::new();
         for e in &enis {
             if seen.contains(&&e.eni_id) {

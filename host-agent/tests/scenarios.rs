@@ -1026,3 +1026,64 @@ fn an_eni_reattached_at_another_device_number_leaves_nothing_in_its_old_table() 
     let client = bed.vpc.add_client(&bed.a, "10.0.1.50").unwrap();
     assert!(client.ping(ip("10.0.2.31"), 1, 2));
 }
+
+/// While waiting for a late ENI, the agent reads only the list of MACs and what is not ready
+/// yet: an ENI already read and ready is not read again on every poll (on a host with dozens of
+/// ENIs, re-reading every key each second approaches IMDS's 1,024 packets/s).
+#[test]
+fn waiting_for_one_eni_does_not_read_the_ready_ones_again() {
+    need_root!();
+    let bed = Bed::new(false);
+    let ready: Vec<_> = (0..3)
+        .map(|n| {
+            bed.attach(
+                EniSpec::new(&format!("eth{}", n + 1), &bed.b).ip(&format!("10.0.2.{}", 41 + n)),
+                n + 1,
+                0,
+                &format!("eni-7777777777777777{}", n + 1),
+            )
+        })
+        .collect();
+    let late = EniSpec::new("eth4", &bed.a).ip("10.0.1.44");
+    bed.imds.put_eni(&symroute_testbed::EniMeta::from_spec(
+        &late,
+        4,
+        0,
+        "eni-77777777777777774",
+    ));
+    bed.imds.clear_requests();
+    let r = std::thread::scope(|s| {
+        let run = s.spawn(|| bed.agent(&["apply", "--all", "--json", "--wait", "20"]));
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        bed.vpc.attach_eni(&bed.inst, late.clone()).unwrap();
+        run.join().unwrap()
+    });
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("waiting"),
+        "it did not wait: {}",
+        r.stderr
+    );
+    let requests = bed.imds.requests();
+    let polls = requests
+        .iter()
+        .filter(|q| q.path.ends_with("network/interfaces/macs/"))
+        .count();
+    assert!(
+        polls >= 3,
+        "only {polls} polls: the test did not exercise the wait"
+    );
+    for eni in &ready {
+        let reads = requests
+            .iter()
+            .filter(|q| q.path.ends_with(&format!("{}/local-ipv4s", eni.mac())))
+            .count();
+        assert_eq!(
+            reads,
+            1,
+            "{} read {reads} times over {polls} polls",
+            eni.mac()
+        );
+    }
+    assert_eq!(bed.rules_for_table(10004).len(), 1);
+}
