@@ -836,12 +836,28 @@ ip netns exec {c} ping -n -q -c 3 -i 0.2 -W 2 10.0.2.20 >/dev/null && echo V4_AN
 ip netns exec {c} ping -n -q -c 3 -i 0.2 -W 2 10.0.2.21 >/dev/null && echo V4B_ANSWERS
 ip netns exec {c} ping -6 -n -q -c 3 -i 0.2 -W 2 2600:1f18:1:2::20 >/dev/null && echo V6_ANSWERS
 ip -6 route show table {TABLE}
+for i in $(seq 100); do ip -6 route show default dev eth1 | grep -q . && break; sleep 0.1; done
+echo \"RA_DEFAULT $(ip -6 route show default dev eth1)\"
+echo \"PRIMARY_DEFAULT $(ip -6 route show default dev eth0)\"
 "
         ),
     );
     for tag in ["V4_ANSWERS", "V4B_ANSWERS", "V6_ANSWERS"] {
         assert!(out.contains(tag), "{tag}:\n{out}");
     }
+    // The default eth1 learns from router advertisements under networkd stays behind the
+    // primary's (the kernel's, metric 1024): a tie would send eth0's replies out of eth1.
+    let line = |tag: &str| {
+        out.lines()
+            .find(|l| l.starts_with(tag))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("RA_DEFAULT").contains(&format!("metric {TABLE}")),
+        "{out}"
+    );
+    assert!(line("PRIMARY_DEFAULT").contains("metric 1024"), "{out}");
     remove_eni(&bed, "networkd", &t.dir, eni);
     assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
 }

@@ -188,7 +188,14 @@ pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
     };
     let _ = writeln!(s, "network:\n  version: 2\n  ethernets:\n    {id}:");
     let skip = if found.is_some() {
-        // The existing definition brings the primary address (DHCP).
+        // The existing definition brings the primary address (DHCP). The default route it
+        // learns again at each boot or renewal stays behind the primary's (a tie sends the
+        // primary's replies out of this ENI). netplan 0.106 has no `ra-overrides`.
+        let _ = writeln!(
+            s,
+            "      dhcp4-overrides:\n        route-metric: {t}\n      dhcp6-overrides:\n        route-metric: {t}",
+            t = eni.table
+        );
         1
     } else {
         let _ = writeln!(s, "      match:\n        macaddress: \"{}\"", eni.mac);

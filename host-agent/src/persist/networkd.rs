@@ -245,6 +245,15 @@ fn sections(s: &mut String, eni: &EniConfig, skip: usize) {
     for r in &eni.rules {
         rule(s, r);
     }
+    // A default route this ENI learns again after a reboot or a lease renewal (DHCP, router
+    // advertisements) must stay behind the primary's: a tie at networkd's default metric 1024
+    // sends the primary's replies out of this ENI, where the VPC drops them. Same metric as the
+    // live demotion's floor (the table number).
+    let _ = writeln!(
+        s,
+        "\n[DHCPv4]\nRouteMetric={t}\n\n[DHCPv6]\nRouteMetric={t}\n\n[IPv6AcceptRA]\nRouteMetric={t}",
+        t = eni.table
+    );
 }
 
 fn route(s: &mut String, r: &RouteSpec) {
