@@ -20,18 +20,13 @@ include $(sort $(wildcard mk/*.mk))
 
 .PHONY: help setup setup-apt setup-rust setup-python test test-preflight demo agent lambda deploy bench fmt clippy
 
-help:
-	@echo "make demo    the whole chain on this machine (no AWS account)"
-	@echo "make test    every test (root; creates network namespaces)"
-	@echo "make setup   install what the above need (idempotent)"
-	@echo "make agent   static agent binaries into dist/agent/"
-	@echo "make lambda  the Lambda as an arm64 zip (cargo-lambda)"
-	@echo "make deploy  build, upload the agent, sam deploy"
-	@echo "make bench   measure speed and memory into bench/RESULTS.md"
+help: ## this list, from the targets' own `##` comments
+	@grep -hE '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | sort | \
+	  awk -F':.*## ' '{ printf "make %-18s %s\n", $$1, $$2 }'
 
-setup: setup-apt setup-rust setup-python
+setup: setup-apt setup-rust setup-python ## install what the rest needs (Debian packages, Rust targets and components, the Python venv); idempotent
 
-setup-apt:
+setup-apt: ## the Debian packages only
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: installing Debian packages:" $$missing; \
@@ -39,7 +34,7 @@ setup-apt:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-setup-rust:
+setup-rust: ## the Rust targets and components only
 	@installed=$$(rustup target list --installed); \
 	for t in $(RUST_TARGETS); do grep -qx $$t <<<"$$installed" || rustup target add $$t; done
 	@components=$$(rustup component list --installed); \
@@ -50,27 +45,27 @@ $(VENV)/.stamp: requirements-dev.txt
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
-setup-python: $(VENV)/.stamp
+setup-python: $(VENV)/.stamp ## the Python virtualenv (.venv) only
 
 # Refuses, in one line each, what would make `make test` prove less than it claims.
-test-preflight:
+test-preflight: ## refuse, in one line, what would make `make test` prove less (not root; blessing or no property cases under CI)
 	@if [ "$$(id -u)" != 0 ]; then echo "make test: needs root (the tests build network namespaces and run the agent against the kernel); run it as root" >&2; exit 1; fi
 	@if [ "$$CI" = true ] && [ -n "$${SYMROUTE_BLESS:-}" ]; then echo "make test: SYMROUTE_BLESS rewrites the golden files instead of checking them; refused under CI" >&2; exit 1; fi
 	@if [ "$$CI" = true ] && [ "$${PROPTEST_CASES:-}" = 0 ]; then echo "make test: PROPTEST_CASES=0 runs no property case; refused under CI" >&2; exit 1; fi
 
-test: test-preflight setup
+test: test-preflight setup ## every test: fmt, clippy, cargo test, then the steps parts add (root; creates network namespaces)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) test --workspace --locked
 	@for step in $(TEST_STEPS); do $(MAKE) --no-print-directory $$step || exit 1; done
 
-fmt:
+fmt: ## format the Rust code
 	$(CARGO) fmt --all
 
-clippy:
+clippy: ## lint the Rust code, warnings as errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: setup
+bench: setup ## measure speed and memory into bench/RESULTS.md (root)
 	@for step in $(BENCH_STEPS); do $(MAKE) --no-print-directory $$step || exit 1; done
 	@{ echo "# symroute benchmarks"; echo; \
 	   echo "Written by \`make bench\` on $$(date -u +%F), $$(nproc) cores, kernel $$(uname -r)."; echo; \

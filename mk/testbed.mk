@@ -4,5 +4,5 @@ APT_PACKAGES += $(filter-out $(APT_PACKAGES),iproute2 iputils-ping nftables radv
 
 .PHONY: testbed-test
 # Just the testbed's own proof (root: creates network namespaces).
-testbed-test: setup-apt
+testbed-test: setup-apt ## just the testbed's own proof (root)
 	$(CARGO) test --locked -p symroute-testbed

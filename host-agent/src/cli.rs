@@ -1,4 +1,4 @@
-//! The command line, as DESIGN.md fixes it.
+//! The command line: the documented contract (host-agent/README.md, --help).
 
 use std::path::PathBuf;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-/// Exit codes (the contract in DESIGN.md): 0 done or nothing to do; 1 failed, host left as it
+/// Exit codes (the documented contract, README and --help): 0 done or nothing to do; 1 failed, host left as it
 /// was; 2 bad usage or input; 3 the ENI did not appear within `--wait`.
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;

@@ -116,7 +116,7 @@ fn rules_in(bed: &Bed) -> String {
 }
 
 /// Runs systemd-networkd inside the instance namespace with `conf` as /etc/systemd/network
-/// (the recipe in shared/notes/network-tools-in-namespaces.md), waits until eth1 is
+/// (networkd skips waiting for udev when /sys is read-only), waits until eth1 is
 /// configured, runs `steps` (shell) while it runs, and stops it. Returns stdout.
 fn with_networkd(bed: &Bed, conf: &Path, steps: &str) -> String {
     let script = format!(
