@@ -61,6 +61,8 @@ pub enum EniStatus {
     NotReady,
     /// Another ENI of the instance claims the same table: neither is changed.
     TableConflict,
+    /// Its changes were refused or failed the proof: undone, the others kept.
+    Failed,
 }
 
 #[derive(Clone, Debug, Serialize)]

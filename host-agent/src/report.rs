@@ -122,6 +122,7 @@ impl Report {
                 (_, EniStatus::Missing) => "no kernel link yet".to_string(),
                 (_, EniStatus::NotReady) => "metadata not settled yet, left alone".to_string(),
                 (_, EniStatus::TableConflict) => "table claimed twice, left alone".to_string(),
+                (_, EniStatus::Failed) => "failed, its changes undone".to_string(),
                 ("status", _) => {
                     format!("managed by {}", e.managed_by.as_deref().unwrap_or("nobody"))
                 }

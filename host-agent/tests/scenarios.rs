@@ -443,9 +443,9 @@ fn bad_input_changes_nothing() {
     );
 }
 
-/// 6. A change the kernel refuses mid-apply rolls everything back.
+/// 6. A change the kernel refuses mid-apply rolls that ENI back; the other ENIs stay configured.
 #[test]
-fn fault_mid_apply_rolls_back() {
+fn fault_mid_apply_rolls_back_that_eni_and_keeps_the_others() {
     need_root!();
     let bed = Bed::new(true);
     bed.attach(
@@ -465,13 +465,14 @@ fn fault_mid_apply_rolls_back() {
         "eni-55555555555555552",
     );
     // The kernel refuses IPv6 routes through a link with IPv6 disabled (EACCES): eth2's v6
-    // subnet route fails after eth1 is fully configured and eth2's IPv4 part is in.
+    // subnet route fails after eth2's IPv4 part is in (and, with --all, after eth1 is done).
     bed.inst
         .sysctl("net.ipv6.conf.eth2.disable_ipv6", "1")
         .unwrap();
     let before = bed.routing_state();
 
-    let r = bed.agent(&["apply", "--json"]);
+    // eth2 alone: its changes are undone, the host is exactly as before.
+    let r = bed.agent(&["apply", "--eni", "eni-55555555555555552", "--json"]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let err = r.json["error"].as_str().unwrap();
     assert!(err.contains("rolled back"), "{err}");
@@ -481,14 +482,38 @@ fn fault_mid_apply_rolls_back() {
         r.stderr
     );
     assert_eq!(bed.routing_state(), before, "host exactly as before");
-    let link = bed.ip_json(&["link", "show", "eth1"]);
+
+    // --all: one transaction per ENI. eth2's failure undoes eth2's changes only; eth1 stays
+    // configured, and the answer names what failed.
+    let r = bed.agent(&["apply", "--all", "--json"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let err = r.json["error"].as_str().unwrap();
     assert!(
-        !link[0]["flags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f == "UP"),
-        "eth1 back down"
+        err.contains("eni-55555555555555552") && err.contains("the other ENIs were configured"),
+        "{err}"
+    );
+    assert_eq!(
+        bed.rules_for_table(10001),
+        vec![("10.0.1.20/32".into(), 10001)]
+    );
+    assert!(bed.rules_for_table(10002).is_empty(), "eth2's rules stayed");
+    let t2 = bed.ip_json(&["route", "show", "table", "10002"]);
+    assert_eq!(t2, serde_json::json!([]), "eth2's routes stayed: {t2}");
+    let statuses: Vec<String> = r.json["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["eni_id"].as_str().unwrap(),
+                e["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        statuses.contains(&"eni-55555555555555552 failed".to_string()),
+        "{statuses:?}"
     );
 }
 

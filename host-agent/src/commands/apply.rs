@@ -86,19 +86,53 @@ fn apply(
 
     // From the first change to the last word on it, a termination signal waits.
     let _held = crate::signals::hold();
-    let ops = plan.ops();
-    let mut applied = execute::run(kernel, &ops)?;
-    report.changes = applied.changed.len();
+    // One transaction per ENI: a change the kernel refuses for one ENI, or a failed proof,
+    // undoes that ENI's changes only; the others stay configured (and are persisted). The
+    // stale state of detached ENIs is its own transaction, last.
+    let mut plan = plan;
+    let mut applied: Vec<execute::Applied> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    for (p, r) in plan.enis.iter_mut().zip(report.enis.iter_mut()) {
+        if p.status != EniStatus::Configure || p.ops.is_empty() {
+            applied.push(execute::Applied::default());
+            continue;
+        }
+        match execute::run(kernel, &p.ops) {
+            Ok(a) => applied.push(a),
+            Err(e) => {
+                warn!("{}: {e}", p.eni.eni_id);
+                failures.push(format!("{}: {e}", p.eni.eni_id));
+                p.status = EniStatus::Failed;
+                r.status = EniStatus::Failed;
+                applied.push(execute::Applied::default());
+            }
+        }
+    }
+    let mut pruned = match execute::run(kernel, &plan.prune) {
+        Ok(a) => a,
+        Err(e) => {
+            failures.push(format!("pruning stale state: {e}"));
+            execute::Applied::default()
+        }
+    };
+    let changed = |applied: &[execute::Applied], pruned: &execute::Applied| {
+        applied.iter().map(|a| a.changed.len()).sum::<usize>() + pruned.changed.len()
+    };
+    report.changes = changed(&applied, &pruned);
+    debug!("applied: {} change(s)", report.changes);
 
-    debug!("applied: {} change(s)", applied.changed.len());
     // Prove it, with the kernel's own route lookups.
-    let snap = if applied.changed.is_empty() {
+    let snap = if report.changes == 0 {
         snap
     } else {
         kernel.snapshot()?
     };
-    let mut failures = Vec::new();
-    for (p, r) in plan.enis.iter().zip(report.enis.iter_mut()) {
+    for ((p, r), a) in plan
+        .enis
+        .iter_mut()
+        .zip(report.enis.iter_mut())
+        .zip(applied.iter_mut())
+    {
         let Some(link) = snap.link_by_mac(p.eni.mac) else {
             continue;
         };
@@ -106,37 +140,63 @@ fn apply(
             continue;
         }
         let checks = verify::checks(kernel, &snap, &p.eni, link)?;
-        for c in checks.iter().filter(|c| !c.ok) {
-            failures.push(format!(
-                "{}: from {} to {} leaves via {}",
-                p.eni.eni_id,
-                c.source,
-                c.destination,
-                c.via.as_deref().unwrap_or("nothing")
-            ));
-        }
+        let bad: Vec<String> = checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| {
+                format!(
+                    "{}: from {} to {} leaves via {}",
+                    p.eni.eni_id,
+                    c.source,
+                    c.destination,
+                    c.via.as_deref().unwrap_or("nothing")
+                )
+            })
+            .collect();
         r.set_checks(checks);
+        if !bad.is_empty() {
+            let (undone, errors) = a.rollback(kernel);
+            warn!(
+                "{}: verification failed; rolled back {undone} change(s)",
+                p.eni.eni_id
+            );
+            let mut msg = bad.join("; ");
+            if undone > 0 {
+                msg.push_str(&format!(" (rolled back {undone} change(s))"));
+            }
+            if !errors.is_empty() {
+                msg.push_str(&format!("; rollback incomplete: {}", errors.join("; ")));
+            }
+            failures.push(msg);
+            p.status = EniStatus::Failed;
+            r.status = EniStatus::Failed;
+        }
     }
     debug!("verified");
-    if !failures.is_empty() {
-        let (undone, errors) = applied.rollback(kernel);
+    report.changes = changed(&applied, &pruned);
+    // Nothing configured at all: the error says what failed, and nothing is persisted.
+    if !failures.is_empty() && !plan.enis.iter().any(|p| p.status == EniStatus::Configure) {
+        pruned.rollback(kernel);
         report.changes = 0;
-        warn!("verification failed; rolled back {undone} change(s)");
-        let mut msg = failures.join("; ");
-        if applied.changed.is_empty() && undone > 0 {
-            msg.push_str(&format!(" (rolled back {undone} change(s))"));
-        }
-        if !errors.is_empty() {
-            msg.push_str(&format!("; rollback incomplete: {}", errors.join("; ")));
-        }
-        return Err(Error::Verify(msg));
+        return Err(Error::Verify(failures.join("; ")));
     }
 
     // Persist what now works, so the host's own network stack brings it back after a reboot.
     if let Err(e) = super::persist_apply(args, root, &inst, &plan, &snap, sel, report) {
-        let (undone, errors) = applied.rollback(kernel);
+        let (mut undone, mut errors) = pruned.rollback(kernel);
+        for a in applied.iter_mut().rev() {
+            let (u, e) = a.rollback(kernel);
+            undone += u;
+            errors.extend(e);
+        }
         report.changes = 0;
         return Err(super::persist_failed(e, undone, errors));
+    }
+    if !failures.is_empty() {
+        return Err(Error::Verify(format!(
+            "{} (the other ENIs were configured)",
+            failures.join("; ")
+        )));
     }
 
     // The others are configured; garbage in one ENI's metadata is still bad input (exit 2),
