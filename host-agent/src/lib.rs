@@ -14,6 +14,7 @@ pub mod model;
 pub mod ops;
 pub mod persist;
 pub mod plan;
+pub mod platform;
 pub mod report;
 pub mod signals;
 pub mod verify;

@@ -1119,3 +1119,52 @@ fn ifupdown_stanza_configures_nothing_on_another_eni_with_the_same_name() {
         .exec(&["ip", "link", "set", "eth1", "address", &own_mac])
         .unwrap();
 }
+
+/// A read-only root (an immutable image, a read-only bind mount): nothing can be persisted, so
+/// the run is refused before anything changes, with a line that says what to do (live only).
+#[test]
+fn a_read_only_root_is_refused_before_anything_changes() {
+    need_root!();
+    let (bed, _far) = bed();
+    let t = TempTree::new();
+    t.write(
+        "/etc/network/interfaces",
+        "source interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
+    );
+    fs::create_dir_all(t.path("/etc/network/interfaces.d")).unwrap();
+    let before = bed.routing_state();
+    let dir = t.dir.to_str().unwrap().to_owned();
+    // In a private mount namespace: the bind mount never reaches this machine's mount table.
+    let script =
+        format!("mount --bind {dir} {dir} && mount -o remount,bind,ro {dir} && exec \"$@\"");
+    let out = bed
+        .inst
+        .command("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(common::AGENT)
+        .args([
+            "apply",
+            "--json",
+            "--persist",
+            "ifupdown",
+            "--root",
+            &dir,
+            "--eni",
+            ENI,
+        ])
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", bed.imds.endpoint())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("read-only") && stdout.contains("--persist none"),
+        "{stdout}"
+    );
+    assert_eq!(bed.routing_state(), before, "routing changed");
+}

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use log::{debug, info, warn};
 
-use crate::cli::ApplyArgs;
+use crate::cli::{ApplyArgs, PersistMode};
 use crate::discover::wait_until_ready;
 use crate::error::{Error, Result};
 use crate::execute;
@@ -16,6 +16,9 @@ use crate::verify;
 pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
     let sel = super::selection(&args.target);
     let root = super::persist_root(args.root.as_deref())?;
+    if !args.dry_run {
+        crate::platform::check(&root.path("/"), args.persist != PersistMode::None)?;
+    }
     let _lock = if args.dry_run {
         None
     } else {

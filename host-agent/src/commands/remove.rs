@@ -1,4 +1,4 @@
-use crate::cli::RemoveArgs;
+use crate::cli::{PersistMode, RemoveArgs};
 use crate::error::Result;
 use crate::execute;
 use crate::imds::Imds;
@@ -21,6 +21,9 @@ pub fn run(args: &RemoveArgs, report: &mut Report) -> Result<()> {
         ));
     };
     let root = super::persist_root(args.root.as_deref())?;
+    if !args.dry_run {
+        crate::platform::check(&root.path("/"), args.persist != PersistMode::None)?;
+    }
     let _lock = if args.dry_run {
         None
     } else {
