@@ -596,6 +596,7 @@ c.verify()
 ip4 = c.get_setting_ip4_config()
 print(json.dumps({
     "id": c.get_id(), "uuid": c.get_uuid(), "type": c.get_connection_type(),
+    "priority": c.get_setting_connection().get_autoconnect_priority(),
     "mac": c.get_setting_wired().get_mac_address(),
     "method": ip4.get_method(), "route_table": ip4.get_route_table(),
     "addresses": [f"{a.get_address()}/{a.get_prefix()}" for a in ip4.props.addresses],
@@ -632,6 +633,8 @@ fn nm_keyfile_is_read_and_verified_by_libnm() {
         .to_uppercase();
     assert_eq!(got["mac"], mac.as_str());
     assert_eq!(got["type"], "802-3-ethernet");
+    // Outranks cloud-init's profiles (autoconnect-priority 120) for the same device.
+    assert!(got["priority"].as_i64().unwrap() > 120, "{got}");
     assert_eq!(got["method"], "manual");
     assert_eq!(got["route_table"], 10001);
     assert_eq!(

@@ -42,6 +42,9 @@ pub fn uuid(eni: &EniConfig) -> String {
     )
 }
 
+/// Above cloud-init's 120 (NetworkManager accepts -999 to 999).
+pub const AUTOCONNECT_PRIORITY: i32 = 200;
+
 pub fn render(eni: &EniConfig) -> Vec<FileOp> {
     let mut s = eni.header();
     let _ = writeln!(
@@ -49,9 +52,13 @@ pub fn render(eni: &EniConfig) -> Vec<FileOp> {
         "# Policy routing for {} ({}), matched by MAC.",
         eni.ifname, eni.eni_id
     );
+    // NetworkManager activates the matching profile with the highest autoconnect priority.
+    // cloud-init's own profiles carry 120 (cloudinit/net/network_manager.py) and NM's
+    // "Wired connection" defaults -999: ours must outrank both, or cloud-init's DHCP-only
+    // profile for this ENI is the one that comes up at boot.
     let _ = writeln!(
         s,
-        "[connection]\nid=symroute-{}\nuuid={}\ntype=ethernet\nautoconnect-priority=10\n\n[ethernet]\nmac-address={}\n",
+        "[connection]\nid=symroute-{}\nuuid={}\ntype=ethernet\nautoconnect-priority={AUTOCONNECT_PRIORITY}\n\n[ethernet]\nmac-address={}\n",
         eni.ifname,
         uuid(eni),
         eni.mac.to_string().to_uppercase()
