@@ -369,7 +369,7 @@ fn addr_msg(a: &AddrSpec) -> AddressMessage {
 
 /// Kernels before 6.1 drop `IFA_PROTO`; an IPv4 label `<dev>:sr` marks the agent's addresses
 /// there too. Labels are limited to 15 bytes, so very long interface names go without.
-fn owner_label(dev: &str) -> Option<String> {
+pub(crate) fn owner_label(dev: &str) -> Option<String> {
     (dev.len() + 3 <= 15).then(|| format!("{dev}:sr"))
 }
 

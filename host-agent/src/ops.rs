@@ -119,9 +119,10 @@ impl Op {
     }
 }
 
+/// The protocol as `ip` accepts it: a name only where iproute2's default rt_protos has one
+/// (`proto symroute` is refused unless the host's rt_protos says so), else the number.
 fn proto_name(p: u8) -> String {
     match p {
-        RTPROT_SYMROUTE => "symroute".into(),
         2 => "kernel".into(),
         3 => "boot".into(),
         4 => "static".into(),
@@ -180,15 +181,16 @@ impl fmt::Display for RuleSpec {
 }
 
 impl fmt::Display for AddrSpec {
+    /// As `ip` (iproute2 6.1, which has no `proto` for addresses) can say it: the label the
+    /// agent gives its IPv4 addresses stands for its protocol.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{} dev {} proto {}",
-            self.ip,
-            self.prefix_len,
-            self.dev,
-            proto_name(self.protocol)
-        )
+        write!(f, "{}/{} dev {}", self.ip, self.prefix_len, self.dev)?;
+        if self.protocol == RTPROT_SYMROUTE && self.ip.is_ipv4() {
+            if let Some(l) = crate::kernel::owner_label(&self.dev) {
+                write!(f, " label {l}")?;
+            }
+        }
+        Ok(())
     }
 }
 

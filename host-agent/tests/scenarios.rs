@@ -1112,3 +1112,42 @@ fn waiting_for_one_eni_does_not_read_the_ready_ones_again() {
     }
     assert_eq!(bed.rules_for_table(10004).len(), 1);
 }
+
+/// The report's changes are `ip` commands a person can paste: run as printed by a dry run, with
+/// this machine's `ip`, they are accepted and make the ENI answer.
+#[test]
+fn the_reported_changes_are_ip_commands_that_ip_accepts() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.b)
+            .ip("10.0.2.51")
+            .ip("10.0.2.52")
+            .config(Config::Unconfigured),
+        1,
+        0,
+        "eni-99999999999999995",
+    );
+    let client = bed.vpc.add_client(&bed.a, "10.0.1.50").unwrap();
+    let dry = bed.agent(&["apply", "--all", "--dry-run", "--json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let changes: Vec<String> = dry.json["enis"][0]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert!(changes.len() >= 5, "{changes:?}");
+    for line in &changes {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[0], "ip", "{line}");
+        let out = bed.inst.output(&words).unwrap();
+        assert!(
+            out.status.success(),
+            "`{line}`: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(client.ping(ip("10.0.2.51"), 1, 2));
+    assert!(client.ping(ip("10.0.2.52"), 1, 2));
+}
