@@ -36,6 +36,24 @@ fn bed() -> (Bed, Client) {
     (bed, far)
 }
 
+/// eth1's MAC as the kernel reports it (lowercase).
+fn eth1_mac(bed: &Bed) -> String {
+    bed.ip_json(&["link", "show", "eth1"])[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A netplan file as netplan wants it (mode 600).
+fn write_netplan(t: &TempTree, path: &str, text: &str) {
+    t.write(path, text);
+    fs::set_permissions(
+        t.path(path),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+}
+
 fn answers(far: &Client) -> bool {
     far.ping(ip(PRIMARY), 3, 2) && far.ping(ip(SECONDARY), 3, 2)
 }
@@ -169,10 +187,7 @@ fn networkd_dropin_survives_reboot_and_reconfigure_and_is_removed_cleanly() {
     let t = TempTree::new();
     // The file that configures eth1 (cloud-init's DHCP, with a static address standing in for
     // DHCP in the testbed), and a catch-all that sorts after it.
-    let mac = bed.ip_json(&["link", "show", "eth1"])[0]["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mac = eth1_mac(&bed);
     t.write(
         "/etc/systemd/network/10-eth1.network",
         &format!("[Match]\nMACAddress={mac}\n\n[Network]\nAddress={PRIMARY}/24\nIPv6AcceptRA=no\n"),
@@ -279,23 +294,16 @@ fn networkd_dropin_survives_reboot_and_reconfigure_and_is_removed_cleanly() {
 fn netplan_merges_with_cloud_init_and_brings_it_back_through_networkd() {
     need_root!();
     let (bed, far) = bed();
-    let mac = bed.ip_json(&["link", "show", "eth1"])[0]["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mac = eth1_mac(&bed);
     let t = TempTree::new();
     // cloud-init's shape; a static address stands in for DHCP in the testbed.
-    t.write(
+    write_netplan(
+        &t,
         "/etc/netplan/50-cloud-init.yaml",
         &format!(
             "network:\n    ethernets:\n        eth1:\n            addresses:\n            - {PRIMARY}/24\n            match:\n                macaddress: {mac}\n    version: 2\n"
         ),
     );
-    fs::set_permissions(
-        t.path("/etc/netplan/50-cloud-init.yaml"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
     let before = snapshot(&t.path("/etc"));
     apply(&bed, "netplan", &t.dir);
 
@@ -517,10 +525,7 @@ fn unit_command_brings_it_back() {
     let before = snapshot(&t.dir);
     apply(&bed, "unit", &t.dir);
     let rule = t.read(&format!("/etc/udev/rules.d/90-symroute-{ENI}.rules"));
-    let mac = bed.ip_json(&["link", "show", "eth1"])[0]["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mac = eth1_mac(&bed);
     assert!(
         rule.contains(&format!("ATTR{{address}}==\"{mac}\"")),
         "{rule}"
@@ -627,10 +632,7 @@ fn nm_keyfile_is_read_and_verified_by_libnm() {
         String::from_utf8_lossy(&out.stderr)
     );
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mac = bed.ip_json(&["link", "show", "eth1"])[0]["address"]
-        .as_str()
-        .unwrap()
-        .to_uppercase();
+    let mac = eth1_mac(&bed).to_uppercase();
     assert_eq!(got["mac"], mac.as_str());
     assert_eq!(got["type"], "802-3-ethernet");
     // Outranks cloud-init's profiles (autoconnect-priority 120) for the same device.
@@ -1013,20 +1015,13 @@ fn networkd_own_file_takes_the_place_of_a_shared_match() {
 fn netplan_never_extends_a_glob_definition_that_also_matches_the_primary() {
     need_root!();
     let (bed, _far) = bed();
-    let mac = bed.ip_json(&["link", "show", "eth1"])[0]["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mac = eth1_mac(&bed);
     let t = TempTree::new();
-    t.write(
+    write_netplan(
+        &t,
         "/etc/netplan/50-cloud-init.yaml",
         "network:\n  version: 2\n  ethernets:\n    all-eth:\n      match:\n        name: \"eth*\"\n      dhcp4: true\n",
     );
-    fs::set_permissions(
-        t.path("/etc/netplan/50-cloud-init.yaml"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
     apply(&bed, "netplan", &t.dir);
 
     let mut files: Vec<_> = fs::read_dir(t.path("/run/systemd/network"))
@@ -1085,10 +1080,7 @@ fn ifupdown_stanza_configures_nothing_on_another_eni_with_the_same_name() {
     apply(&bed, "ifupdown", &t.dir);
     wipe(&bed, &far);
     // Another ENI under the same name.
-    let own_mac = bed.ip_json(&["link", "show", "eth1"])[0]["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let own_mac = eth1_mac(&bed);
     bed.inst
         .exec(&["ip", "link", "set", "eth1", "address", "0a:ee:00:00:00:01"])
         .unwrap();

@@ -54,3 +54,17 @@ def moto_server():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def aws(moto_server):
+    """This module's tests talk to the local moto: only its AWS_* variables are set meanwhile."""
+    import os
+
+    saved = dict(os.environ)
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        del os.environ[key]
+    os.environ.update(moto_server)
+    yield moto_server
+    os.environ.clear()
+    os.environ.update(saved)

@@ -20,17 +20,6 @@ HERE_FILE = ARCHES[platform.machine()]
 
 
 @pytest.fixture(scope="module")
-def aws(moto_server):
-    saved = dict(os.environ)
-    for key in [k for k in os.environ if k.startswith("AWS_")]:
-        del os.environ[key]
-    os.environ.update(moto_server)
-    yield moto_server
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-@pytest.fixture(scope="module")
 def deployed(aws, tmp_path_factory):
     """Stand-in agents in dist/ form, uploaded by infra/upload_agent.py to the stack's bucket."""
     tmp = tmp_path_factory.mktemp("deployed")

@@ -2,7 +2,6 @@
 moto does not, shown refused through the real boto3 client. Each test would pass against bare
 moto only if the behaviour were absent, which is the point."""
 import json
-import os
 import urllib.request
 
 import boto3
@@ -14,17 +13,6 @@ from conftest import DOCUMENT
 import ssmdoc
 
 DOC_NAME = "strict-test-doc"
-
-
-@pytest.fixture(scope="module")
-def aws(moto_server):
-    saved = dict(os.environ)
-    for key in [k for k in os.environ if k.startswith("AWS_")]:
-        del os.environ[key]
-    os.environ.update(moto_server)
-    yield moto_server
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 def control(aws, path, body=None):
