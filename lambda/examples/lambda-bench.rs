@@ -229,7 +229,11 @@ fn main() {
         "Both against one moto 5.2.5 on loopback through the same local Runtime API server \
          (TCP_NODELAY); {} cold starts each, interleaved; {} warm attach events per start \
          (each: DescribeNetworkInterfaces, DescribeInstances, DescribeInstanceInformation, \
-         CreateTags, ListCommands, SendCommand). Cold start = process start to first event answered. \
+         CreateTags, ListCommands, SendCommand; the Python seed, run with \
+         SYMROUTE_WAIT_SECONDS=0, makes four of these calls: no exactly-once lookup, no \
+         managed-instance check). Warm per-event times are mostly the local AWS stand-in \
+         (moto behind the strict layer, both Python) answering; compare them with that in \
+         mind. Cold start = process start to first event answered. \
          {} cores, `{}`.\n\n",
         a.runs,
         a.events,
