@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import re
 import sys
@@ -102,7 +103,7 @@ class StrictLayer:
         return data
 
     def _forward(self, environ, start_response, body: bytes):
-        environ["wsgi.input"] = __import__("io").BytesIO(body)
+        environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         return self.moto(environ, start_response)
 
