@@ -1,10 +1,18 @@
 //! Serialises runs. Two SSM commands for two ENIs can arrive at once, and both read-modify-write
-//! the same routing state. The lock is an abstract Unix socket: it belongs to the network
-//! namespace whose routing it protects, and the kernel releases it when the process dies, so a
-//! crashed run never leaves a stale lock file behind.
+//! the same routing state.
+//!
+//! The lock is `flock` on `/run/symroute/lock-<network namespace inode>`:
+//! - one per network namespace, the routing it protects;
+//! - released by the kernel when the process dies, so a crashed run never blocks the next;
+//! - in a directory only root may write (0700, owned by root, checked). Before this the lock
+//!   was an abstract Unix socket name, which any local user could bind first and so block every
+//!   run.
 
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener};
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -12,30 +20,67 @@ use log::info;
 
 use crate::error::{Error, Result};
 
-const NAME: &[u8] = b"symroute-agent.lock";
+const DIR: &str = "/run/symroute";
 
 pub struct RunLock {
-    _socket: UnixListener,
+    _file: File,
+}
+
+/// The lock file for this process's network namespace.
+fn path() -> Result<PathBuf> {
+    let ns = fs::metadata("/proc/self/ns/net")
+        .map_err(|e| Error::Lock(format!("reading /proc/self/ns/net: {e}")))?;
+    Ok(Path::new(DIR).join(format!("lock-{}", ns.ino())))
+}
+
+/// `/run/symroute`, created private to root, or refused when someone else made it first.
+fn private_dir() -> Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(DIR) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::Lock(format!("creating {DIR}: {e}"))),
+    }
+    let m = fs::symlink_metadata(DIR).map_err(|e| Error::Lock(format!("{DIR}: {e}")))?;
+    if !m.is_dir() || m.uid() != 0 || m.permissions().mode() & 0o022 != 0 {
+        return Err(Error::Lock(format!(
+            "{DIR} is not a directory private to root (owner {}, mode {:o}): another user may \
+             have made it to block symroute; remove it",
+            m.uid(),
+            m.permissions().mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 pub fn acquire(timeout: Duration) -> Result<RunLock> {
-    let addr = SocketAddr::from_abstract_name(NAME).map_err(|e| Error::Lock(e.to_string()))?;
+    private_dir()?;
+    let path = path()?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| Error::Lock(format!("{}: {e}", path.display())))?;
     let start = Instant::now();
     let mut told = false;
     loop {
-        match UnixListener::bind_addr(&addr) {
-            Ok(s) => return Ok(RunLock { _socket: s }),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                if start.elapsed() >= timeout {
-                    return Err(Error::Locked(timeout));
-                }
-                if !told {
-                    info!("another symroute run is in progress; waiting for it");
-                    told = true;
-                }
-                sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(Error::Lock(e.to_string())),
+        // SAFETY: a valid open descriptor; flock only reads it.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(RunLock { _file: file });
         }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(Error::Lock(format!("{}: {err}", path.display())));
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::Locked(timeout));
+        }
+        if !told {
+            info!("another symroute run is in progress; waiting for it");
+            told = true;
+        }
+        sleep(Duration::from_millis(20));
     }
 }

@@ -1151,3 +1151,58 @@ fn the_reported_changes_are_ip_commands_that_ip_accepts() {
     assert!(client.ping(ip("10.0.2.51"), 1, 2));
     assert!(client.ping(ip("10.0.2.52"), 1, 2));
 }
+
+/// An unprivileged user cannot hold symroute's lock and so block every run: the lock lives in
+/// root's private /run/symroute. (Before, it was an abstract socket name anyone could bind.)
+#[test]
+fn an_unprivileged_user_cannot_squat_the_lock() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.60"),
+        1,
+        0,
+        "eni-99999999999999996",
+    );
+    // As nobody: bind the old lock name, and try to make a file where the lock lives.
+    let squat = "import socket, sys, time\n\
+                 s = socket.socket(socket.AF_UNIX); s.bind('\\0symroute-agent.lock')\n\
+                 try:\n    open('/run/symroute/lock-squat', 'w'); print('WROTE', flush=True)\n\
+                 except OSError:\n    print('REFUSED', flush=True)\n\
+                 time.sleep(30)\n";
+    let mut squatter = bed
+        .inst
+        .command("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            squat,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(squatter.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    // The agent ran before in other tests or not: either way the directory is root's.
+    let run = bed.agent(&["apply", "--eni", "eni-99999999999999996", "--json"]);
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert_eq!(
+        line.trim(),
+        "REFUSED",
+        "nobody could write where the lock lives"
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        !run.stderr.contains("another symroute run is in progress"),
+        "the run waited for a squatter: {}",
+        run.stderr
+    );
+}
