@@ -621,6 +621,12 @@ mod tests {
         }
     }
 
+    /// The plan of the ENI with this MAC.
+    fn of<'a>(plan: &'a Plan, mac: &str) -> &'a EniPlan {
+        let mac: Mac = mac.parse().unwrap();
+        plan.enis.iter().find(|p| p.eni.mac == mac).unwrap()
+    }
+
     const P: &str = "0a:00:00:00:00:00";
     const A: &str = "0a:00:00:00:00:01";
     const B: &str = "0a:00:00:00:00:02";
@@ -654,19 +660,11 @@ mod tests {
     fn an_eni_without_its_network_card_is_not_ready_and_takes_no_table() {
         let (inst, snap) = multi_card(None);
         let plan = plan_apply(&inst, &snap, &Selection::All, false, &[]);
-        let b = plan
-            .enis
-            .iter()
-            .find(|p| p.eni.mac == B.parse().unwrap())
-            .unwrap();
+        let b = of(&plan, B);
         assert_eq!(b.status, EniStatus::NotReady, "{:?}", b.warnings);
         assert!(b.ops.is_empty());
         // eth1 keeps table 10001 to itself: nothing planned touches it on eth2's behalf.
-        let a = plan
-            .enis
-            .iter()
-            .find(|p| p.eni.mac == A.parse().unwrap())
-            .unwrap();
+        let a = of(&plan, A);
         assert_eq!(a.status, EniStatus::Configure);
         for op in plan.ops() {
             assert!(!op.to_string().contains("eth2"), "{op}");
@@ -674,11 +672,7 @@ mod tests {
         // Once published, it gets its own table.
         let (inst, snap) = multi_card(Some(1));
         let plan = plan_apply(&inst, &snap, &Selection::All, false, &[]);
-        let b = plan
-            .enis
-            .iter()
-            .find(|p| p.eni.mac == B.parse().unwrap())
-            .unwrap();
+        let b = of(&plan, B);
         assert_eq!((b.status, b.eni.table()), (EniStatus::Configure, 10101));
     }
 
@@ -687,11 +681,7 @@ mod tests {
         let (inst, snap) = multi_card(Some(0));
         let plan = plan_apply(&inst, &snap, &Selection::All, false, &[]);
         for mac in [A, B] {
-            let p = plan
-                .enis
-                .iter()
-                .find(|p| p.eni.mac == mac.parse().unwrap())
-                .unwrap();
+            let p = of(&plan, mac);
             assert_eq!(p.status, EniStatus::TableConflict, "{mac}");
             assert!(p.ops.is_empty(), "{mac}");
         }

@@ -44,6 +44,17 @@ fn eth1_mac(bed: &Bed) -> String {
         .to_owned()
 }
 
+/// Debian's ifupdown layout: `interfaces` sourcing an empty `interfaces.d`.
+fn ifupdown_tree() -> TempTree {
+    let t = TempTree::new();
+    t.write(
+        "/etc/network/interfaces",
+        "source interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
+    );
+    fs::create_dir_all(t.path("/etc/network/interfaces.d")).unwrap();
+    t
+}
+
 /// A netplan file as netplan wants it (mode 600).
 fn write_netplan(t: &TempTree, path: &str, text: &str) {
     t.write(path, text);
@@ -371,12 +382,7 @@ fn ifupdown_stanza_brings_it_back_with_ifup() {
         "",
         &format!("allow-hotplug eth1\niface eth1 inet static\n    address {PRIMARY}/24\n"),
     ] {
-        let t = TempTree::new();
-        t.write(
-            "/etc/network/interfaces",
-            "source interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
-        );
-        fs::create_dir_all(t.path("/etc/network/interfaces.d")).unwrap();
+        let t = ifupdown_tree();
         if !existing.is_empty() {
             t.write("/etc/network/interfaces.d/50-cloud-init", existing);
         }
@@ -1071,12 +1077,7 @@ fn netplan_never_extends_a_glob_definition_that_also_matches_the_primary() {
 fn ifupdown_stanza_configures_nothing_on_another_eni_with_the_same_name() {
     need_root!();
     let (bed, far) = bed();
-    let t = TempTree::new();
-    t.write(
-        "/etc/network/interfaces",
-        "source interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
-    );
-    fs::create_dir_all(t.path("/etc/network/interfaces.d")).unwrap();
+    let t = ifupdown_tree();
     apply(&bed, "ifupdown", &t.dir);
     wipe(&bed, &far);
     // Another ENI under the same name.
@@ -1121,12 +1122,7 @@ fn ifupdown_stanza_configures_nothing_on_another_eni_with_the_same_name() {
 fn a_read_only_root_is_refused_before_anything_changes() {
     need_root!();
     let (bed, _far) = bed();
-    let t = TempTree::new();
-    t.write(
-        "/etc/network/interfaces",
-        "source interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
-    );
-    fs::create_dir_all(t.path("/etc/network/interfaces.d")).unwrap();
+    let t = ifupdown_tree();
     let before = bed.routing_state();
     let dir = t.dir.to_str().unwrap().to_owned();
     // In a private mount namespace: the bind mount never reaches this machine's mount table.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use tokio::time::{sleep, Instant};
 
-use crate::aws::{Action, Aws, Eni, Instance};
+use crate::aws::{Action, Aws, Eni};
 use crate::command::{self, classify, Comment, Outcome, Sent, DOWNLOAD_STEP, RUN_STEP};
 use crate::config::Settings;
 use crate::decide::{check_eni, check_instance, check_managed, is_primary, Skip};
@@ -104,23 +104,20 @@ pub async fn handle<A: Aws>(
     }
 }
 
-/// Everything that must hold of the instance before a command is sent to it.
-async fn ready_instance<A: Aws>(
+/// Why no command may be sent to the instance now (`None`: it can take one).
+async fn not_ready<A: Aws>(
     aws: &A,
     s: &Settings,
     instance_id: &str,
-) -> Result<Result<Instance, Skip>, Error> {
+) -> Result<Option<Skip>, Error> {
     let Some(instance) = aws.describe_instance(instance_id).await? else {
-        return Ok(Err(Skip::InstanceGone(instance_id.into())));
+        return Ok(Some(Skip::InstanceGone(instance_id.into())));
     };
     if let Some(skip) = check_instance(&instance, &s.skip_tag) {
-        return Ok(Err(skip));
+        return Ok(Some(skip));
     }
     match aws.managed_instance(instance_id).await? {
-        Some(m) => match check_managed(instance_id, &m) {
-            Some(skip) => Ok(Err(skip)),
-            None => Ok(Ok(instance)),
-        },
+        Some(m) => Ok(check_managed(instance_id, &m)),
         None => {
             // Just launched: the agent registers within a minute or two. Answer an error so
             // Lambda invokes again later, instead of holding this execution to wait.
@@ -132,7 +129,7 @@ async fn ready_instance<A: Aws>(
                     instance: instance_id.into(),
                     secs: age.as_secs(),
                 }),
-                _ => Ok(Err(Skip::NotManaged(instance_id.into()))),
+                _ => Ok(Some(Skip::NotManaged(instance_id.into()))),
             }
         }
     }
@@ -164,7 +161,7 @@ async fn attach<A: Aws>(
     if let Some(skip) = check_eni(&eni, &s.skip_tag, &s.owner_markers) {
         return Ok(Decision::Skipped(skip));
     }
-    if let Err(skip) = ready_instance(aws, s, instance_id).await? {
+    if let Some(skip) = not_ready(aws, s, instance_id).await? {
         return Ok(Decision::Skipped(skip));
     }
     let tag = attachment_tag(&attachment.id);
@@ -248,7 +245,7 @@ async fn detach_decision<A: Aws>(
             }));
         }
     }
-    if let Err(skip) = ready_instance(aws, s, instance_id).await? {
+    if let Some(skip) = not_ready(aws, s, instance_id).await? {
         return Ok(Decision::Skipped(skip));
     }
     let comment = Comment::new(event_id, &eni.id);
@@ -278,7 +275,7 @@ async fn instance_running<A: Aws>(
     if managed.is_empty() {
         return Ok(Decision::Skipped(Skip::NoSecondaryEnis));
     }
-    if let Err(skip) = ready_instance(aws, s, instance_id).await? {
+    if let Some(skip) = not_ready(aws, s, instance_id).await? {
         return Ok(Decision::Skipped(skip));
     }
     trace.eni_id = Some(
