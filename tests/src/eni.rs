@@ -179,7 +179,8 @@ fn fresh_mac() -> String {
 pub struct Eni {
     pub(crate) spec: EniSpec,
     pub(crate) port: String,
-    pub(crate) instance_ns: String,
+    /// The instance namespace holding the far end; `None` for a virtual machine's tap.
+    pub(crate) instance_ns: Option<String>,
 }
 
 impl Eni {
@@ -216,14 +217,15 @@ impl Eni {
         &self.spec.ipv6s
     }
 
-    /// The router-side veth, a port of the subnet's bridge (what the src/dst check keys on).
+    /// The router-side veth or tap, a port of the subnet's bridge (what the src/dst check
+    /// keys on).
     pub fn port(&self) -> &str {
         &self.port
     }
 
-    /// The namespace of the instance it is attached to.
+    /// The namespace of the instance it is attached to (empty for a virtual machine's NIC).
     pub fn instance_name(&self) -> &str {
-        &self.instance_ns
+        self.instance_ns.as_deref().unwrap_or_default()
     }
 }
 

@@ -7,6 +7,7 @@ mod eni;
 mod error;
 mod host;
 pub mod imds;
+pub mod lab;
 pub mod moto;
 mod netns;
 mod ping;

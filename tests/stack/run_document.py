@@ -6,7 +6,9 @@ step is served from --bucket (default: --dist), so a test can put a tampered fil
 --netns the script runs in that network namespace and in the instance's own copy-on-write /etc
 and /var/lib (instancefs.py), so an agent that persists never touches this host; without it,
 only a stand-in agent that writes nothing may be used. --agent old emulates an SSM Agent older
-than 3.3.2746.0 (text substitution, no SSM_ variables).
+than 3.3.2746.0 (text substitution, no SSM_ variables). With --guest-qga SOCK the steps run inside
+a VM lab guest instead (through --guest-exec, tests/src/bin/symroute-guest-exec.rs), which first
+copies the command's directory into the guest, where the SSM Agent would have written it.
 
 Prints the agent's report (the runAgent step's stdout) and its stderr; exits with the command's
 exit code, or 64 when SSM would have refused the parameters.
@@ -39,6 +41,8 @@ def main():
     parser.add_argument("--bucket", type=Path, help="what the download step serves (default: --dist)")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--netns")
+    parser.add_argument("--guest-qga", type=Path, help="a VM lab guest's agent socket: run the steps there")
+    parser.add_argument("--guest-exec", type=Path, help="the symroute-guest-exec binary (with --guest-qga)")
     parser.add_argument("--agent", choices=[a.value for a in ssmdoc.Agent], default="new")
     parser.add_argument("--env", type=pair, action="append", default=[])
     parser.add_argument("--param", type=pair, action="append", default=[])
@@ -52,11 +56,19 @@ def main():
     document = ssmdoc.load(args.document, {"AWS::Region": "local-1", "AWS::URLSuffix": "amazonaws.com",
                                            "AgentBucket": "local-bucket", **digests})
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **dict(args.env)}
+    if args.guest_qga and args.netns:
+        parser.error("--guest-qga and --netns exclude each other")
+    if args.guest_qga and not args.guest_exec:
+        parser.error("--guest-qga needs --guest-exec")
     fs = InstanceFs(args.netns, args.workdir / "instance-fs") if args.netns else None
+    orchestration = args.workdir / "orchestration"
+    wrap = fs.wrap if fs else None
+    if args.guest_qga:
+        wrap = [str(args.guest_exec), "--qga", str(args.guest_qga), "--copy", str(orchestration / "command"), "--"]
     try:
         result = ssmdoc.run(document, dict(args.param), source=ssmdoc.s3_from_directory(args.bucket or args.dist),
-                            orchestration=args.workdir / "orchestration", command_id="command",
-                            agent=ssmdoc.Agent(args.agent), wrap=fs.wrap if fs else None, env=env)
+                            orchestration=orchestration, command_id="command",
+                            agent=ssmdoc.Agent(args.agent), wrap=wrap, env=env)
     except ssmdoc.InvalidParameters as err:
         print(f"InvalidParameters: {err}", file=sys.stderr)
         sys.exit(64)

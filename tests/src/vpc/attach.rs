@@ -16,6 +16,25 @@ impl Vpc {
     /// Attaches an ENI: the kernel link `spec.ifname` appears in the instance, the VPC learns
     /// its addresses, and the instance side is set up as `spec.config` says.
     pub fn attach_eni(&self, inst: &Instance, spec: EniSpec) -> Result<Eni> {
+        self.attach(Some(inst), spec)
+    }
+
+    /// Attaches an ENI whose far end is a virtual machine's NIC: the router side is a tap
+    /// device (a port of the subnet's bridge, filtered like any other) that QEMU opens by the
+    /// name [`Eni::port`]. The guest's own OS configures it, so `spec.config` must be
+    /// [`Config::Unconfigured`].
+    pub fn attach_tap(&self, spec: EniSpec) -> Result<Eni> {
+        if spec.config != Config::Unconfigured {
+            return Err(Error::invalid(
+                "config",
+                format!("{:?}", spec.config),
+                "a guest's NIC is configured by the guest: use Config::Unconfigured",
+            ));
+        }
+        self.attach(None, spec)
+    }
+
+    fn attach(&self, inst: Option<&Instance>, spec: EniSpec) -> Result<Eni> {
         spec.validate()?;
         let mut st = self.lock();
         if !st.subnets.iter().any(|s| s.same(&spec.subnet)) {
@@ -53,7 +72,7 @@ impl Vpc {
         st.ports += 1;
         let eni = Eni {
             port: format!("e{}", st.ports),
-            instance_ns: inst.name().to_string(),
+            instance_ns: inst.map(|i| i.name().to_string()),
             spec,
         };
         st.enis.push(eni.clone());
@@ -81,11 +100,17 @@ impl Vpc {
         let r = Some(self.router.name());
         srcdst::apply(self.router.name(), &ports(&st.enis))?;
         let (port, mac, bridge) = (eni.port(), eni.mac(), eni.subnet().bridge());
-        let (ifname, inst) = (eni.ifname(), eni.instance_name());
-        cmd::ipl(
-            r,
-            &format!("link add {port} type veth peer name {ifname} address {mac} netns {inst}"),
-        )?;
+        match &eni.instance_ns {
+            Some(inst) => cmd::ipl(
+                r,
+                &format!(
+                    "link add {port} type veth peer name {} address {mac} netns {inst}",
+                    eni.ifname()
+                ),
+            )?,
+            // A persistent tap: QEMU opens it by name; until then its carrier is down.
+            None => cmd::ipl(r, &format!("tuntap add dev {port} mode tap"))?,
+        };
         for a in eni.spec.addresses() {
             // The VPC knows where each address lives: no ARP, so no ARP flux either.
             cmd::ipl(
@@ -125,7 +150,10 @@ fn configure(eni: &Eni) -> Result<()> {
     let Config::Dhcp { default_metric } = eni.spec.config else {
         return Ok(());
     };
-    let i = Some(eni.instance_name());
+    let Some(i) = eni.instance_ns.as_deref() else {
+        return Ok(());
+    };
+    let i = Some(i);
     let dev = eni.ifname();
     cmd::ipl(i, &format!("link set {dev} up"))?;
     let (primary, len) = (eni.primary_ipv4(), eni.subnet().cidr().prefix_len());

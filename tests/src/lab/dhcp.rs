@@ -1,0 +1,116 @@
+//! The VPC's DHCP service for guests: dnsmasq in the router namespace, one static lease per
+//! ENI (its MAC, its primary address), as EC2's DHCP answers only for attached ENIs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+
+use crate::cmd;
+use crate::error::{Error, Result};
+use crate::subnet::Subnet;
+use crate::Eni;
+
+/// A running dnsmasq; stops on drop.
+pub struct Dhcp {
+    child: Child,
+    hosts: PathBuf,
+    entries: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+impl Dhcp {
+    /// Serves `subnets` (their bridges in `router_ns`) with leases of `lease_secs` (dnsmasq's
+    /// minimum is 120): short leases make renewals happen while a test runs.
+    pub fn start(
+        router_ns: &str,
+        subnets: &[&Subnet],
+        dir: &Path,
+        lease_secs: u32,
+    ) -> Result<Dhcp> {
+        let hosts = dir.join("dhcp-hosts");
+        let log = dir.join("dnsmasq.log");
+        std::fs::write(&hosts, "")?;
+        let mut cmd = cmd::in_netns(router_ns, "dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--port=0", // no DNS: nothing to resolve in the lab
+            "--bind-interfaces",
+            "--leasefile-ro",
+            "--dhcp-authoritative",
+            "--pid-file=",
+            "--user=root",
+            "--log-dhcp",
+        ])
+        .arg(format!("--log-facility={}", log.display()))
+        .arg(format!("--dhcp-hostsfile={}", hosts.display()));
+        for s in subnets {
+            let net = s.cidr();
+            cmd.arg(format!("--interface={}", s.bridge())).arg(format!(
+                "--dhcp-range={},static,{},{lease_secs}",
+                net.network(),
+                net.netmask()
+            ));
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                cmd: "dnsmasq".into(),
+                source,
+            })?;
+        Ok(Dhcp {
+            child,
+            hosts,
+            entries: Vec::new(),
+            log,
+        })
+    }
+
+    /// Leases the ENI's primary IPv4 to its MAC (from the next request on).
+    pub fn add(&mut self, eni: &Eni) -> Result<()> {
+        self.entries
+            .push((eni.mac().to_string(), eni.primary_ipv4().to_string()));
+        self.reload()
+    }
+
+    /// Stops leasing to the ENI's MAC.
+    pub fn remove(&mut self, eni: &Eni) -> Result<()> {
+        self.entries.retain(|(mac, _)| mac != eni.mac());
+        self.reload()
+    }
+
+    /// dnsmasq's log (every DHCP exchange), for a failing test to show.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn reload(&mut self) -> Result<()> {
+        let text: String = self
+            .entries
+            .iter()
+            .map(|(mac, ip)| format!("{mac},{ip}\n"))
+            .collect();
+        std::fs::write(&self.hosts, text)?;
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(Error::Command {
+                cmd: "dnsmasq".into(),
+                status: status.to_string(),
+                stderr: self.log(),
+            });
+        }
+        // dnsmasq re-reads --dhcp-hostsfile on SIGHUP.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
+            .map_err(|e| Error::Io(e.into()))?;
+        Ok(())
+    }
+}
+
+impl Drop for Dhcp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,416 @@
+//! A QEMU guest in the simulated VPC: booted from the lab image (copy-on-write, so the image
+//! stays pristine), its NICs tap ports on the subnets' bridges, driven through QMP (hot-plug,
+//! power) and the guest agent (commands, files). Nothing in it needs the guest's network.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::agent::{GuestAgent, GuestOutput};
+use super::image::Image;
+use super::qmp::Channel;
+use crate::cmd;
+use crate::error::{Error, Result};
+use crate::Eni;
+
+/// PCIe root ports the machine is built with: one NIC each, hot-plugged or not (EC2 instance
+/// types of the lab's size take 3 or 4 ENIs).
+const ROOT_PORTS: usize = 6;
+/// Bounds: a TCG boot of the Debian cloud kernel takes 20-30 s here when the machine is idle;
+/// `make test` runs two guests and cargo at once.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running (or powered-off) guest. Killed, and its run directory removed, on drop.
+pub struct Guest {
+    name: String,
+    router_ns: String,
+    dir: PathBuf,
+    image: Image,
+    qemu: Mutex<Option<Child>>,
+    qmp: Channel,
+    qga: Channel,
+    agent: GuestAgent,
+    /// Which ENI port (tap name) sits on each root port.
+    slots: Mutex<[Option<String>; ROOT_PORTS]>,
+    boots: Mutex<u32>,
+}
+
+impl Guest {
+    /// Creates the guest's disk (a qcow2 overlay on the image) and boots it with `nics` on
+    /// its first root ports, in that order (the first is eth0). Returns once the guest agent
+    /// answers.
+    pub fn boot(
+        name: &str,
+        router_ns: &str,
+        dir: &Path,
+        image: &Image,
+        nics: &[&Eni],
+    ) -> Result<Guest> {
+        std::fs::create_dir_all(dir)?;
+        let disk = dir.join("disk.qcow2");
+        cmd::run(
+            std::process::Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                .arg(&image.rootfs)
+                .arg(&disk),
+        )?;
+        let guest = Guest {
+            name: name.to_string(),
+            router_ns: router_ns.to_string(),
+            dir: dir.to_path_buf(),
+            image: image.clone(),
+            qemu: Mutex::new(None),
+            qmp: Channel::machine(&dir.join("qmp.sock")),
+            qga: Channel::guest(&dir.join("qga.sock")),
+            agent: GuestAgent::new(name, Channel::guest(&dir.join("qga.sock"))),
+            slots: Mutex::new(Default::default()),
+            boots: Mutex::new(0),
+        };
+        guest.power_on(nics)?;
+        Ok(guest)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The guest agent's socket (for `symroute-guest-exec --qga`).
+    pub fn qga_socket(&self) -> PathBuf {
+        self.dir.join("qga.sock")
+    }
+
+    /// Starts QEMU with `nics` and waits for the guest agent. The guest must be off.
+    pub fn power_on(&self, nics: &[&Eni]) -> Result<Duration> {
+        let started = Instant::now();
+        let mut qemu = self.qemu.lock().unwrap_or_else(|p| p.into_inner());
+        if qemu.is_some() {
+            return Err(Error::invalid("guest", &self.name, "is already running"));
+        }
+        if nics.len() > ROOT_PORTS {
+            return Err(Error::invalid(
+                "NIC count",
+                nics.len().to_string(),
+                format!("the lab machine has {ROOT_PORTS} PCIe root ports"),
+            ));
+        }
+        let boot = {
+            let mut b = self.boots.lock().unwrap_or_else(|p| p.into_inner());
+            *b += 1;
+            *b
+        };
+        for sock in ["qmp.sock", "qga.sock"] {
+            let _ = std::fs::remove_file(self.dir.join(sock));
+        }
+        let mut c = cmd::in_netns(&self.router_ns, "qemu-system-x86_64");
+        c.args(["-name", &self.name, "-accel", "tcg", "-machine", "q35"])
+            .args(["-m", "1024", "-smp", "1", "-nographic", "-nodefaults"])
+            .args(["-no-user-config"])
+            .arg("-kernel")
+            .arg(&self.image.kernel)
+            .arg("-initrd")
+            .arg(&self.image.initrd)
+            // net.ifnames=0: eth0, eth1... in attach order, as Amazon Linux names them.
+            // panic=-1: a kernel panic reboots instead of hanging until the bound.
+            .args([
+                "-append",
+                "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1",
+            ])
+            .arg("-drive")
+            .arg(format!(
+                "file={},format=qcow2,if=virtio,cache=unsafe",
+                self.dir.join("disk.qcow2").display()
+            ))
+            .arg("-chardev")
+            .arg(format!(
+                "file,id=console,path={},append=on",
+                self.dir.join("console.log").display()
+            ))
+            .args(["-serial", "chardev:console"])
+            .arg("-qmp")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                self.dir.join("qmp.sock").display()
+            ))
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=qga,path={},server=on,wait=off",
+                self.dir.join("qga.sock").display()
+            ))
+            .args(["-device", "virtio-serial-pci,id=vserial"])
+            .args([
+                "-device",
+                "virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
+            ]);
+        for i in 1..=ROOT_PORTS {
+            c.arg("-device")
+                .arg(format!("pcie-root-port,id=rp{i},slot={i},chassis={i}"));
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        *slots = Default::default();
+        for (i, nic) in nics.iter().enumerate() {
+            let port = nic.port();
+            c.arg("-netdev")
+                .arg(format!(
+                    "tap,id=n-{port},ifname={port},script=no,downscript=no"
+                ))
+                .arg("-device")
+                .arg(format!(
+                    "virtio-net-pci,id=d-{port},netdev=n-{port},mac={},bus=rp{}",
+                    nic.mac(),
+                    i + 1
+                ));
+            slots[i] = Some(port.to_string());
+        }
+        drop(slots);
+        let log = std::fs::File::create(self.dir.join(format!("qemu-{boot}.log")))?;
+        // SAFETY: prctl is async-signal-safe; the guest dies with the test process (Ctrl-C,
+        // panic=abort, kill), so no QEMU outlives the run holding a tap.
+        unsafe {
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                cmd: "qemu-system-x86_64 (make setup-apt installs qemu-system-x86)".into(),
+                source,
+            })?;
+        *qemu = Some(child);
+        drop(qemu);
+        self.wait_agent(started, BOOT_TIMEOUT, None)?;
+        Ok(started.elapsed())
+    }
+
+    /// Waits until the guest agent answers (and, with `old_boot`, from another boot).
+    fn wait_agent(&self, since: Instant, bound: Duration, old_boot: Option<&str>) -> Result<()> {
+        loop {
+            self.check_alive()?;
+            let ok = self
+                .qga
+                .call("guest-ping", Value::Null, Duration::from_secs(2))
+                .is_ok();
+            if ok {
+                match old_boot {
+                    None => return Ok(()),
+                    Some(old) => match self.boot_id() {
+                        Ok(id) if id != old => return Ok(()),
+                        _ => {}
+                    },
+                }
+            }
+            if since.elapsed() > bound {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "guest {} to boot; console ends:\n{}",
+                        self.name,
+                        self.console_tail(30)
+                    ),
+                    secs: bound.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        let mut qemu = self.qemu.lock().unwrap_or_else(|p| p.into_inner());
+        match qemu.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => Ok(()),
+            None => Err(Error::invalid("guest", &self.name, "is powered off")),
+            Some(status) => {
+                let log = self.qemu_log();
+                *qemu = None;
+                Err(Error::Command {
+                    cmd: format!("qemu-system-x86_64 ({})", self.name),
+                    status: format!("{status:?}"),
+                    stderr: format!("{log}\nconsole ends:\n{}", self.console_tail(20)),
+                })
+            }
+        }
+    }
+
+    /// The current boot's id (`/proc/sys/kernel/random/boot_id`).
+    pub fn boot_id(&self) -> Result<String> {
+        Ok(self
+            .exec(&["cat", "/proc/sys/kernel/random/boot_id"])?
+            .stdout
+            .trim()
+            .to_string())
+    }
+
+    /// Reboots the guest (`systemctl reboot`, as a user would) and waits for the next boot's
+    /// guest agent. Hot-plugged NICs stay, as attached ENIs stay across an EC2 reboot.
+    pub fn reboot(&self) -> Result<Duration> {
+        let old = self.boot_id()?;
+        let started = Instant::now();
+        self.spawn(&["systemctl", "reboot"])?;
+        self.wait_agent(started, BOOT_TIMEOUT, Some(&old))?;
+        Ok(started.elapsed())
+    }
+
+    /// Powers the guest off (ACPI, as an EC2 stop does) and waits for QEMU to exit.
+    pub fn power_off(&self) -> Result<()> {
+        let _ = self.qmp.call("system_powerdown", Value::Null, CALL_TIMEOUT);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let mut qemu = self.qemu.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(child) = qemu.as_mut() else {
+                return Ok(());
+            };
+            if child.try_wait()?.is_some() {
+                *qemu = None;
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                *qemu = None;
+                return Err(Error::Timeout {
+                    what: format!("guest {} to power off", self.name),
+                    secs: 120,
+                });
+            }
+            drop(qemu);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Hot-plugs the ENI's NIC (its tap must exist: `Vpc::attach_tap`) on a free root port,
+    /// as an EC2 attach appears to the instance.
+    pub fn hotplug(&self, eni: &Eni) -> Result<()> {
+        let port = eni.port();
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let i = slots
+                .iter()
+                .position(Option::is_none)
+                .ok_or_else(|| Error::invalid("hot-plug", port, "no free PCIe root port left"))?;
+            slots[i] = Some(port.to_string());
+            i + 1
+        };
+        self.qmp.call(
+            "netdev_add",
+            json!({"type": "tap", "id": format!("n-{port}"), "ifname": port,
+                   "script": "no", "downscript": "no"}),
+            CALL_TIMEOUT,
+        )?;
+        self.qmp.call(
+            "device_add",
+            json!({"driver": "virtio-net-pci", "id": format!("d-{port}"),
+                   "netdev": format!("n-{port}"), "mac": eni.mac(), "bus": format!("rp{slot}")}),
+            CALL_TIMEOUT,
+        )?;
+        Ok(())
+    }
+
+    /// Unplugs the ENI's NIC, as an EC2 detach does, and waits until the guest released it
+    /// (PCIe hot-unplug waits for the guest's acknowledgement, ~5 s in Linux's pciehp).
+    pub fn unplug(&self, eni: &Eni) -> Result<()> {
+        let port = eni.port();
+        let id = format!("d-{port}");
+        self.qmp
+            .call("device_del", json!({ "id": id }), CALL_TIMEOUT)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.has_device(&id)? {
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    what: format!("guest {} to release NIC {}", self.name, eni.mac()),
+                    secs: 60,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.qmp.call(
+            "netdev_del",
+            json!({"id": format!("n-{port}")}),
+            CALL_TIMEOUT,
+        )?;
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        for s in slots.iter_mut() {
+            if s.as_deref() == Some(port) {
+                *s = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn has_device(&self, id: &str) -> Result<bool> {
+        let list = self.qmp.call(
+            "qom-list",
+            json!({"path": "/machine/peripheral"}),
+            CALL_TIMEOUT,
+        )?;
+        Ok(list
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["name"] == id)))
+    }
+
+    /// The guest agent: run commands, write files.
+    pub fn agent(&self) -> &GuestAgent {
+        &self.agent
+    }
+
+    /// [`GuestAgent::exec`].
+    pub fn exec(&self, argv: &[&str]) -> Result<GuestOutput> {
+        self.agent.exec(argv)
+    }
+
+    /// [`GuestAgent::sh`].
+    pub fn sh(&self, script: &str) -> Result<GuestOutput> {
+        self.agent.sh(script)
+    }
+
+    /// [`GuestAgent::sh_ok`].
+    pub fn sh_ok(&self, script: &str) -> Result<String> {
+        self.agent.sh_ok(script)
+    }
+
+    /// [`GuestAgent::write_file`].
+    pub fn write_file(&self, path: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        self.agent.write_file(path, bytes, mode)
+    }
+
+    /// [`GuestAgent::spawn`].
+    pub fn spawn(&self, argv: &[&str]) -> Result<()> {
+        self.agent.spawn(argv)
+    }
+
+    /// The last `lines` lines the guest printed on its serial console (boot log).
+    pub fn console_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn qemu_log(&self) -> String {
+        let boot = *self.boots.lock().unwrap_or_else(|p| p.into_inner());
+        std::fs::read_to_string(self.dir.join(format!("qemu-{boot}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Some(mut child) = self
+            .qemu
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::env::var_os(crate::KEEP_ENV).is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

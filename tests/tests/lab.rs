@@ -1,0 +1,594 @@
+//! The VM lab's grid: for each network manager a real fleet runs, a real Debian guest (QEMU)
+//! in the simulated VPC gets an ENI hot-plugged, runs the real SSM document (the static agent
+//! from `make agent`), reboots, reloads its manager, loses the ENI and is stopped and started.
+//! Each cell of the grid is one promise; the run prints the grid and writes it to
+//! `target/lab/grid-<manager>.md` (`make test-lab` collects them into docs/lab-grid.md).
+//!
+//! `#[ignore]`d in `cargo test --workspace`: `make test-lab` (part of `make test`) builds the
+//! image and the agent first and runs these with `--ignored`. Needs root.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use symroute_testbed::lab::{Image, Lab};
+use symroute_testbed::require_root;
+
+const ENI_ID: &str = "eni-0a9c4b60624c0e41d";
+const ETH0: &str = "10.0.1.10";
+const ETH1: &str = "10.0.1.11";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The network managers of the grid, each set up as the images that ship it set it up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Manager {
+    /// systemd-networkd with one DHCP file for `eth*` (Debian's and Arch's cloud images
+    /// without netplan; AL2023 before net-utils' per-interface files).
+    Networkd,
+    /// NetworkManager's daemon with its automatic per-device DHCP profiles (RHEL, Fedora).
+    Nm,
+    /// ifupdown with `auto eth0` / `iface eth0 inet dhcp` (older Debian and Ubuntu images).
+    Ifupdown,
+    /// netplan rendering to systemd-networkd, eth0 matched by MAC (Ubuntu, cloud-init's file).
+    NetplanNetworkd,
+    /// netplan rendering to NetworkManager.
+    NetplanNm,
+}
+
+impl Manager {
+    fn name(self) -> &'static str {
+        match self {
+            Manager::Networkd => "systemd-networkd",
+            Manager::Nm => "NetworkManager",
+            Manager::Ifupdown => "ifupdown",
+            Manager::NetplanNetworkd => "netplan → networkd",
+            Manager::NetplanNm => "netplan → NetworkManager",
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            Manager::Networkd => "networkd",
+            Manager::Nm => "networkmanager",
+            Manager::Ifupdown => "ifupdown",
+            Manager::NetplanNetworkd => "netplan-networkd",
+            Manager::NetplanNm => "netplan-nm",
+        }
+    }
+
+    /// Configures eth0 and enables the manager (persistently, as the image would ship it),
+    /// then starts it.
+    fn install(self, lab: &Lab) {
+        let mac = lab.eth0.mac();
+        let netplan = |renderer: &str| {
+            format!(
+                "network:\n  version: 2\n  renderer: {renderer}\n  ethernets:\n    eth0:\n      \
+                 match:\n        macaddress: \"{mac}\"\n      set-name: eth0\n      dhcp4: true\n"
+            )
+        };
+        let (files, script): (Vec<(&str, String)>, &str) = match self {
+            Manager::Networkd => (
+                vec![(
+                    "/etc/systemd/network/20-eth.network",
+                    "[Match]\nName=eth*\n\n[Network]\nDHCP=ipv4\n".into(),
+                )],
+                "systemctl enable --now systemd-networkd.service systemd-networkd.socket",
+            ),
+            Manager::Nm => (
+                vec![],
+                "systemctl enable --now NetworkManager.service",
+            ),
+            Manager::Ifupdown => (
+                vec![(
+                    "/etc/network/interfaces",
+                    "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\n\
+                     auto eth0\niface eth0 inet dhcp\n"
+                        .into(),
+                )],
+                "systemctl enable networking.service && ifup eth0",
+            ),
+            Manager::NetplanNetworkd => (
+                vec![("/etc/netplan/50-cloud-init.yaml", netplan("networkd"))],
+                "systemctl enable systemd-networkd.service systemd-networkd.socket && netplan apply",
+            ),
+            Manager::NetplanNm => (
+                vec![("/etc/netplan/50-cloud-init.yaml", netplan("NetworkManager"))],
+                "systemctl enable NetworkManager.service && systemctl start NetworkManager.service \
+                 && netplan apply",
+            ),
+        };
+        for (path, text) in files {
+            // netplan warns about (and future versions refuse) files others can read;
+            // networkd reads its files as the systemd-network user.
+            let mode = if path.starts_with("/etc/netplan") {
+                0o600
+            } else {
+                0o644
+            };
+            lab.guest
+                .write_file(path, text.as_bytes(), mode)
+                .expect("write config");
+        }
+        lab.guest.sh_ok(script).expect("enable the manager");
+    }
+}
+
+/// A cell of the grid.
+struct Cell {
+    what: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+struct Grid {
+    manager: Manager,
+    cells: Vec<Cell>,
+    figures: Vec<(String, String)>,
+}
+
+impl Grid {
+    fn check(&mut self, what: &'static str, ok: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        eprintln!(
+            "[{}] {} {what}: {detail}",
+            self.manager.slug(),
+            if ok { "ok  " } else { "FAIL" }
+        );
+        self.cells.push(Cell { what, ok, detail });
+    }
+
+    fn figure(&mut self, what: &str, value: String) {
+        eprintln!("[{}] {what}: {value}", self.manager.slug());
+        self.figures.push((what.to_string(), value));
+    }
+
+    fn render(&self) -> String {
+        let mut s = format!(
+            "### {}\n\n| promise | result | detail |\n|---|---|---|\n",
+            self.manager.name()
+        );
+        for c in &self.cells {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                c.what,
+                if c.ok { "ok" } else { "**FAIL**" },
+                c.detail.replace('|', "\\|").replace('\n', " ")
+            );
+        }
+        if !self.figures.is_empty() {
+            s.push_str("\n| measured | value |\n|---|---|\n");
+            for (k, v) in &self.figures {
+                let _ = writeln!(s, "| {k} | {v} |");
+            }
+        }
+        s
+    }
+}
+
+/// What a lab test needs from outside the crate: the image (`make lab-image`), the static
+/// agent (`make agent`) and the venv (`make setup-python`).
+struct Prereqs {
+    image: Image,
+    dist: PathBuf,
+    python: PathBuf,
+}
+
+fn prerequisites() -> Option<Prereqs> {
+    if !require_root() {
+        return None;
+    }
+    let dist = std::env::var_os("SYMROUTE_LAB_DIST")
+        .map_or_else(|| repo().join("dist/agent"), PathBuf::from);
+    let python = repo().join(".venv/bin/python");
+    let image = Image::find("bookworm");
+    let why = match &image {
+        Err(e) => Some(e.to_string()),
+        Ok(_) if !dist.join("symroute-linux-x86_64").is_file() => Some(format!(
+            "no static agent in {} (make agent)",
+            dist.display()
+        )),
+        Ok(_) if !python.is_file() => Some("no .venv (make setup-python)".into()),
+        Ok(_) => None,
+    };
+    if let Some(why) = why {
+        // Ignored tests run only when asked for: a missing part is a failure, CI or not.
+        panic!("the VM lab cannot run: {why}");
+    }
+    Some(Prereqs {
+        image: image.unwrap(),
+        dist,
+        python,
+    })
+}
+
+/// The SSM stand-in runs the real document in the guest (as the SSM Agent would).
+fn run_document(p: &Prereqs, lab: &Lab, work: &Path, params: &[&str]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(&p.python);
+    cmd.arg(repo().join("tests/stack/run_document.py"))
+        .arg("--dist")
+        .arg(&p.dist)
+        .arg("--workdir")
+        .arg(work)
+        .arg("--guest-qga")
+        .arg(lab.guest.qga_socket())
+        .arg("--guest-exec")
+        .arg(env!("CARGO_BIN_EXE_symroute-guest-exec"));
+    for param in params {
+        cmd.args(["--param", param]);
+    }
+    let out = cmd.output().expect("run_document.py");
+    let _ = std::fs::remove_dir_all(work);
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Waits (bounded) until `cond` holds, polling every 250 ms; returns how long it took.
+fn wait_for(bound: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < bound {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    None
+}
+
+/// The guest holds `addr` on some interface.
+fn has_address(lab: &Lab, addr: &str) -> bool {
+    lab.guest
+        .sh(&format!("ip -4 -o addr show | grep -q ' {addr}/'"))
+        .is_ok_and(|o| o.success())
+}
+
+/// Symmetric: the client in the other subnet reaches `addr` (its replies left by the right
+/// ENI, or the src/dst check would have dropped them).
+fn answers(lab: &Lab, addr: &str) -> bool {
+    lab.client.ping(ip(addr), 3, 2)
+}
+
+fn state(lab: &Lab) -> String {
+    lab.guest
+        .sh("ip -br addr; ip rule; ip route show table all | grep -v '^local\\|^broadcast\\|^multicast\\|ff00::/8\\|fe80::/64'")
+        .map(|o| o.stdout)
+        .unwrap_or_default()
+}
+
+/// DHCP acknowledgements the VPC's DHCP has sent for `addr` so far.
+fn acks(lab: &Lab, addr: &str) -> usize {
+    lab.dhcp_log()
+        .lines()
+        .filter(|l| l.contains("DHCPACK(") && l.contains(&format!(" {addr} ")))
+        .count()
+}
+
+/// The managers' own account of the boot.
+fn journal(lab: &Lab) -> String {
+    lab.guest
+        .sh(
+            "networkctl --no-pager 2>&1; journalctl -b --no-pager -u systemd-networkd \
+             -u NetworkManager -u networking -u symroute\\* 2>&1 | tail -40",
+        )
+        .map(|o| o.stdout)
+        .unwrap_or_default()
+}
+
+/// Everything of symroute's in the guest: rules, tables, files.
+fn leftovers(lab: &Lab) -> String {
+    lab.guest
+        .sh("ip rule | grep -v 'lookup \\(local\\|main\\|default\\)$'; \
+             ip route show table all | grep 'table 1[0-9][0-9][0-9][0-9]'; \
+             grep -rl symroute /etc/systemd/network /etc/network /etc/netplan \
+               /etc/NetworkManager/system-connections /etc/systemd/system 2>/dev/null; true")
+        .map(|o| o.stdout.trim().to_string())
+        .unwrap_or_else(|e| e.to_string())
+}
+
+fn grid(manager: Manager) {
+    let Some(p) = prerequisites() else { return };
+    let started = Instant::now();
+    let mut g = Grid {
+        manager,
+        cells: Vec::new(),
+        figures: Vec::new(),
+    };
+    let lab = Lab::start(&p.image).expect("lab");
+    g.figure(
+        "first boot (QEMU start → guest agent)",
+        format!("{:.1} s", started.elapsed().as_secs_f64()),
+    );
+    manager.install(&lab);
+    let up = wait_for(Duration::from_secs(60), || has_address(&lab, ETH0));
+    assert!(
+        up.is_some(),
+        "eth0 never got {ETH0} from DHCP:\n{}\n{}\n{}",
+        state(&lab),
+        journal(&lab),
+        lab.dhcp_log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || answers(&lab, ETH0)).is_some(),
+        "the primary does not answer before anything of ours ran:\n{}",
+        state(&lab)
+    );
+    let work = std::env::temp_dir().join(format!("symroute-lab-doc-{}", lab.vpc.prefix()));
+
+    // 1. Hot-attach, run the document: symmetric within the run, primary never lost.
+    let primary = lab.client.spawn_ping_stream(ip(ETH0), 100);
+    let t0 = Instant::now();
+    let eni = lab.attach(ETH1, ENI_ID).expect("attach");
+    let appeared = wait_for(Duration::from_secs(30), || {
+        lab.guest
+            .sh(&format!("ip -o link | grep -q {}", eni.eni.mac()))
+            .is_ok_and(|o| o.success())
+    });
+    let (code, out) = run_document(
+        &p,
+        &lab,
+        &work,
+        &["action=apply", &format!("target={ENI_ID}")],
+    );
+    let ran = t0.elapsed();
+    let sym = answers(&lab, ETH1);
+    let until_first = t0.elapsed();
+    let stats = primary.stop().expect("ping stream");
+    g.figure(
+        "attach → NIC in guest",
+        appeared.map_or("never".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+    );
+    g.figure(
+        "attach → document done → first answer from the ENI",
+        format!(
+            "{:.1} s / {:.1} s",
+            ran.as_secs_f64(),
+            until_first.as_secs_f64()
+        ),
+    );
+    g.check(
+        "attach: document exits 0",
+        code == Some(0),
+        format!("exit {code:?}"),
+    );
+    if code != Some(0) {
+        eprintln!("{out}\n{}", state(&lab));
+    }
+    g.check(
+        "attach: ENI symmetric after the run",
+        sym,
+        "ping 10.0.2.10 → ENI address",
+    );
+    g.check(
+        "attach: primary lost no packet",
+        stats.lost() == 0,
+        format!("{}/{} answered", stats.received, stats.sent),
+    );
+
+    // 2. Reboot: the manager alone brings it back, no boot delay, primary untouched.
+    let before = boot_figure(&lab);
+    let eth1_at_reboot = acks(&lab, ETH1);
+    let reboot = lab.guest.reboot().expect("reboot");
+    let primary_back = wait_for(Duration::from_secs(60), || answers(&lab, ETH0));
+    let eni_back = wait_for(Duration::from_secs(60), || answers(&lab, ETH1));
+    g.figure(
+        "reboot (systemctl reboot → guest agent)",
+        format!("{:.1} s", reboot.as_secs_f64()),
+    );
+    g.figure(
+        "boot to multi-user.target before / after",
+        format!("{before} / {}", boot_figure(&lab)),
+    );
+    g.check(
+        "reboot: primary answers",
+        primary_back.is_some(),
+        "no symroute run",
+    );
+    g.check(
+        "reboot: ENI symmetric",
+        eni_back.is_some(),
+        "no symroute run",
+    );
+    if eni_back.is_none() || primary_back.is_none() {
+        eprintln!("after the reboot:\n{}\n{}", state(&lab), journal(&lab));
+    }
+    g.figure("slowest units of that boot", blame(&lab));
+    let waits = lab
+        .guest
+        .sh("systemd-analyze blame | grep -i wait-online; systemctl --failed --no-legend")
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    g.check(
+        "reboot: no failed unit, no wait-online in the boot",
+        waits.trim().is_empty(),
+        waits.trim().to_string(),
+    );
+
+    // 2b. A DHCP lease renewal (T1 is half the lab's 120 s lease): the manager rewrites its
+    // routes; the primary must stay preferred and the ENI symmetric. eth1 renews too where the
+    // manager runs a DHCP client on it (it got a lease during the boot).
+    let (eth0_now, eth1_now) = (acks(&lab, ETH0), acks(&lab, ETH1));
+    let eth1_dhcp = eth1_now > eth1_at_reboot;
+    let renewed = wait_for(Duration::from_secs(150), || {
+        acks(&lab, ETH0) > eth0_now && (!eth1_dhcp || acks(&lab, ETH1) > eth1_now)
+    });
+    g.check(
+        "lease renewal: primary answers, ENI symmetric",
+        renewed.is_some() && answers(&lab, ETH0) && answers(&lab, ETH1),
+        match renewed {
+            Some(d) if eth1_dhcp => {
+                format!("eth0 and eth1 renewed within {:.0} s", d.as_secs_f64())
+            }
+            Some(d) => format!("eth0 renewed within {:.0} s (eth1 static)", d.as_secs_f64()),
+            None => "no renewal seen".into(),
+        },
+    );
+
+    // 3. The manager reloads or restarts.
+    let reload = match manager {
+        Manager::Networkd | Manager::NetplanNetworkd => {
+            "networkctl reload && networkctl reconfigure eth1"
+        }
+        Manager::Nm | Manager::NetplanNm => "nmcli connection reload && nmcli device reapply eth1",
+        Manager::Ifupdown => "ifdown eth1; ifup eth1",
+    };
+    let reloaded = lab.guest.sh(reload).expect("reload");
+    std::thread::sleep(Duration::from_secs(3));
+    g.check(
+        "reload: ENI symmetric",
+        wait_for(Duration::from_secs(30), || answers(&lab, ETH1)).is_some(),
+        format!("`{reload}`: exit {:?}", reloaded.code),
+    );
+    g.check("reload: primary answers", answers(&lab, ETH0), "");
+
+    // 4. Detach, then `remove`: nothing of ours left; reboot: nothing waits for the device.
+    lab.detach(&eni).expect("detach");
+    let (code, out) = run_document(
+        &p,
+        &lab,
+        &work,
+        &["action=remove", &format!("target={ENI_ID}")],
+    );
+    g.check(
+        "detach + remove: document exits 0",
+        code == Some(0),
+        format!("exit {code:?}"),
+    );
+    if code != Some(0) {
+        eprintln!("{out}");
+    }
+    let left = leftovers(&lab);
+    g.check(
+        "detach + remove: nothing of ours left",
+        left.is_empty(),
+        left,
+    );
+    let reboot = lab.guest.reboot().expect("reboot after detach");
+    g.figure(
+        "reboot after detach",
+        format!("{:.1} s", reboot.as_secs_f64()),
+    );
+    g.check(
+        "detach: reboot, primary answers",
+        wait_for(Duration::from_secs(60), || answers(&lab, ETH0)).is_some(),
+        "",
+    );
+    g.figure("boot to multi-user.target after detach", boot_figure(&lab));
+    g.figure("slowest units of that boot", blame(&lab));
+
+    // 5. Stop with a configured ENI detached, start: nothing configures what is not there.
+    let eni2 = lab
+        .attach("10.0.1.12", "eni-0b9c4b60624c0e41e")
+        .expect("attach 2");
+    let (code, _) = run_document(
+        &p,
+        &lab,
+        &work,
+        &["action=apply", "target=eni-0b9c4b60624c0e41e"],
+    );
+    g.check(
+        "stop/start: second ENI configured",
+        code == Some(0),
+        format!("exit {code:?}"),
+    );
+    let start = lab.stop_start(&[&eni2]).expect("stop, detach, start");
+    g.figure(
+        "start without the ENI",
+        format!("{:.1} s", start.as_secs_f64()),
+    );
+    let primary_ok = wait_for(Duration::from_secs(60), || answers(&lab, ETH0)).is_some();
+    let stray = lab
+        .guest
+        .sh("ip -4 -o addr show | grep -c '10.0.1.12/'")
+        .map(|o| o.stdout.trim().to_string())
+        .unwrap_or_default();
+    g.check("stop/start: primary answers", primary_ok, "");
+    if !primary_ok {
+        eprintln!("after the start:\n{}\n{}", state(&lab), journal(&lab));
+    }
+    g.check(
+        "stop/start: the detached ENI's address is nowhere",
+        stray == "0",
+        format!("{stray} interfaces hold 10.0.1.12"),
+    );
+    g.figure(
+        "whole run",
+        format!("{:.0} s", started.elapsed().as_secs_f64()),
+    );
+
+    let text = g.render();
+    eprintln!("{text}");
+    let out = symroute_testbed::lab::lab_dir().join(format!("grid-{}.md", manager.slug()));
+    let _ = std::fs::create_dir_all(out.parent().unwrap());
+    std::fs::write(&out, &text).expect("write grid");
+    let failed: Vec<&str> = g.cells.iter().filter(|c| !c.ok).map(|c| c.what).collect();
+    assert!(
+        failed.is_empty(),
+        "{}: failed cells {failed:?}\n{text}",
+        manager.name()
+    );
+}
+
+/// The three slowest units of the current boot (`systemd-analyze blame`).
+fn blame(lab: &Lab) -> String {
+    lab.guest
+        .sh("systemd-analyze blame --no-pager | head -3")
+        .map(|o| o.stdout.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// `multi-user.target` reached after N s of guest uptime (systemd's own figure).
+fn boot_figure(lab: &Lab) -> String {
+    lab.guest
+        .sh("systemctl show -P ActiveEnterTimestampMonotonic multi-user.target")
+        .ok()
+        .and_then(|o| o.stdout.trim().parse::<f64>().ok())
+        .map_or("?".into(), |us| format!("{:.1} s", us / 1e6))
+}
+
+#[test]
+#[ignore = "VM lab: run by `make test-lab` (needs the image and the static agent)"]
+fn grid_systemd_networkd() {
+    grid(Manager::Networkd);
+}
+
+#[test]
+#[ignore = "VM lab: run by `make test-lab` (needs the image and the static agent)"]
+fn grid_networkmanager() {
+    grid(Manager::Nm);
+}
+
+#[test]
+#[ignore = "VM lab: run by `make test-lab` (needs the image and the static agent)"]
+fn grid_ifupdown() {
+    grid(Manager::Ifupdown);
+}
+
+#[test]
+#[ignore = "VM lab: run by `make test-lab` (needs the image and the static agent)"]
+fn grid_netplan_networkd() {
+    grid(Manager::NetplanNetworkd);
+}
+
+#[test]
+#[ignore = "VM lab: run by `make test-lab` (needs the image and the static agent)"]
+fn grid_netplan_networkmanager() {
+    grid(Manager::NetplanNm);
+}
