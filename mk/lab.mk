@@ -23,8 +23,14 @@ lab-image: lab-setup ## the VM lab's Debian 12 guest image (root; debootstrap, c
 test-lab: setup lab-image agent demo-build ## the VM lab grid: each network manager in a real guest (root); writes docs/lab-grid.md
 	@rm -f $(LAB_DIR)/grid-*.md
 	SYMROUTE_LAB_DIR=$(LAB_DIR) SYMROUTE_LAB_DIST=$(ROOT)/$(AGENT_DIST) \
-	  $(CARGO) test --workspace --locked --test lab -- --ignored --test-threads=$(LAB_THREADS) $(LAB_TESTS)
+	  $(CARGO) test --workspace --locked --test lab -- --ignored --skip bench_ --test-threads=$(LAB_THREADS) $(LAB_TESTS)
 	@{ echo "# The VM lab's grid"; echo; \
 	   echo "Written by \`make test-lab\` on $$(date -u +%F): Debian 12 guests (kernel $$(sed -n 's/^linux-image-cloud-amd64 //p' $(LAB_DIR)/bookworm/versions.txt), systemd $$(sed -n 's/^systemd //p' $(LAB_DIR)/bookworm/versions.txt), NetworkManager $$(sed -n 's/^network-manager //p' $(LAB_DIR)/bookworm/versions.txt), netplan $$(sed -n 's/^netplan.io //p' $(LAB_DIR)/bookworm/versions.txt), ifupdown $$(sed -n 's/^ifupdown //p' $(LAB_DIR)/bookworm/versions.txt)) under QEMU/TCG, $$(nproc) cores."; \
 	   echo "Each row is a promise proved in a booted guest; figures are this run's (TCG is slow: read them as relative)."; echo; \
 	   for f in $(LAB_DIR)/grid-*.md; do cat $$f; echo; done; } > docs/lab-grid.md
+
+BENCH_STEPS += bench-lab
+bench-lab: lab-image agent demo-build ## the VM lab's figures: attach → first answer, boot time with and without our files
+	@mkdir -p bench/results
+	SYMROUTE_LAB_DIR=$(LAB_DIR) SYMROUTE_LAB_DIST=$(ROOT)/$(AGENT_DIST) SYMROUTE_LAB_BENCH_OUT=$(ROOT)/bench/results/lab.md \
+	  $(CARGO) test --workspace --locked --test lab -- --ignored --exact bench_boot_time_with_and_without_persisted_files

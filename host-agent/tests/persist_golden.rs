@@ -370,6 +370,35 @@ fn detection_order() {
             Some(Backend::Netplan),
             "netplan",
         ),
+        // netplan rendering to NetworkManager (running): NM's keyfile, since netplan's NM
+        // backend drops routing-policy (seen in a real Debian 12 guest, netplan 0.106).
+        (
+            &[
+                (
+                    "/etc/netplan/50-cloud-init.yaml",
+                    "network:\n  version: 2\n  renderer: NetworkManager\n",
+                ),
+                ("/run/NetworkManager/.keep", ""),
+            ],
+            Some(Backend::Nm),
+            "netplan renders to NetworkManager",
+        ),
+        // ... and a later file may set it back.
+        (
+            &[
+                (
+                    "/etc/netplan/50-cloud-init.yaml",
+                    "network:\n  version: 2\n  renderer: NetworkManager\n",
+                ),
+                (
+                    "/etc/netplan/90-back.yaml",
+                    "network:\n  renderer: networkd\n",
+                ),
+                ("/run/NetworkManager/.keep", ""),
+            ],
+            Some(Backend::Netplan),
+            "netplan",
+        ),
         (
             &[
                 ("/etc/netplan/50-cloud-init.yaml", ""),

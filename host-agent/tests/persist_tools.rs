@@ -192,7 +192,7 @@ const RECONFIGURE: &str = "networkctl reconfigure eth1 && echo RECONFIGURE_SENT
 ";
 
 #[test]
-fn networkd_dropin_survives_reboot_and_reconfigure_and_is_removed_cleanly() {
+fn networkd_dropin_survives_flush_restart_and_reconfigure_and_is_removed_cleanly() {
     need_root!();
     let (bed, far) = bed();
     let t = TempTree::new();
@@ -232,7 +232,8 @@ fn networkd_dropin_survives_reboot_and_reconfigure_and_is_removed_cleanly() {
         "/etc/systemd/network/10-eth1.network.d/90-symroute.conf"
     );
     assert!(answers(&far));
-    // Reboot: nothing left, networkd brings it all back; then reconfigure and reload.
+    // A flush and a fresh networkd stand in for a boot here (real reboots of every manager are
+    // in tests/tests/lab.rs): networkd brings it all back; then reconfigure and reload.
     wipe(&bed, &far);
     let out = with_networkd(
         &bed,

@@ -45,6 +45,9 @@ enum Manager {
     NetplanNetworkd,
     /// netplan rendering to NetworkManager.
     NetplanNm,
+    /// No network manager at all: eth0 by a bare `dhclient` unit (minimal and home-made
+    /// images; ifupdown not in use), where symroute persists through its own `unit` backend.
+    Unit,
 }
 
 impl Manager {
@@ -55,6 +58,7 @@ impl Manager {
             Manager::Ifupdown => "ifupdown",
             Manager::NetplanNetworkd => "netplan → networkd",
             Manager::NetplanNm => "netplan → NetworkManager",
+            Manager::Unit => "no manager (dhclient unit) → symroute's unit backend",
         }
     }
 
@@ -65,6 +69,7 @@ impl Manager {
             Manager::Ifupdown => "ifupdown",
             Manager::NetplanNetworkd => "netplan-networkd",
             Manager::NetplanNm => "netplan-nm",
+            Manager::Unit => "unit",
         }
     }
 
@@ -107,6 +112,21 @@ impl Manager {
                 vec![("/etc/netplan/50-cloud-init.yaml", netplan("NetworkManager"))],
                 "systemctl enable NetworkManager.service && systemctl start NetworkManager.service \
                  && netplan apply",
+            ),
+            Manager::Unit => (
+                vec![(
+                    "/etc/systemd/system/lab-dhclient.service",
+                    "[Unit]\nDescription=eth0 by dhclient alone\nBefore=network.target\n\
+                     Wants=network.target\n\n[Service]\nExecStart=/sbin/dhclient -d -4 eth0\n\n\
+                     [Install]\nWantedBy=multi-user.target\n"
+                        .into(),
+                )],
+                // Without ifupdown in use: no interfaces file, and its udev rule (which
+                // brings `allow-hotplug` stanzas up even with networking.service disabled)
+                // masked, as on an image that never had it.
+                "rm -rf /etc/network/interfaces /etc/network/interfaces.d && \
+                 ln -sf /dev/null /etc/udev/rules.d/80-ifupdown.rules && \
+                 systemctl daemon-reload && systemctl enable --now lab-dhclient.service",
             ),
         };
         for (path, text) in files {
@@ -241,6 +261,20 @@ fn run_document(p: &Prereqs, lab: &Lab, work: &Path, params: &[&str]) -> (Option
     )
 }
 
+/// The backend the agent's JSON report says it persisted with, and why.
+fn persisted_by(out: &str) -> String {
+    let json = out.find('{').and_then(|start| {
+        serde_json::Deserializer::from_str(&out[start..])
+            .into_iter::<serde_json::Value>()
+            .next()
+            .and_then(Result::ok)
+    });
+    json.map_or_else(
+        || "no report".into(),
+        |v| format!("{} ({})", v["persist"]["backend"], v["persist"]["reason"]),
+    )
+}
+
 /// Waits (bounded) until `cond` holds, polling every 250 ms; returns how long it took.
 fn wait_for(bound: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
@@ -298,7 +332,8 @@ fn leftovers(lab: &Lab) -> String {
         .sh("ip rule | grep -v 'lookup \\(local\\|main\\|default\\)$'; \
              ip route show table all | grep 'table 1[0-9][0-9][0-9][0-9]'; \
              grep -rl symroute /etc/systemd/network /etc/network /etc/netplan \
-               /etc/NetworkManager/system-connections /etc/systemd/system 2>/dev/null; true")
+               /etc/NetworkManager/system-connections /etc/systemd/system /etc/udev/rules.d \
+               2>/dev/null; ls /usr/local/sbin/symroute-boot 2>/dev/null; true")
         .map(|o| o.stdout.trim().to_string())
         .unwrap_or_else(|e| e.to_string())
 }
@@ -317,7 +352,7 @@ fn grid(manager: Manager) {
         format!("{:.1} s", started.elapsed().as_secs_f64()),
     );
     manager.install(&lab);
-    let up = wait_for(Duration::from_secs(60), || has_address(&lab, ETH0));
+    let up = wait_for(Duration::from_secs(120), || has_address(&lab, ETH0));
     assert!(
         up.is_some(),
         "eth0 never got {ETH0} from DHCP:\n{}\n{}\n{}",
@@ -348,6 +383,7 @@ fn grid(manager: Manager) {
         &["action=apply", &format!("target={ENI_ID}")],
     );
     let ran = t0.elapsed();
+    g.figure("persisted by", persisted_by(&out));
     let sym = answers(&lab, ETH1);
     let until_first = t0.elapsed();
     let stats = primary.stop().expect("ping stream");
@@ -448,6 +484,7 @@ fn grid(manager: Manager) {
         }
         Manager::Nm | Manager::NetplanNm => "nmcli connection reload && nmcli device reapply eth1",
         Manager::Ifupdown => "ifdown eth1; ifup eth1",
+        Manager::Unit => "systemctl restart lab-dhclient.service",
     };
     let reloaded = lab.guest.sh(reload).expect("reload");
     std::thread::sleep(Duration::from_secs(3));
@@ -591,4 +628,86 @@ fn grid_netplan_networkd() {
 #[ignore = "VM lab: run by `make test-lab` (needs the image and the static agent)"]
 fn grid_netplan_networkmanager() {
     grid(Manager::NetplanNm);
+}
+
+#[test]
+#[ignore = "VM lab: run by `make test-lab` (needs the image and the static agent)"]
+fn grid_unit_backend() {
+    grid(Manager::Unit);
+}
+
+/// `make bench`: what symroute's persisted files cost a boot, and attach → first answer.
+/// Same guest, same NICs (eth0, eth1 attached): boots alternate between no file of ours
+/// (after `remove`) and the files `apply` persisted, two of each; TCG makes single boots noisy.
+/// Writes a Markdown section to `$SYMROUTE_LAB_BENCH_OUT`.
+#[test]
+#[ignore = "VM lab benchmark: run by `make bench` (needs the image and the static agent)"]
+fn bench_boot_time_with_and_without_persisted_files() {
+    let Some(p) = prerequisites() else { return };
+    let out = std::env::var_os("SYMROUTE_LAB_BENCH_OUT")
+        .expect("SYMROUTE_LAB_BENCH_OUT: where to write the results (make bench sets it)");
+    let lab = Lab::start(&p.image).expect("lab");
+    Manager::Networkd.install(&lab);
+    assert!(wait_for(Duration::from_secs(60), || answers(&lab, ETH0)).is_some());
+    let work = std::env::temp_dir().join(format!("symroute-lab-bench-{}", lab.vpc.prefix()));
+    let t0 = Instant::now();
+    let _eni = lab.attach(ETH1, ENI_ID).expect("attach");
+    let (code, out_text) = run_document(
+        &p,
+        &lab,
+        &work,
+        &["action=apply", &format!("target={ENI_ID}")],
+    );
+    assert_eq!(code, Some(0), "{out_text}");
+    let first = wait_for(Duration::from_secs(30), || answers(&lab, ETH1)).map(|_| t0.elapsed());
+    let attach_to_answer = first.expect("the ENI never answered");
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for round in 0..2 {
+        for persisted in [false, true] {
+            let action = if persisted {
+                "action=apply"
+            } else {
+                "action=remove"
+            };
+            let (code, text) =
+                run_document(&p, &lab, &work, &[action, &format!("target={ENI_ID}")]);
+            assert_eq!(code, Some(0), "round {round} {action}: {text}");
+            let wall = lab.guest.reboot().expect("reboot");
+            let uptime = lab
+                .guest
+                .sh("systemctl show -P ActiveEnterTimestampMonotonic multi-user.target")
+                .ok()
+                .and_then(|o| o.stdout.trim().parse::<f64>().ok())
+                .map(|us| us / 1e6)
+                .expect("multi-user.target reached");
+            eprintln!(
+                "boot with files={persisted}: multi-user at {uptime:.1} s, reboot {:.1} s",
+                wall.as_secs_f64()
+            );
+            if persisted { &mut with } else { &mut without }.push((uptime, wall.as_secs_f64()));
+        }
+    }
+    let mean =
+        |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+    let fmt = |v: &[(f64, f64)]| {
+        v.iter()
+            .map(|(u, w)| format!("{u:.1} s ({w:.1} s wall)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = format!(
+        "## VM lab (Debian 12 guest, systemd-networkd, QEMU/TCG)\n\n\
+         | measured | value |\n|---|---|\n\
+         | attach (QMP device_add) → document done → first answer from the ENI | {:.1} s |\n\
+         | boot to multi-user.target without symroute's files (2 boots) | {} |\n\
+         | boot to multi-user.target with them (2 boots) | {} |\n\
+         | difference of the means (target: ≤ 1 s) | {:+.1} s |\n",
+        attach_to_answer.as_secs_f64(),
+        fmt(&without),
+        fmt(&with),
+        mean(&with, |x| x.0) - mean(&without, |x| x.0),
+    );
+    eprintln!("{text}");
+    std::fs::write(out, text).expect("write bench results");
 }

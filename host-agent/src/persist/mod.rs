@@ -296,6 +296,7 @@ const NM_ACTIVE: &[&str] = &[
 /// `auto`: the first that applies, in this order:
 /// 1. amazon-ec2-net-utils present: it already owns ENI routing, so nothing (unless `force`).
 /// 2. netplan (`/etc/netplan/*.yaml`): netplan generates the networkd (or NM) configuration, so
+///    (where it renders to NetworkManager, which drops its routing-policy: NM's keyfile instead)
 ///    it must be the source, or the next `netplan generate` drops what we add below it.
 /// 3. systemd-networkd: a .network file matches one of the interfaces, or networkd is enabled.
 ///    Before NM and ifupdown because networkd deletes foreign rules on reconfigure.
@@ -327,6 +328,22 @@ pub fn detect(root: &Root, ifaces: &[(String, Mac)], force: bool) -> Choice {
         .iter()
         .any(|p| p.extension().is_some_and(|e| e == "yaml"))
     {
+        // netplan's NetworkManager backend drops `routing-policy` (seen with netplan 0.106 in
+        // a real Debian 12 guest: the profile it generated had the table routes and no rule,
+        // so the ENI was asymmetric after a reboot). Where netplan hands our definition to NM,
+        // NM's own keyfile carries the rules.
+        if let (netplan::Renderer::NetworkManager, from) = netplan::default_renderer(root) {
+            if let Some(why) = NM_ACTIVE.iter().find(|p| root.exists(p)) {
+                let from = from.map_or_else(String::new, |p| format!(" in {}", p.display()));
+                return found(
+                    Backend::Nm,
+                    format!(
+                        "detected: netplan renders to NetworkManager (renderer{from}), whose netplan \
+                         backend drops routing-policy; NetworkManager runs ({why})"
+                    ),
+                );
+            }
+        }
         return found(Backend::Netplan, "detected: /etc/netplan/*.yaml".into());
     }
     if let Some(why) = networkd::detect(root, ifaces) {

@@ -136,22 +136,79 @@ pub fn ethernets(text: &str) -> Vec<Def> {
     defs
 }
 
-/// The id and file of a definition (not ours) that configures this ENI alone, by its MAC: the
-/// only kind ours may extend (see the module doc).
-pub fn existing(root: &Root, mac: Mac) -> Option<(String, PathBuf)> {
+/// netplan's YAML files in the order it reads them: by name, a file in a later directory of
+/// `SEARCH` shadowing one of the same name in an earlier one.
+fn files(root: &Root) -> Vec<PathBuf> {
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     for dir in SEARCH {
         for p in root.list(dir) {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             if name.ends_with(".yaml") {
-                // A later directory's file of the same name replaces the earlier one.
                 files.retain(|(n, _)| *n != name);
                 files.push((name, p));
             }
         }
     }
     files.sort();
-    files.into_iter().find_map(|(_, p)| {
+    files.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The renderer netplan gives a definition that names none (ours): the last `network.renderer`
+/// of its files, `networkd` when none sets one. Returns it with the file that set it.
+pub fn default_renderer(root: &Root) -> (Renderer, Option<PathBuf>) {
+    let mut found = (Renderer::Networkd, None);
+    for p in files(root) {
+        let Some(text) = root.read(&p) else { continue };
+        if owner_of(&text).is_some() {
+            continue;
+        }
+        if let Some(r) = network_renderer(&text) {
+            found = (r, Some(p));
+        }
+    }
+    found
+}
+
+/// A netplan backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renderer {
+    Networkd,
+    NetworkManager,
+}
+
+/// `renderer:` directly under `network:` (block style), if the file sets it.
+fn network_renderer(text: &str) -> Option<Renderer> {
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .map(|l| (l.len() - l.trim_start().len(), l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let start = lines
+        .iter()
+        .position(|(i, l)| *i == 0 && *l == "network:")?;
+    let child = lines.get(start + 1).map(|(i, _)| *i).filter(|i| *i > 0)?;
+    let mut renderer = None;
+    for (ind, l) in &lines[start + 1..] {
+        if *ind == 0 {
+            break;
+        }
+        if *ind == child {
+            if let Some(v) = l.strip_prefix("renderer:") {
+                renderer = match unquote(v).as_str() {
+                    "NetworkManager" => Some(Renderer::NetworkManager),
+                    "networkd" => Some(Renderer::Networkd),
+                    _ => renderer,
+                };
+            }
+        }
+    }
+    renderer
+}
+
+/// The id and file of a definition (not ours) that configures this ENI alone, by its MAC: the
+/// only kind ours may extend (see the module doc).
+pub fn existing(root: &Root, mac: Mac) -> Option<(String, PathBuf)> {
+    files(root).into_iter().find_map(|p| {
         let text = root.read(&p)?;
         if owner_of(&text).is_some() {
             return None;
@@ -280,6 +337,21 @@ pub fn generate(root: &Root) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_network_level_renderer_is_read_and_device_level_ones_are_not() {
+        let nm = "network:\n  version: 2\n  renderer: NetworkManager\n  ethernets:\n    eth0:\n      dhcp4: true\n";
+        assert_eq!(network_renderer(nm), Some(Renderer::NetworkManager));
+        let quoted = "# x\nnetwork:\n    renderer: 'networkd'\n    version: 2\n";
+        assert_eq!(network_renderer(quoted), Some(Renderer::Networkd));
+        let device =
+            "network:\n  version: 2\n  ethernets:\n    eth0:\n      renderer: NetworkManager\n";
+        assert_eq!(network_renderer(device), None);
+        assert_eq!(
+            network_renderer("other:\n  renderer: NetworkManager\n"),
+            None
+        );
+    }
 
     #[test]
     fn finds_cloud_init_definitions_in_block_and_flow_style() {

@@ -200,12 +200,12 @@ impl Guest {
                 .call("guest-ping", Value::Null, Duration::from_secs(2))
                 .is_ok();
             if ok {
-                match old_boot {
-                    None => return Ok(()),
-                    Some(old) => match self.boot_id() {
-                        Ok(id) if id != old => return Ok(()),
-                        _ => {}
-                    },
+                let new_boot = match old_boot {
+                    None => true,
+                    Some(old) => self.boot_id().is_ok_and(|id| id != old),
+                };
+                if new_boot {
+                    return self.wait_booted(bound.saturating_sub(since.elapsed()));
                 }
             }
             if since.elapsed() > bound {
@@ -219,6 +219,24 @@ impl Guest {
                 });
             }
             std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The guest agent starts early; a boot is done when systemd says so (`running`, or
+    /// `degraded` when a unit failed, which the caller may check).
+    fn wait_booted(&self, bound: Duration) -> Result<()> {
+        let out = self.agent.exec_env(
+            &["systemctl", "is-system-running", "--wait"],
+            &[],
+            bound.max(Duration::from_secs(10)),
+        )?;
+        match out.stdout.trim() {
+            "running" | "degraded" => Ok(()),
+            other => Err(Error::Command {
+                cmd: format!("guest {}: systemctl is-system-running --wait", self.name),
+                status: other.to_string(),
+                stderr: out.stderr,
+            }),
         }
     }
 
