@@ -18,7 +18,7 @@ BENCH_STEPS :=
 
 include $(sort $(wildcard mk/*.mk))
 
-.PHONY: help setup setup-apt setup-rust setup-python test test-preflight demo agent lambda deploy bench fmt clippy
+.PHONY: help setup setup-apt setup-rust setup-python test test-preflight demo agent lambda deploy bench bench-report fmt clippy
 
 help: ## this list, from the targets' own `##` comments
 	@grep -hE '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -66,7 +66,11 @@ clippy: ## lint the Rust code, warnings as errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 bench: setup ## measure speed and memory into bench/RESULTS.md (root)
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench: needs root (the benchmarks build network namespaces and boot guests); nothing was measured" >&2; exit 1; fi
 	@for step in $(BENCH_STEPS); do $(MAKE) --no-print-directory $$step || exit 1; done
+	@$(MAKE) --no-print-directory bench-report
+
+bench-report: ## rebuild bench/RESULTS.md from bench/results/*.md (after running one bench step alone)
 	@{ echo "# symroute benchmarks"; echo; \
 	   echo "Written by \`make bench\` on $$(date -u +%F), $$(nproc) cores, kernel $$(uname -r)."; echo; \
 	   for f in bench/results/*.md; do cat $$f; echo; done; } > bench/RESULTS.md

@@ -8,9 +8,18 @@ use serde::Serialize;
 use crate::plan::{EniPlan, EniStatus};
 use crate::verify::Check;
 
+/// The subcommand a report is about (JSON: `apply`, `remove`, `status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Apply,
+    Remove,
+    Status,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
-    pub action: &'static str,
+    pub action: Action,
     pub ok: bool,
     pub exit_code: u8,
     pub dry_run: bool,
@@ -90,7 +99,7 @@ impl EniReport {
 }
 
 impl Report {
-    pub fn new(action: &'static str, dry_run: bool) -> Self {
+    pub fn new(action: Action, dry_run: bool) -> Self {
         Report {
             action,
             ok: true,
@@ -123,13 +132,13 @@ impl Report {
                 (_, EniStatus::NotReady) => "metadata not settled yet, left alone".to_string(),
                 (_, EniStatus::TableConflict) => "table claimed twice, left alone".to_string(),
                 (_, EniStatus::Failed) => "failed, its changes undone".to_string(),
-                ("status", _) => {
+                (Action::Status, _) => {
                     format!("managed by {}", e.managed_by.as_deref().unwrap_or("nobody"))
                 }
                 (_, EniStatus::ManagedByOther) => {
                     "managed by another tool, left alone (--force to take over)".into()
                 }
-                ("remove", _) => format!("{} change(s)", e.changes.len()),
+                (Action::Remove, _) => format!("{} change(s)", e.changes.len()),
                 (_, _) if e.changes.is_empty() => "nothing to do".to_string(),
                 (_, _) if self.dry_run => format!("{} change(s) planned", e.changes.len()),
                 (_, _) => format!("{} change(s)", e.changes.len()),
@@ -144,7 +153,7 @@ impl Report {
                 "{iface} {} {} table {}: {status}{sym}",
                 e.eni_id, e.mac, e.table
             );
-            if self.action == "status" {
+            if self.action == Action::Status {
                 let _ = writeln!(s, "  addresses: {}", e.addresses.join(" "));
                 for r in &e.rules {
                     let _ = writeln!(s, "  rule: {r}");
@@ -188,7 +197,7 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }
-        if self.action != "status" {
+        if self.action != Action::Status {
             let p = &self.persist;
             let _ = writeln!(s, "persist: {} ({})", p.backend, p.reason);
             for f in &p.files {
@@ -202,5 +211,52 @@ impl Report {
             let _ = writeln!(s, "nothing to do");
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persist::{FileAction, FileChange};
+
+    /// The JSON words are an interface (SSM keeps the output, scripts read it): the enums must
+    /// print exactly the strings the report always had.
+    #[test]
+    fn actions_keep_their_json_words() {
+        let mut r = Report::new(Action::Remove, true);
+        r.persist.files.push(FileChange {
+            path: "/etc/x".into(),
+            action: FileAction::WouldDelete,
+        });
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["action"], "remove");
+        assert_eq!(v["persist"]["files"][0]["action"], "would-delete");
+        assert_eq!(v["persist"]["backend"], "none");
+        for (p, word) in [
+            (crate::persist::Persisted::Any, "any"),
+            (
+                crate::persist::Persisted::By(crate::persist::Backend::Nm),
+                "nm",
+            ),
+        ] {
+            assert_eq!(serde_json::to_value(p).unwrap(), word);
+        }
+        for (a, word) in [
+            (FileAction::Written, "written"),
+            (FileAction::Deleted, "deleted"),
+            (FileAction::Unchanged, "unchanged"),
+            (FileAction::WouldWrite, "would-write"),
+            (FileAction::WouldDelete, "would-delete"),
+        ] {
+            assert_eq!(serde_json::to_value(a).unwrap(), word);
+            assert_eq!(a.to_string(), word);
+        }
+        for (a, word) in [
+            (Action::Apply, "apply"),
+            (Action::Remove, "remove"),
+            (Action::Status, "status"),
+        ] {
+            assert_eq!(serde_json::to_value(a).unwrap(), word);
+        }
     }
 }

@@ -501,14 +501,19 @@ fn every_backend_removes_exactly_what_it_wrote() {
         let ops = plan_apply(backend, &root, &enis, None).unwrap();
         let r = run(&root, &ops);
         assert!(
-            r.files.iter().all(|f| f.action == "written"),
+            r.files
+                .iter()
+                .all(|f| f.action == persist::FileAction::Written),
             "{backend:?} {r:?}"
         );
         assert!(snapshot(&t.dir) != before, "{backend:?} wrote nothing");
         // Applying again changes nothing.
         let again = run(&root, &plan_apply(backend, &root, &enis, None).unwrap());
         assert!(
-            again.files.iter().all(|f| f.action == "unchanged"),
+            again
+                .files
+                .iter()
+                .all(|f| f.action == persist::FileAction::Unchanged),
             "{backend:?} {again:?}"
         );
         // Removing one ENI keeps the other's files (and the shared ones it needs).
@@ -561,7 +566,7 @@ fn apply_moves_an_enis_files_and_prunes_detached_ones() {
     let deleted: Vec<&str> = r
         .files
         .iter()
-        .filter(|f| f.action == "deleted")
+        .filter(|f| f.action == persist::FileAction::Deleted)
         .map(|f| f.path.as_str())
         .collect();
     assert_eq!(

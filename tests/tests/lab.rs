@@ -696,8 +696,13 @@ fn bench_boot_time_with_and_without_persisted_files() {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let today = Command::new("date")
+        .args(["-u", "+%F"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let text = format!(
-        "## VM lab (Debian 12 guest, systemd-networkd, QEMU/TCG)\n\n\
+        "## VM lab (Debian 12 guest, systemd-networkd, QEMU/TCG; measured {today})\n\n\
          | measured | value |\n|---|---|\n\
          | attach (QMP device_add) → document done → first answer from the ENI | {:.1} s |\n\
          | boot to multi-user.target without symroute's files (2 boots) | {} |\n\

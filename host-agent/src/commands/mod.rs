@@ -14,7 +14,7 @@ use crate::model::{Instance, Mac};
 use crate::persist::{self, Backend};
 use crate::plan::Selection;
 use crate::plan::{desired, EniStatus, Plan, RemoveSelection};
-use crate::report::Report;
+use crate::report::{Action, Report};
 
 /// How long a run waits for another run to finish before giving up.
 pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -23,17 +23,17 @@ pub fn run(command: &Command) -> Report {
     let start = Instant::now();
     let (mut report, result) = match command {
         Command::Apply(a) => {
-            let mut r = Report::new("apply", a.dry_run);
+            let mut r = Report::new(Action::Apply, a.dry_run);
             let res = apply::run(a, &mut r);
             (r, res)
         }
         Command::Remove(a) => {
-            let mut r = Report::new("remove", a.dry_run);
+            let mut r = Report::new(Action::Remove, a.dry_run);
             let res = remove::run(a, &mut r);
             (r, res)
         }
         Command::Status(_) => {
-            let mut r = Report::new("status", false);
+            let mut r = Report::new(Action::Status, false);
             let res = status::run(&mut r);
             (r, res)
         }
@@ -132,7 +132,7 @@ pub fn persist_apply(
     let Some(backend) = choice.backend else {
         return Ok(persist::Journal::default());
     };
-    report.persist.backend = backend.name().into();
+    report.persist.backend = persist::Persisted::By(backend);
     let attached: Vec<Mac> = inst.enis.iter().map(|e| e.mac).collect();
     let prune = (*sel == Selection::All).then_some(attached.as_slice());
     let ops = persist::plan_apply(backend, root, &enis, prune)?;
@@ -162,11 +162,10 @@ fn run_file_ops(
 /// After netplan files changed: `netplan generate`, so netplan's output follows at once.
 fn netplan_generate(root: &persist::Root, report: &mut Report) -> Result<()> {
     let dir = std::path::Path::new(persist::netplan::DIR);
-    let changed = report
-        .persist
-        .files
-        .iter()
-        .any(|f| f.action != "unchanged" && std::path::Path::new(&f.path).starts_with(dir));
+    let changed = report.persist.files.iter().any(|f| {
+        f.action != crate::persist::FileAction::Unchanged
+            && std::path::Path::new(&f.path).starts_with(dir)
+    });
     if changed && !persist::netplan::generate(root)? {
         report
             .persist
@@ -189,7 +188,7 @@ pub fn persist_remove(
         return Ok(persist::Journal::default());
     }
     report.persist = persist::PersistReport {
-        backend: "any".into(),
+        backend: persist::Persisted::Any,
         reason: "every file symroute wrote for the removed ENIs, whatever the backend".into(),
         ..Default::default()
     };

@@ -241,8 +241,7 @@ impl FileOp {
 /// The persistence part of a run's report.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PersistReport {
-    /// `networkd`, `netplan`, `nm`, `ifcfg`, `ifupdown`, `unit`, or `none`.
-    pub backend: String,
+    pub backend: Persisted,
     /// Why this backend: forced by name, or what detection found.
     pub reason: String,
     pub files: Vec<FileChange>,
@@ -250,10 +249,36 @@ pub struct PersistReport {
     pub warnings: Vec<String>,
 }
 
+/// Where a run persisted (JSON: a backend's `--persist` name, `none`, or `any` for `remove`,
+/// which deletes symroute's files whatever backend wrote them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Persisted {
+    #[default]
+    None,
+    Any,
+    By(Backend),
+}
+
+impl std::fmt::Display for Persisted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Persisted::None => "none",
+            Persisted::Any => "any",
+            Persisted::By(b) => b.name(),
+        })
+    }
+}
+
+impl Serialize for Persisted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl PersistReport {
     pub fn none(reason: &str) -> PersistReport {
         PersistReport {
-            backend: "none".into(),
+            backend: Persisted::None,
             reason: reason.into(),
             ..Default::default()
         }
@@ -264,8 +289,31 @@ impl PersistReport {
 pub struct FileChange {
     /// The host path (without `--root`).
     pub path: String,
-    /// `written`, `deleted`, `unchanged`, `would-write`, `would-delete`.
-    pub action: &'static str,
+    pub action: FileAction,
+}
+
+/// What happened to a file (JSON: `written`, `deleted`, `unchanged`, `would-write`,
+/// `would-delete`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileAction {
+    Written,
+    Deleted,
+    Unchanged,
+    WouldWrite,
+    WouldDelete,
+}
+
+impl std::fmt::Display for FileAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileAction::Written => "written",
+            FileAction::Deleted => "deleted",
+            FileAction::Unchanged => "unchanged",
+            FileAction::WouldWrite => "would-write",
+            FileAction::WouldDelete => "would-delete",
+        })
+    }
 }
 
 /// The backend to use and why.
@@ -595,7 +643,7 @@ pub fn execute(root: &Root, ops: &[FileOp], report: &mut PersistReport) -> Resul
             if matches!(op, FileOp::Write { .. }) {
                 report.files.push(FileChange {
                     path: shown,
-                    action: "unchanged",
+                    action: FileAction::Unchanged,
                 });
             }
             continue;
@@ -621,9 +669,9 @@ pub fn execute(root: &Root, ops: &[FileOp], report: &mut PersistReport) -> Resul
                 report.files.push(FileChange {
                     path: shown,
                     action: if matches!(op, FileOp::Write { .. }) {
-                        "written"
+                        FileAction::Written
                     } else {
-                        "deleted"
+                        FileAction::Deleted
                     },
                 });
             }
@@ -644,9 +692,9 @@ pub fn execute(root: &Root, ops: &[FileOp], report: &mut PersistReport) -> Resul
 pub fn dry_run(root: &Root, ops: &[FileOp], report: &mut PersistReport) {
     for (op, changed) in changes(root, ops) {
         let action = match (&op, changed) {
-            (FileOp::Write { .. }, true) => "would-write",
-            (FileOp::Write { .. }, false) => "unchanged",
-            (FileOp::Delete { .. }, true) => "would-delete",
+            (FileOp::Write { .. }, true) => FileAction::WouldWrite,
+            (FileOp::Write { .. }, false) => FileAction::Unchanged,
+            (FileOp::Delete { .. }, true) => FileAction::WouldDelete,
             (FileOp::Delete { .. }, false) => continue,
         };
         report.files.push(FileChange {
