@@ -5,14 +5,17 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::SystemTime;
 
+use aws_sdk_ec2::types::{AttachmentStatus, InstanceStateName};
+use aws_sdk_ssm::types::{CommandInvocationStatus, PingStatus, PlatformType};
+
 use crate::error::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
     pub id: String,
     pub instance_id: String,
-    /// `attaching`, `attached`, `detaching`, `detached`.
-    pub status: String,
+    /// The SDK's enum: a value it does not know yet is `Unknown`, never a misspelt literal.
+    pub status: AttachmentStatus,
     pub device_index: i32,
     pub network_card_index: i32,
 }
@@ -37,7 +40,8 @@ pub struct Instance {
     pub id: String,
     /// EC2's `Platform` (only ever `windows`) or, failing that, `PlatformDetails`.
     pub platform: Option<String>,
-    pub state: String,
+    /// `None` when EC2 did not say.
+    pub state: Option<InstanceStateName>,
     pub launch_time: Option<SystemTime>,
     pub tags: HashMap<String, String>,
 }
@@ -45,10 +49,8 @@ pub struct Instance {
 /// What Systems Manager knows of an instance (`DescribeInstanceInformation`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ManagedInstance {
-    /// `Online`, `ConnectionLost`, `Inactive`.
-    pub ping_status: String,
-    /// `Linux`, `Windows`, `MacOS`.
-    pub platform_type: String,
+    pub ping_status: Option<PingStatus>,
+    pub platform_type: Option<PlatformType>,
     pub agent_version: String,
 }
 
@@ -112,7 +114,8 @@ impl CommandInfo {
 /// One step of one command on one instance (`GetCommandInvocation` with `PluginName`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Invocation {
-    pub status: String,
+    /// `None` when SSM did not say.
+    pub status: Option<CommandInvocationStatus>,
     pub details: String,
     /// The step's exit code; -1 when it did not run to an end.
     pub response_code: i32,

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_ssm::types::CommandInvocationStatus;
 use tokio::time::sleep;
 
 use crate::aws::{Action, Aws, CommandRequest, Invocation};
@@ -156,20 +157,22 @@ pub enum Outcome {
 }
 
 pub fn classify(run: &Invocation) -> Outcome {
-    match (run.status.as_str(), run.response_code) {
-        ("Success", 0) => Outcome::Succeeded,
+    use CommandInvocationStatus as S;
+    match (&run.status, run.response_code) {
+        (Some(S::Success), 0) => Outcome::Succeeded,
         (_, EXIT_NOT_THERE_YET) => Outcome::NotThereYet,
         (_, 1) => Outcome::Failed("the agent failed and left the host as it was (exit 1)".into()),
         (_, 2) => {
             Outcome::Failed("the agent refused its input (exit 2: bad usage or input)".into())
         }
-        ("TimedOut", _) => Outcome::Failed(format!(
+        (Some(S::TimedOut), _) => Outcome::Failed(format!(
             "the command timed out ({}): the instance did not run it in time",
             run.details
         )),
-        ("Cancelled", _) => Outcome::Failed("the command was cancelled".into()),
+        (Some(S::Cancelled), _) => Outcome::Failed("the command was cancelled".into()),
         (status, code) => Outcome::Failed(format!(
-            "the run step ended {status} ({}) with exit code {code}",
+            "the run step ended {} ({}) with exit code {code}",
+            status.as_ref().map_or("without a status", |s| s.as_str()),
             run.details
         )),
     }
@@ -182,10 +185,10 @@ pub fn report(run: &Invocation, download: Option<&Invocation>) -> String {
         out.push_str(" | stderr: ");
         out.push_str(&clip(run.stderr.trim(), REPORT_LIMIT));
     }
-    if let Some(d) = download.filter(|d| d.status != "Success") {
+    if let Some(d) = download.filter(|d| d.status != Some(CommandInvocationStatus::Success)) {
         out.push_str(&format!(
             " | {DOWNLOAD_STEP} {}: {}",
-            d.status,
+            d.status.as_ref().map_or("without a status", |s| s.as_str()),
             clip(d.stderr.trim(), REPORT_LIMIT)
         ));
     }
@@ -224,7 +227,7 @@ mod tests {
 
     fn inv(status: &str, code: i32) -> Invocation {
         Invocation {
-            status: status.into(),
+            status: Some(status.into()),
             details: status.into(),
             response_code: code,
             ..Invocation::default()

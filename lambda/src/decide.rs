@@ -1,6 +1,9 @@
 //! Why an event is left alone. Each reason has a stable code (answers, logs, metrics) and a
 //! sentence for people.
 
+use aws_sdk_ec2::types::InstanceStateName;
+use aws_sdk_ssm::types::{PingStatus, PlatformType};
+
 use crate::aws::{Eni, Instance, ManagedInstance};
 
 /// The oldest SSM Agent with aws:downloadContent (its release notes: 2.2.45.0).
@@ -212,8 +215,9 @@ pub fn check_instance(instance: &Instance, skip_tag: &str) -> Option<Skip> {
             return Some(Skip::Windows(p.clone()));
         }
     }
-    if instance.state != "running" {
-        return Some(Skip::NotRunning(instance.state.clone()));
+    if instance.state != Some(InstanceStateName::Running) {
+        let state = instance.state.as_ref().map_or("unknown", |s| s.as_str());
+        return Some(Skip::NotRunning(state.to_string()));
     }
     if instance.tags.contains_key(skip_tag) {
         return Some(Skip::Tagged {
@@ -226,13 +230,18 @@ pub fn check_instance(instance: &Instance, skip_tag: &str) -> Option<Skip> {
 
 /// Whether the instance's SSM Agent can run the document now.
 pub fn check_managed(instance_id: &str, m: &ManagedInstance) -> Option<Skip> {
-    if m.platform_type != "Linux" {
-        return Some(Skip::Windows(m.platform_type.clone()));
+    if m.platform_type != Some(PlatformType::Linux) {
+        let platform = m.platform_type.as_ref().map_or("unknown", |p| p.as_str());
+        return Some(Skip::Windows(platform.to_string()));
     }
-    if m.ping_status != "Online" {
+    if m.ping_status != Some(PingStatus::Online) {
         return Some(Skip::Offline {
             instance: instance_id.into(),
-            ping_status: m.ping_status.clone(),
+            ping_status: m
+                .ping_status
+                .as_ref()
+                .map_or("unknown", |p| p.as_str())
+                .to_string(),
         });
     }
     if version_below(&m.agent_version, MIN_AGENT_VERSION) {

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_ec2::types::{AttachmentStatus, InstanceStateName};
 use serde_json::Value;
 use tokio::time::{sleep, Instant};
 
@@ -86,7 +87,7 @@ pub async fn handle<A: Aws>(
         Trigger::InstanceState { instance_id, state } => {
             trace.kind = "instance-state";
             trace.instance_id = Some(instance_id.clone());
-            if state != "running" {
+            if InstanceStateName::from(state.as_str()) != InstanceStateName::Running {
                 return Ok(Decision::Skipped(Skip::NotRunning(state)));
             }
             instance_running(aws, s, &event.id, &instance_id, trace).await
@@ -146,7 +147,9 @@ async fn attach<A: Aws>(
         return Ok(Decision::Skipped(Skip::EniGone(eni_id.into())));
     };
     let attachment = match &eni.attachment {
-        Some(a) if a.instance_id == instance_id && a.status == "attached" => a.clone(),
+        Some(a) if a.instance_id == instance_id && a.status == AttachmentStatus::Attached => {
+            a.clone()
+        }
         other => {
             let now = match other {
                 Some(a) => format!("{} {} to {}", a.id, a.status, a.instance_id),
@@ -179,7 +182,7 @@ async fn settled_eni<A: Aws>(aws: &A, s: &Settings, eni_id: &str) -> Result<Opti
         let attaching = eni
             .as_ref()
             .and_then(|e| e.attachment.as_ref())
-            .is_some_and(|a| a.status == "attaching");
+            .is_some_and(|a| a.status == AttachmentStatus::Attaching);
         if !attaching {
             return Ok(eni);
         }
@@ -237,7 +240,10 @@ async fn detach_decision<A: Aws>(
         // attachment to another instance is that instance's business; this one is cleaned.
         let again = a.id != attachment_id
             && a.instance_id == instance_id
-            && matches!(a.status.as_str(), "attaching" | "attached");
+            && matches!(
+                a.status,
+                AttachmentStatus::Attaching | AttachmentStatus::Attached
+            );
         if again {
             return Ok(Decision::Skipped(Skip::Reattached {
                 eni: eni.id.clone(),
@@ -330,7 +336,10 @@ async fn command_ended<A: Aws>(
             instance_id: instance_id.into(),
             action: action.as_str().into(),
             target: target.into(),
-            status: run.status.clone(),
+            status: run
+                .status
+                .as_ref()
+                .map_or_else(String::new, |s| s.as_str().to_string()),
             response_code: run.response_code,
             cause,
             report: command::report(&run, download.as_ref()),

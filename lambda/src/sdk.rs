@@ -113,10 +113,7 @@ fn eni(n: &NetworkInterface) -> Eni {
         attachment: n.attachment().map(|a| Attachment {
             id: a.attachment_id().unwrap_or_default().into(),
             instance_id: a.instance_id().unwrap_or_default().into(),
-            status: a
-                .status()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
+            status: a.status().cloned().unwrap_or_else(|| "".into()),
             device_index: a.device_index().unwrap_or_default(),
             network_card_index: a.network_card_index().unwrap_or_default(),
         }),
@@ -190,11 +187,7 @@ impl Aws for Sdk {
                 .platform()
                 .map(|p| p.as_str().to_string())
                 .or_else(|| i.platform_details().map(str::to_string)),
-            state: i
-                .state()
-                .and_then(|s| s.name())
-                .map(|n| n.as_str().to_string())
-                .unwrap_or_default(),
+            state: i.state().and_then(|s| s.name()).cloned(),
             launch_time: i.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
             tags: tags(i.tags()),
         }))
@@ -225,14 +218,8 @@ impl Aws for Sdk {
             .iter()
             .find(|i| i.instance_id() == Some(instance_id));
         Ok(found.map(|i| ManagedInstance {
-            ping_status: i
-                .ping_status()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-            platform_type: i
-                .platform_type()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
+            ping_status: i.ping_status().cloned(),
+            platform_type: i.platform_type().cloned(),
             agent_version: i.agent_version().unwrap_or_default().into(),
         }))
     }
@@ -375,10 +362,7 @@ impl Aws for Sdk {
             .await
             .map_err(|e| sdk_error("ssm:GetCommandInvocation", e))?;
         Ok(Invocation {
-            status: out
-                .status()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
+            status: out.status().cloned(),
             details: out.status_details().unwrap_or_default().into(),
             response_code: out.response_code(),
             stdout: out.standard_output_content().unwrap_or_default().into(),

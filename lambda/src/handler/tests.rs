@@ -39,8 +39,8 @@ struct Fake(Mutex<State>);
 
 fn online() -> ManagedInstance {
     ManagedInstance {
-        ping_status: "Online".into(),
-        platform_type: "Linux".into(),
+        ping_status: Some("Online".into()),
+        platform_type: Some("Linux".into()),
         agent_version: "3.3.2746.0".into(),
     }
 }
@@ -79,7 +79,7 @@ fn instance(id: &str) -> Instance {
     Instance {
         id: id.into(),
         platform: None,
-        state: "running".into(),
+        state: Some("running".into()),
         // Launched long ago: an unknown instance is unmanaged, not "still registering".
         launch_time: Some(SystemTime::UNIX_EPOCH),
         tags: HashMap::new(),
@@ -124,7 +124,7 @@ impl Aws for Fake {
         let status = s.attach_statuses.pop_front();
         Ok(s.enis.get(eni_id).cloned().map(|mut e| {
             if let (Some(st), Some(a)) = (status, e.attachment.as_mut()) {
-                a.status = st;
+                a.status = st.as_str().into();
             }
             e
         }))
@@ -431,7 +431,10 @@ async fn instance_level_skips_send_nothing() {
             "not-linux",
             Box::new(|i| i.platform = Some("windows".into())),
         ),
-        ("not-running", Box::new(|i| i.state = "stopping".into())),
+        (
+            "not-running",
+            Box::new(|i| i.state = Some("stopping".into())),
+        ),
         (
             "skip-tag",
             Box::new(|i| {
@@ -459,11 +462,11 @@ async fn an_instance_ssm_cannot_run_the_command_on_is_a_skip_not_a_failed_run() 
     let cases: Vec<(&str, Change)> = vec![
         (
             "offline",
-            Box::new(|m| m.ping_status = "ConnectionLost".into()),
+            Box::new(|m| m.ping_status = Some("ConnectionLost".into())),
         ),
         (
             "not-linux",
-            Box::new(|m| m.platform_type = "Windows".into()),
+            Box::new(|m| m.platform_type = Some("Windows".into())),
         ),
         (
             "agent-too-old",
@@ -747,7 +750,7 @@ fn ended(fake: &Fake, command: &str, status: &str, code: i32, stdout: &str) {
     fake.state().invocations.insert(
         (command.to_string(), command::RUN_STEP.to_string()),
         Invocation {
-            status: status.into(),
+            status: Some(status.into()),
             details: status.into(),
             response_code: code,
             stdout: stdout.into(),
@@ -845,7 +848,7 @@ async fn a_run_step_that_never_ran_is_explained_by_the_download_step() {
     fake.state().invocations.insert(
         (c.command_id.clone(), command::DOWNLOAD_STEP.to_string()),
         Invocation {
-            status: "Failed".into(),
+            status: Some("Failed".into()),
             stderr: "AccessDenied: s3:ListBucket".into(),
             response_code: 1,
             ..Invocation::default()
