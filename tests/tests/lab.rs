@@ -338,6 +338,24 @@ fn leftovers(lab: &Lab) -> String {
         .unwrap_or_else(|e| e.to_string())
 }
 
+/// Installs `manager` and waits (bounded) until eth0 has its DHCP address and answers.
+fn bring_up(lab: &Lab, manager: Manager) {
+    manager.install(lab);
+    let up = wait_for(Duration::from_secs(120), || has_address(lab, ETH0));
+    assert!(
+        up.is_some(),
+        "eth0 never got {ETH0} from DHCP:\n{}\n{}\n{}",
+        state(lab),
+        journal(lab),
+        lab.dhcp_log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || answers(lab, ETH0)).is_some(),
+        "the primary does not answer before anything of ours ran:\n{}",
+        state(lab)
+    );
+}
+
 fn grid(manager: Manager) {
     let Some(p) = prerequisites() else { return };
     let started = Instant::now();
@@ -351,20 +369,7 @@ fn grid(manager: Manager) {
         "first boot (QEMU start → guest agent)",
         format!("{:.1} s", started.elapsed().as_secs_f64()),
     );
-    manager.install(&lab);
-    let up = wait_for(Duration::from_secs(120), || has_address(&lab, ETH0));
-    assert!(
-        up.is_some(),
-        "eth0 never got {ETH0} from DHCP:\n{}\n{}\n{}",
-        state(&lab),
-        journal(&lab),
-        lab.dhcp_log()
-    );
-    assert!(
-        wait_for(Duration::from_secs(20), || answers(&lab, ETH0)).is_some(),
-        "the primary does not answer before anything of ours ran:\n{}",
-        state(&lab)
-    );
+    bring_up(&lab, manager);
     let work = std::env::temp_dir().join(format!("symroute-lab-doc-{}", lab.vpc.prefix()));
 
     // 1. Hot-attach, run the document: symmetric within the run, primary never lost.
@@ -647,8 +652,7 @@ fn bench_boot_time_with_and_without_persisted_files() {
     let out = std::env::var_os("SYMROUTE_LAB_BENCH_OUT")
         .expect("SYMROUTE_LAB_BENCH_OUT: where to write the results (make bench sets it)");
     let lab = Lab::start(&p.image).expect("lab");
-    Manager::Networkd.install(&lab);
-    assert!(wait_for(Duration::from_secs(60), || answers(&lab, ETH0)).is_some());
+    bring_up(&lab, Manager::Networkd);
     let work = std::env::temp_dir().join(format!("symroute-lab-bench-{}", lab.vpc.prefix()));
     let t0 = Instant::now();
     let _eni = lab.attach(ETH1, ENI_ID).expect("attach");
