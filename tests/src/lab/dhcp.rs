@@ -60,12 +60,41 @@ impl Dhcp {
                 cmd: "dnsmasq".into(),
                 source,
             })?;
-        Ok(Dhcp {
+        let mut dhcp = Dhcp {
             child,
             hosts,
             entries: Vec::new(),
             log,
-        })
+        };
+        dhcp.wait_started()?;
+        Ok(dhcp)
+    }
+
+    /// Waits until dnsmasq has read its hosts file: a SIGHUP sent before it installed its
+    /// handler kills it (the default action), silently (seen: a lab whose DHCP never answered,
+    /// its log empty).
+    fn wait_started(&mut self) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let marker = format!("read {}", self.hosts.display());
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(Error::Command {
+                    cmd: "dnsmasq".into(),
+                    status: status.to_string(),
+                    stderr: self.log(),
+                });
+            }
+            if self.log().contains(&marker) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    what: format!("dnsmasq to start; its log:\n{}", self.log()),
+                    secs: 15,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Leases the ENI's primary IPv4 to its MAC (from the next request on).
