@@ -123,6 +123,15 @@ pub struct Invocation {
     pub stderr: String,
 }
 
+impl Invocation {
+    /// The status as SSM spells it, for messages.
+    pub fn status_word(&self) -> &str {
+        self.status
+            .as_ref()
+            .map_or("without a status", |s| s.as_str())
+    }
+}
+
 pub type Tags<'a> = &'a [(&'a str, &'a str)];
 
 /// `Ok(None)` means "does not exist"; errors are calls that failed.

@@ -170,9 +170,9 @@ pub fn classify(run: &Invocation) -> Outcome {
             run.details
         )),
         (Some(S::Cancelled), _) => Outcome::Failed("the command was cancelled".into()),
-        (status, code) => Outcome::Failed(format!(
+        (_, code) => Outcome::Failed(format!(
             "the run step ended {} ({}) with exit code {code}",
-            status.as_ref().map_or("without a status", |s| s.as_str()),
+            run.status_word(),
             run.details
         )),
     }
@@ -188,7 +188,7 @@ pub fn report(run: &Invocation, download: Option<&Invocation>) -> String {
     if let Some(d) = download.filter(|d| d.status != Some(CommandInvocationStatus::Success)) {
         out.push_str(&format!(
             " | {DOWNLOAD_STEP} {}: {}",
-            d.status.as_ref().map_or("without a status", |s| s.as_str()),
+            d.status_word(),
             clip(d.stderr.trim(), REPORT_LIMIT)
         ));
     }

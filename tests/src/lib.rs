@@ -27,3 +27,12 @@ pub use ping::{PingStats, PingStream};
 pub use root::require_root;
 pub use subnet::Subnet;
 pub use vpc::{Instance, Vpc, KEEP_ENV, OWNER_ID};
+
+/// This checkout's root (the testbed lives in `<repo>/tests`), for the scripts, the venv and
+/// the built binaries that tests and the demo use.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the testbed lives in <repo>/tests")
+        .to_path_buf()
+}

@@ -10,16 +10,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use symroute_testbed::demo::{self, Node, Options, Timeline, World, ENI_IP, INSTANCE_IP};
-use symroute_testbed::require_root;
+use symroute_testbed::{repo_root, require_root};
 
 const COMMAND_WAIT: Duration = Duration::from_secs(120);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repository")
-        .to_path_buf()
-}
 
 /// The demo's options for this checkout: the agent from `make agent` (SYMROUTE_E2E_DIST) and
 /// the Lambda from `make demo-build`, in this test's own target directory. Built beforehand by
@@ -30,7 +23,7 @@ fn options() -> Option<Options> {
     }
     let dist = std::env::var_os("SYMROUTE_E2E_DIST")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("dist/agent"));
+        .unwrap_or_else(|| repo_root().join("dist/agent"));
     assert!(
         dist.join("SHA256SUMS").is_file(),
         "no agent in {}: run `make test-e2e` (it runs `make agent` first)",
@@ -48,7 +41,7 @@ fn options() -> Option<Options> {
         lambda.display()
     );
     Some(Options {
-        repo: repo(),
+        repo: repo_root(),
         dist,
         lambda,
         stack_name: "symroute-e2e".into(),

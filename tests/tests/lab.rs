@@ -14,18 +14,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use symroute_testbed::lab::{Image, Lab};
-use symroute_testbed::require_root;
+use symroute_testbed::{repo_root, require_root};
 
 const ENI_ID: &str = "eni-0a9c4b60624c0e41d";
 const ETH0: &str = "10.0.1.10";
 const ETH1: &str = "10.0.1.11";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -211,8 +204,8 @@ fn prerequisites() -> Option<Prereqs> {
         return None;
     }
     let dist = std::env::var_os("SYMROUTE_LAB_DIST")
-        .map_or_else(|| repo().join("dist/agent"), PathBuf::from);
-    let python = repo().join(".venv/bin/python");
+        .map_or_else(|| repo_root().join("dist/agent"), PathBuf::from);
+    let python = repo_root().join(".venv/bin/python");
     let image = Image::find("bookworm");
     let why = match &image {
         Err(e) => Some(e.to_string()),
@@ -237,7 +230,7 @@ fn prerequisites() -> Option<Prereqs> {
 /// The SSM stand-in runs the real document in the guest (as the SSM Agent would).
 fn run_document(p: &Prereqs, lab: &Lab, work: &Path, params: &[&str]) -> (Option<i32>, String) {
     let mut cmd = Command::new(&p.python);
-    cmd.arg(repo().join("tests/stack/run_document.py"))
+    cmd.arg(repo_root().join("tests/stack/run_document.py"))
         .arg("--dist")
         .arg(&p.dist)
         .arg("--workdir")
@@ -596,13 +589,19 @@ fn blame(lab: &Lab) -> String {
         .unwrap_or_default()
 }
 
-/// `multi-user.target` reached after N s of guest uptime (systemd's own figure).
-fn boot_figure(lab: &Lab) -> String {
+/// Seconds of guest uptime at which this boot reached `multi-user.target` (systemd's own
+/// figure), if it has.
+fn multi_user_at(lab: &Lab) -> Option<f64> {
     lab.guest
         .sh("systemctl show -P ActiveEnterTimestampMonotonic multi-user.target")
         .ok()
         .and_then(|o| o.stdout.trim().parse::<f64>().ok())
-        .map_or("?".into(), |us| format!("{:.1} s", us / 1e6))
+        .map(|us| us / 1e6)
+}
+
+/// [`multi_user_at`] for the grid's figures.
+fn boot_figure(lab: &Lab) -> String {
+    multi_user_at(lab).map_or("?".into(), |s| format!("{s:.1} s"))
 }
 
 #[test]
@@ -678,13 +677,7 @@ fn bench_boot_time_with_and_without_persisted_files() {
                 run_document(&p, &lab, &work, &[action, &format!("target={ENI_ID}")]);
             assert_eq!(code, Some(0), "round {round} {action}: {text}");
             let wall = lab.guest.reboot().expect("reboot");
-            let uptime = lab
-                .guest
-                .sh("systemctl show -P ActiveEnterTimestampMonotonic multi-user.target")
-                .ok()
-                .and_then(|o| o.stdout.trim().parse::<f64>().ok())
-                .map(|us| us / 1e6)
-                .expect("multi-user.target reached");
+            let uptime = multi_user_at(&lab).expect("multi-user.target reached");
             eprintln!(
                 "boot with files={persisted}: multi-user at {uptime:.1} s, reboot {:.1} s",
                 wall.as_secs_f64()

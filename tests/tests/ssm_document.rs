@@ -7,25 +7,20 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use symroute_testbed::{require_root, EniMeta, EniSpec, Imds, Instance, InstanceMeta, Subnet, Vpc};
+use symroute_testbed::{
+    repo_root, require_root, EniMeta, EniSpec, Imds, Instance, InstanceMeta, Subnet, Vpc,
+};
 
 const ENI_ID: &str = "eni-0a9c4b60624c0e41d";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// What this test needs from outside the crate: the venv (`make setup`) and the agent binary,
 /// built here into the same target directory (a no-op when `cargo test --workspace` already
 /// built it; cargo holds no lock while tests run). `SYMROUTE_TEST_AGENT=dist/agent/...` runs
 /// a shipped binary instead, e.g. the static one from `make agent`.
 fn prerequisites() -> Option<(PathBuf, PathBuf)> {
-    let python = repo().join(".venv/bin/python");
+    let python = repo_root().join(".venv/bin/python");
     if let Some(agent) = std::env::var_os("SYMROUTE_TEST_AGENT") {
-        let agent = repo().join(agent);
+        let agent = repo_root().join(agent);
         assert!(
             agent.is_file(),
             "SYMROUTE_TEST_AGENT: no file {}",
@@ -50,7 +45,7 @@ fn prerequisites() -> Option<(PathBuf, PathBuf)> {
             "symroute",
         ])
         .env("CARGO_TARGET_DIR", target_dir)
-        .current_dir(repo())
+        .current_dir(repo_root())
         .status()
         .is_ok_and(|s| s.success());
     let agent = profile_dir.join("symroute");
@@ -119,7 +114,7 @@ impl Bed {
 
     /// The same, run by an SSM Agent of generation `agent` ("new" or "old").
     fn run_as(&self, agent: &str, name: &str, params: &[&str], bucket: Option<&Path>) -> Output {
-        let script = repo().join("tests/stack/run_document.py");
+        let script = repo_root().join("tests/stack/run_document.py");
         let mut cmd = Command::new(&self.python);
         cmd.arg(script)
             .arg("--dist")

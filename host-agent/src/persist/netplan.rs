@@ -81,13 +81,17 @@ fn unquote(v: &str) -> String {
     v.trim().trim_matches(['"', '\'']).to_owned()
 }
 
-/// The `network.ethernets` definitions of a file in block style.
-pub fn ethernets(text: &str) -> Vec<Def> {
-    let lines: Vec<(usize, &str)> = text
-        .lines()
+/// A block-style YAML file as (indent, trimmed text) lines, blank lines and comments left out.
+fn yaml_lines(text: &str) -> Vec<(usize, &str)> {
+    text.lines()
         .map(|l| (l.len() - l.trim_start().len(), l.trim()))
         .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-        .collect();
+        .collect()
+}
+
+/// The `network.ethernets` definitions of a file in block style.
+pub fn ethernets(text: &str) -> Vec<Def> {
+    let lines = yaml_lines(text);
     let mut defs = Vec::new();
     let mut i = 0;
     while i < lines.len() {
@@ -178,11 +182,7 @@ pub enum Renderer {
 
 /// `renderer:` directly under `network:` (block style), if the file sets it.
 fn network_renderer(text: &str) -> Option<Renderer> {
-    let lines: Vec<(usize, &str)> = text
-        .lines()
-        .map(|l| (l.len() - l.trim_start().len(), l.trim()))
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-        .collect();
+    let lines = yaml_lines(text);
     let start = lines
         .iter()
         .position(|(i, l)| *i == 0 && *l == "network:")?;

@@ -16,10 +16,7 @@ const USAGE: &str = "usage: symroute-demo [--json] [--old-ssm-agent] [--dist DIR
   --lambda PATH    the symroute-lambda binary (default: next to this program)";
 
 fn main() -> ExitCode {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let repo = symroute_testbed::repo_root();
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))

@@ -57,6 +57,13 @@ impl GuestAgent {
         }
     }
 
+    /// Whether the agent answers `guest-ping` within `timeout` (it does not while booting).
+    pub fn ping(&self, timeout: Duration) -> bool {
+        self.qga
+            .call("guest-ping", serde_json::Value::Null, timeout)
+            .is_ok()
+    }
+
     /// Runs `argv` in the guest (no shell), waits (bounded) and returns what it did.
     pub fn exec(&self, argv: &[&str]) -> Result<GuestOutput> {
         self.exec_env(argv, &[], EXEC_TIMEOUT)

@@ -77,13 +77,7 @@ impl Dhcp {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
         let marker = format!("read {}", self.hosts.display());
         loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Err(Error::Command {
-                    cmd: "dnsmasq".into(),
-                    status: status.to_string(),
-                    stderr: self.log(),
-                });
-            }
+            self.check_running()?;
             if self.log().contains(&marker) {
                 return Ok(());
             }
@@ -115,6 +109,18 @@ impl Dhcp {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// An error carrying dnsmasq's log if it has exited.
+    fn check_running(&mut self) -> Result<()> {
+        match self.child.try_wait()? {
+            Some(status) => Err(Error::Command {
+                cmd: "dnsmasq".into(),
+                status: status.to_string(),
+                stderr: self.log(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn reload(&mut self) -> Result<()> {
         let text: String = self
             .entries
@@ -122,13 +128,7 @@ impl Dhcp {
             .map(|(mac, ip)| format!("{mac},{ip}\n"))
             .collect();
         std::fs::write(&self.hosts, text)?;
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Err(Error::Command {
-                cmd: "dnsmasq".into(),
-                status: status.to_string(),
-                stderr: self.log(),
-            });
-        }
+        self.check_running()?;
         // dnsmasq re-reads --dhcp-hostsfile on SIGHUP.
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)

@@ -33,7 +33,6 @@ pub struct Guest {
     image: Image,
     qemu: Mutex<Option<Child>>,
     qmp: Channel,
-    qga: Channel,
     agent: GuestAgent,
     /// Which ENI port (tap name) sits on each root port.
     slots: Mutex<[Option<String>; ROOT_PORTS]>,
@@ -66,7 +65,6 @@ impl Guest {
             image: image.clone(),
             qemu: Mutex::new(None),
             qmp: Channel::machine(&dir.join("qmp.sock")),
-            qga: Channel::guest(&dir.join("qga.sock")),
             agent: GuestAgent::new(name, Channel::guest(&dir.join("qga.sock"))),
             slots: Mutex::new(Default::default()),
             boots: Mutex::new(0),
@@ -195,11 +193,7 @@ impl Guest {
     fn wait_agent(&self, since: Instant, bound: Duration, old_boot: Option<&str>) -> Result<()> {
         loop {
             self.check_alive()?;
-            let ok = self
-                .qga
-                .call("guest-ping", Value::Null, Duration::from_secs(2))
-                .is_ok();
-            if ok {
+            if self.agent.ping(Duration::from_secs(2)) {
                 let new_boot = match old_boot {
                     None => true,
                     Some(old) => self.boot_id().is_ok_and(|id| id != old),

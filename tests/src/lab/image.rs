@@ -1,21 +1,14 @@
 //! The lab's guest image, as `make lab-image` (tests/lab/image.sh) leaves it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
 /// Where `make lab-image` writes images: `target/lab` of this repository, or
 /// `$SYMROUTE_LAB_DIR`.
 pub fn lab_dir() -> PathBuf {
-    std::env::var_os("SYMROUTE_LAB_DIR").map_or_else(
-        || {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .expect("the testbed lives in <repo>/tests")
-                .join("target/lab")
-        },
-        PathBuf::from,
-    )
+    std::env::var_os("SYMROUTE_LAB_DIR")
+        .map_or_else(|| crate::repo_root().join("target/lab"), PathBuf::from)
 }
 
 /// A bootable guest: the Debian cloud kernel, its initrd and a raw ext4 root file system.
@@ -49,14 +42,5 @@ impl Image {
             }
         }
         Ok(image)
-    }
-
-    /// The installed version of `package`, from the image's list.
-    pub fn version_of(&self, package: &str) -> Option<String> {
-        let text = std::fs::read_to_string(&self.versions).ok()?;
-        text.lines().find_map(|l| {
-            let (p, v) = l.split_once(' ')?;
-            (p == package).then(|| v.to_string())
-        })
     }
 }
