@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import traceback
 import uuid
 from datetime import datetime, timezone
@@ -45,13 +46,25 @@ class Side:
 
     # --- the stack -------------------------------------------------------------------------
 
-    def deploy(self, stack_name: str, dist: str) -> dict:
-        """Deploy the template with the agent's digests, upload the agent, route the rules to
+    def deploy(self, stack_name: str, dist: str, source: str = "sam") -> dict:
+        """Deploy the stack with the agent's digests (the SAM template, or the CDK example app
+        synthesized by `cdk synth` when source is "cdk"), upload the agent, route the rules to
         a queue as well. Returns what the caller needs to run the Lambda and the instance."""
         dist_dir = Path(dist)
         sums = upload_agent.digests(dist_dir)
         params = {upload_agent.FILES[name]: digest for name, digest in sums.items()}
-        outputs = stack.deploy(stack_name, params)
+        if source == "sam":
+            outputs = stack.deploy(stack_name, params)
+        elif source == "cdk":
+            work = Path(tempfile.mkdtemp(prefix="symroute-demo-cdk-"))
+            code = work / "code"  # moto never runs the Lambda: the caller runs the real binary
+            code.mkdir()
+            (code / "bootstrap").write_text("#!/bin/sh\nexit 1\n")
+            context = {"agentSha256X8664": params["AgentSha256X8664"],
+                       "agentSha256Aarch64": params["AgentSha256Aarch64"], "lambdaZip": str(code)}
+            outputs = stack.deploy_cdk(stack_name, stack.synth_cdk(work / "cdk.out", context))
+        else:
+            raise ValueError(f"unknown stack source {source!r} (sam or cdk)")
         # upload_agent prints what it uploads: keep stdout for answers only.
         saved, sys.stdout = sys.stdout, sys.stderr
         try:

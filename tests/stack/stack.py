@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -44,6 +45,66 @@ def deploy(stack_name: str, parameters: dict[str, str]) -> dict[str, str]:
                     for k, v in {"LambdaCodeBucketPrefix": prefix, **parameters}.items()],
         Capabilities=["CAPABILITY_IAM"],
     )
+    stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
+    if stack["StackStatus"] != "CREATE_COMPLETE":
+        raise RuntimeError(f"{stack_name}: {stack['StackStatus']} {stack.get('StackStatusReason')}")
+    return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+
+CDK_DIR = ROOT / "infra" / "cdk"
+
+
+def synth_cdk(out: Path, context: dict[str, str]) -> Path:
+    """`cdk synth` of infra/cdk's example app into `out` (built by `make cdk-build`), in a network
+    namespace of its own: the CLI's notices, version check and telemetry cannot leave the machine."""
+    cli = CDK_DIR / "node_modules" / ".bin" / "cdk"
+    if not (CDK_DIR / "example" / "app.js").exists() or not cli.exists():
+        raise RuntimeError("infra/cdk is not built: run `make cdk-build`")
+    command = ["unshare", "--net", "--map-root-user", str(cli), "synth", "--quiet", "--no-notices",
+               "--no-version-reporting", "--output", str(out)]
+    command += [f"--context={key}={value}" for key, value in context.items()]
+    env = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20", "CDK_DISABLE_CLI_TELEMETRY": "true"}
+    done = subprocess.run(command, cwd=CDK_DIR, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"cdk synth failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-2000:]}")
+    return out
+
+
+def deploy_cdk(stack_name: str, assembly: Path) -> dict[str, str]:
+    """Deploy a synthesized CDK app (a cdk.out with one stack, as infra/cdk/example/app.ts
+    writes it) into the moto named by AWS_ENDPOINT_URL, as `cdk deploy` does after `cdk
+    bootstrap`: every file asset zipped or copied into the bucket and key its manifest names,
+    then the template. Returns the stack's outputs."""
+    if "AWS_ENDPOINT_URL" not in os.environ:
+        raise RuntimeError("AWS_ENDPOINT_URL must point at a local moto server")
+    templates = sorted(assembly.glob("*.template.json"))
+    if len(templates) != 1:
+        raise RuntimeError(f"{assembly}: expected one stack template, found {len(templates)}")
+    template = templates[0]
+    manifest = json.loads(template.with_name(template.name.replace(".template.json", ".assets.json")).read_text())
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    region = boto3.session.Session().region_name
+    s3 = boto3.client("s3")
+    if manifest.get("dockerImages"):
+        raise RuntimeError(f"{assembly}: container image assets cannot be deployed into moto")
+    for asset in manifest.get("files", {}).values():
+        source = assembly / asset["source"]["path"]
+        if asset["source"].get("packaging") == "zip":
+            body = io.BytesIO()
+            with zipfile.ZipFile(body, "w") as z:
+                for path in sorted(source.rglob("*")):
+                    if path.is_file():
+                        z.write(path, path.relative_to(source))
+            data = body.getvalue()
+        else:
+            data = source.read_bytes()
+        for destination in asset["destinations"].values():
+            bucket = destination["bucketName"].replace("${AWS::AccountId}", account).replace("${AWS::Region}", region)
+            if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+                s3.create_bucket(Bucket=bucket)  # what `cdk bootstrap` creates once per account
+            s3.put_object(Bucket=bucket, Key=destination["objectKey"], Body=data)
+    cfn = boto3.client("cloudformation")
+    cfn.create_stack(StackName=stack_name, TemplateBody=template.read_text(), Capabilities=["CAPABILITY_IAM"])
     stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
     if stack["StackStatus"] != "CREATE_COMPLETE":
         raise RuntimeError(f"{stack_name}: {stack['StackStatus']} {stack.get('StackStatusReason')}")

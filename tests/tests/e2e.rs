@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use symroute_testbed::demo::{self, Node, Options, Timeline, World, ENI_IP, INSTANCE_IP};
+use symroute_testbed::demo::{
+    self, Node, Options, StackSource, Timeline, World, ENI_IP, INSTANCE_IP,
+};
 use symroute_testbed::{repo_root, require_root};
 
 const COMMAND_WAIT: Duration = Duration::from_secs(120);
@@ -46,6 +48,7 @@ fn options() -> Option<Options> {
         lambda,
         stack_name: "symroute-e2e".into(),
         ssm_agent: "new".into(),
+        stack: StackSource::Sam,
     })
 }
 
@@ -102,6 +105,31 @@ fn attach_makes_the_new_address_answer_and_detach_cleans_up() {
     assert_eq!(step("agent", 1)["action"], "remove");
     assert_eq!(step("lambda", 2)["action"], "remove");
     assert_eq!(step("after", 0)["replied"], true);
+}
+
+/// The CDK construct's stack (its example app through the real `cdk synth`, needs `make
+/// cdk-build`, which `make test-e2e` runs) carries the chain as the SAM stack does.
+#[test]
+#[ignore = "end to end: run by `make test-e2e`"]
+fn the_cdk_stack_makes_the_new_address_answer_as_the_sam_stack_does() {
+    let Some(mut opts) = options() else { return };
+    opts.stack = StackSource::Cdk;
+    opts.stack_name = "symroute-e2e-cdk".into();
+    let mut tl = Timeline::new(false);
+    demo::run(&opts, &mut tl).unwrap_or_else(|e| panic!("{e}"));
+    let step = |name: &str, nth: usize| {
+        tl.steps()
+            .iter()
+            .filter(|s| s["step"] == name)
+            .nth(nth)
+            .map(|s| s["data"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(step("stack", 0)["rules"].as_array().map(Vec::len), Some(4));
+    assert_eq!(step("agent", 0)["action"], "apply");
+    assert_eq!(step("agent", 0)["enis"][0]["table"], 10001);
+    assert_eq!(step("after", 0)["replied"], true);
+    assert_eq!(step("agent", 1)["action"], "remove");
 }
 
 #[test]

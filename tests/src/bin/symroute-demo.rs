@@ -5,13 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::json;
-use symroute_testbed::demo::{self, interrupt, Options, Timeline};
+use symroute_testbed::demo::{self, interrupt, Options, StackSource, Timeline};
 
-const USAGE: &str = "usage: symroute-demo [--json] [--old-ssm-agent] [--dist DIR] [--lambda PATH]
+const USAGE: &str =
+    "usage: symroute-demo [--json] [--old-ssm-agent] [--stack sam|cdk] [--dist DIR] [--lambda PATH]
 
   --json           one JSON document on stdout instead of the timeline
   --old-ssm-agent  the instance's SSM Agent predates 3.3.2746.0: parameters reach the document
                    as substituted text, not SSM_<name> variables (AWS's documented fallback)
+  --stack sam|cdk  deploy the SAM template (default) or the CDK construct's example app
+                   (`make cdk-build` first; `make demo STACK=cdk` does both)
   --dist DIR       the agent as `make agent` builds it (default: dist/agent of this checkout)
   --lambda PATH    the symroute-lambda binary (default: next to this program)";
 
@@ -28,6 +31,18 @@ fn main() -> ExitCode {
         match arg.as_str() {
             "--json" => json_out = true,
             "--old-ssm-agent" => opts.ssm_agent = "old".into(),
+            "--stack" => {
+                opts.stack = match args.next().as_deref() {
+                    Some("sam") => StackSource::Sam,
+                    Some("cdk") => StackSource::Cdk,
+                    other => {
+                        eprintln!(
+                            "symroute-demo: --stack takes sam or cdk, got {other:?}\n{USAGE}"
+                        );
+                        return ExitCode::from(2);
+                    }
+                };
+            }
             "--dist" | "--lambda" => {
                 let Some(value) = args.next() else {
                     eprintln!("symroute-demo: {arg} needs a value\n{USAGE}");

@@ -21,4 +21,6 @@ pub use error::{Result, Step, StepError};
 pub use flow::{run, send_apply, Summary, ENI_IP, INSTANCE_IP};
 pub use ssm_agent::CommandRun;
 pub use timeline::Timeline;
-pub use world::{Attached, MotoEni, Node, Options, Stack, World, CLIENT_IP, SUBNETS, VPC_CIDR};
+pub use world::{
+    Attached, MotoEni, Node, Options, Stack, StackSource, World, CLIENT_IP, SUBNETS, VPC_CIDR,
+};

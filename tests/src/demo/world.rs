@@ -36,6 +36,34 @@ pub struct Options {
     /// The SSM Agent generation the stand-ins emulate: "new" (3.3.2746.0+, parameters as
     /// SSM_<name>) or "old" (text substitution only).
     pub ssm_agent: String,
+    /// Which definition of the stack is deployed into moto.
+    pub stack: StackSource,
+}
+
+/// The two definitions of the stack: the SAM template and the CDK construct's example app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackSource {
+    /// infra/template.yaml, after AWS's SAM transform.
+    Sam,
+    /// infra/cdk's example app, synthesized by `cdk synth` (needs `make cdk-build`).
+    Cdk,
+}
+
+impl StackSource {
+    /// The word aws_side.py and the command line use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackSource::Sam => "sam",
+            StackSource::Cdk => "cdk",
+        }
+    }
+
+    fn origin(self) -> &'static str {
+        match self {
+            StackSource::Sam => "infra/template.yaml (SAM)",
+            StackSource::Cdk => "infra/cdk's example app (CDK, cdk synth)",
+        }
+    }
 }
 
 impl Options {
@@ -47,6 +75,7 @@ impl Options {
             repo,
             stack_name: "symroute-demo".into(),
             ssm_agent: "new".into(),
+            stack: StackSource::Sam,
         }
     }
 }
@@ -166,7 +195,8 @@ impl World {
         let deployed = aws
             .call(
                 "deploy",
-                json!({"stack_name": opts.stack_name, "dist": opts.dist}),
+                json!({"stack_name": opts.stack_name, "dist": opts.dist,
+                       "source": opts.stack.as_str()}),
             )
             .step("stack")?;
         let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
@@ -185,8 +215,9 @@ impl World {
         tl.step(
             "stack",
             &format!(
-                "stack {} deployed from infra/template.yaml: document {}, agent in s3://{}, {} rules (their Lambda target swapped for a queue)",
+                "stack {} deployed from {}: document {}, agent in s3://{}, {} rules (their Lambda target swapped for a queue)",
                 opts.stack_name,
+                opts.stack.origin(),
                 stack.document,
                 stack.bucket,
                 stack.rules.len()
