@@ -182,6 +182,12 @@ impl Imds {
         f.fail_status = status;
     }
 
+    /// Every token issued so far stops being valid, as when a token's TTL ends or IMDS restarts:
+    /// a client holding one is answered 401 until it asks for a new one.
+    pub fn revoke_tokens(&self) {
+        lock(&self.shared.tokens).clear();
+    }
+
     /// Every answer waits `ms` milliseconds first (0 to stop delaying).
     pub fn delay(&self, ms: u64) {
         lock(&self.shared.faults).delay = Duration::from_millis(ms);
