@@ -24,8 +24,22 @@ pub fn hold() -> Held {
     }
 }
 
+/// The message logged when a held signal is about to act: the run was asked to stop while it
+/// changed the kernel, finished the change, and stops now (so the report never comes).
+pub const ARRIVED_DURING_CHANGES: &str =
+    "a termination signal arrived while the kernel was being changed; the change is complete, stopping now";
+
 impl Drop for Held {
     fn drop(&mut self) {
+        // SAFETY: plain libc calls on a stack-allocated signal set.
+        let pending = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigpending(&mut set);
+            HELD.iter().any(|&s| libc::sigismember(&set, s) == 1)
+        };
+        if pending {
+            log::warn!("{ARRIVED_DURING_CHANGES}");
+        }
         // SAFETY: restores the mask saved by `hold`.
         unsafe {
             libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());

@@ -57,7 +57,11 @@ fn one_token_serves_every_read_of_a_run() {
     let again = c.instance().expect("instance again");
     assert_eq!(again.enis.len(), 2);
     assert_eq!(token_requests(&imds), 1, "{:?}", imds.requests());
-    assert!(imds.requests().iter().filter(|r| r.method == "GET").all(|r| r.valid_token));
+    assert!(imds
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .all(|r| r.valid_token));
     assert_eq!(c.attempts() as usize, imds.request_count());
 }
 
@@ -86,11 +90,21 @@ fn throttling_and_server_errors_are_retried_with_backoff() {
         let c = client(&imds);
         imds.fail_next(3, status);
         let started = std::time::Instant::now();
-        let instance = c.instance().unwrap_or_else(|e| panic!("HTTP {status} x3: {e}"));
+        let instance = c
+            .instance()
+            .unwrap_or_else(|e| panic!("HTTP {status} x3: {e}"));
         assert_eq!(instance.enis.len(), 2);
         // Three failed tries of the token request: 100 + 200 + 400 ms of backoff.
-        assert!(started.elapsed() >= std::time::Duration::from_millis(700), "HTTP {status}: no backoff");
-        assert_eq!(token_requests(&imds), 4, "HTTP {status}: {:?}", imds.requests());
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(700),
+            "HTTP {status}: no backoff"
+        );
+        assert_eq!(
+            token_requests(&imds),
+            4,
+            "HTTP {status}: {:?}",
+            imds.requests()
+        );
     }
 }
 
@@ -100,7 +114,9 @@ fn five_failures_in_a_row_end_the_read_with_the_last_answer_named() {
     let c = client(&imds);
     imds.fail_next(5, 503);
     match c.instance() {
-        Err(Error::Imds { reason, .. }) => assert!(reason.contains("after 5 attempts: HTTP 503"), "{reason}"),
+        Err(Error::Imds { reason, .. }) => {
+            assert!(reason.contains("after 5 attempts: HTTP 503"), "{reason}")
+        }
         other => panic!("expected an IMDS error, got {other:?}"),
     }
     assert_eq!(imds.request_count(), 5);
@@ -113,7 +129,10 @@ fn a_refused_token_is_not_retried_and_says_why() {
     imds.fail_next(1, 403);
     match c.instance() {
         Err(Error::Imds { reason, .. }) => {
-            assert!(reason.contains("HTTP 403") && reason.contains("IMDSv2"), "{reason}")
+            assert!(
+                reason.contains("HTTP 403") && reason.contains("IMDSv2"),
+                "{reason}"
+            )
         }
         other => panic!("expected an IMDS error, got {other:?}"),
     }
@@ -123,12 +142,18 @@ fn a_refused_token_is_not_retried_and_says_why() {
 #[test]
 fn a_missing_key_is_absent_and_a_missing_list_is_an_error() {
     let imds = server();
-    imds.remove(&format!("meta-data/network/interfaces/macs/{SECONDARY}/local-ipv4s"));
+    imds.remove(&format!(
+        "meta-data/network/interfaces/macs/{SECONDARY}/local-ipv4s"
+    ));
     let instance = client(&imds).instance().expect("instance");
     assert_eq!(instance.enis.len(), 1);
     assert_eq!(instance.unusable.len(), 1);
     assert_eq!(instance.unusable[0].kind, UnusableKind::NotYet);
-    assert!(instance.unusable[0].reason.contains("no local-ipv4s yet"), "{}", instance.unusable[0].reason);
+    assert!(
+        instance.unusable[0].reason.contains("no local-ipv4s yet"),
+        "{}",
+        instance.unusable[0].reason
+    );
 
     imds.remove("meta-data/network/interfaces/macs");
     match client(&imds).instance() {
@@ -145,11 +170,20 @@ fn a_body_over_64_kib_is_refused_and_only_that_eni_is_left_alone() {
     let imds = server();
     let huge = format!("10.0.1.20\n{}", "10.0.1.21\n".repeat(7000));
     assert!(huge.len() > 64 * 1024);
-    imds.set(&format!("meta-data/network/interfaces/macs/{SECONDARY}/local-ipv4s"), &huge);
+    imds.set(
+        &format!("meta-data/network/interfaces/macs/{SECONDARY}/local-ipv4s"),
+        &huge,
+    );
     let instance = client(&imds).instance().expect("the primary is still read");
     assert_eq!(instance.enis.len(), 1);
     assert_eq!(instance.unusable[0].kind, UnusableKind::Malformed);
-    assert!(instance.unusable[0].reason.contains("larger than 65536 bytes"), "{}", instance.unusable[0].reason);
+    assert!(
+        instance.unusable[0]
+            .reason
+            .contains("larger than 65536 bytes"),
+        "{}",
+        instance.unusable[0].reason
+    );
 
     imds.set("meta-data/instance-id", &"i".repeat(70 * 1024));
     match client(&imds).instance() {
@@ -164,7 +198,9 @@ fn a_body_over_64_kib_is_refused_and_only_that_eni_is_left_alone() {
 #[test]
 fn an_endpoint_that_is_not_http_is_a_usage_error() {
     match Client::new("file:///etc/passwd") {
-        Err(Error::Usage(message)) => assert!(message.contains("is not an http:// URL"), "{message}"),
+        Err(Error::Usage(message)) => {
+            assert!(message.contains("is not an http:// URL"), "{message}")
+        }
         Err(e) => panic!("expected a usage error, got {e}"),
         Ok(_) => panic!("file:// accepted as an IMDS endpoint"),
     }

@@ -854,36 +854,56 @@ fn termination_never_leaves_half_an_apply() {
     let delays: Vec<u64> = (0..80)
         .map(|k| end_us.saturating_sub(16_000) + k * 250)
         .collect();
-    let mut outcomes = (0, 0);
+    // (untouched, complete after exiting on its own or being stopped after the window,
+    //  complete with the signal held inside the window)
+    let mut outcomes = (0, 0, 0);
     for delay_us in delays {
         reset(&bed);
-        let mut child = bed
+        let child = bed
             .inst
             .command(common::AGENT)
             .args(["apply", "--json", "--persist", "none"])
             .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", bed.imds.endpoint())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_micros(delay_us));
         // `ip netns exec` execs the agent, so the child's pid is the agent's.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let _ = child.wait();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let held = stderr.contains(symroute_agent::signals::ARRIVED_DURING_CHANGES);
         let state = bed.routing_state();
         if state == before {
+            assert!(
+                !held,
+                "a signal held during changes, yet nothing changed: {stderr}"
+            );
             outcomes.0 += 1;
         } else {
             assert_eq!(
                 state, after,
                 "SIGTERM after {delay_us} us left half an apply"
             );
-            outcomes.1 += 1;
+            if held {
+                // It acted as soon as the window closed: the run ended by the signal.
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{stderr}");
+                outcomes.2 += 1;
+            } else {
+                outcomes.1 += 1;
+            }
         }
     }
     eprintln!(
-        "untouched: {}, complete: {} (a run takes {took:?})",
-        outcomes.0, outcomes.1
+        "untouched: {}, complete: {}, complete with the signal held inside the change window: {} (a run takes {took:?})",
+        outcomes.0, outcomes.1, outcomes.2
+    );
+    // Without this the sweep could miss the window every time and prove nothing about it.
+    assert!(
+        outcomes.2 > 0,
+        "no SIGTERM of the sweep landed inside the change window: widen the sweep"
     );
 }
 
