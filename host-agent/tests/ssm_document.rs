@@ -1,7 +1,7 @@
 //! The SSM document's script run for real in the simulated VPC's instance namespace: parameters
 //! passed as SSM passes them (tests/stack/ssmdoc.py: ENV_VAR interpolation, allowedPattern),
-//! the download step served from a local directory, and the agent that `cargo test --workspace`
-//! built. Needs root (network namespaces); see `require_root`.
+//! the download step served from a local directory, and the agent cargo built for this
+//! package's tests. Needs root (network namespaces); see `require_root`.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -13,50 +13,28 @@ use symroute_testbed::{
 
 const ENI_ID: &str = "eni-0a9c4b60624c0e41d";
 
-/// What this test needs from outside the crate: the venv (`make setup`) and the agent binary,
-/// built here into the same target directory (a no-op when `cargo test --workspace` already
-/// built it; cargo holds no lock while tests run). `SYMROUTE_TEST_AGENT=dist/agent/...` runs
-/// a shipped binary instead, e.g. the static one from `make agent`.
+/// What this test needs from outside the crate: the venv (`make setup`), and the agent, which
+/// cargo builds for this package's integration tests (`CARGO_BIN_EXE_symroute`).
+/// `SYMROUTE_TEST_AGENT=dist/agent/...` runs a shipped binary instead, e.g. the static one from
+/// `make agent`.
 fn prerequisites() -> Option<(PathBuf, PathBuf)> {
     let python = repo_root().join(".venv/bin/python");
-    if let Some(agent) = std::env::var_os("SYMROUTE_TEST_AGENT") {
-        let agent = repo_root().join(agent);
-        assert!(
-            agent.is_file(),
-            "SYMROUTE_TEST_AGENT: no file {}",
-            agent.display()
-        );
+    let agent = match std::env::var_os("SYMROUTE_TEST_AGENT") {
+        Some(agent) => {
+            let agent = repo_root().join(agent);
+            assert!(
+                agent.is_file(),
+                "SYMROUTE_TEST_AGENT: no file {}",
+                agent.display()
+            );
+            agent
+        }
+        None => PathBuf::from(env!("CARGO_BIN_EXE_symroute")),
+    };
+    if python.is_file() {
         return Some((python, agent));
     }
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let target_dir = profile_dir.parent().expect("target dir");
-    let built = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--locked",
-            "-p",
-            "symroute-agent",
-            "--bin",
-            "symroute",
-        ])
-        .env("CARGO_TARGET_DIR", target_dir)
-        .current_dir(repo_root())
-        .status()
-        .is_ok_and(|s| s.success());
-    let agent = profile_dir.join("symroute");
-    if built && agent.is_file() && python.is_file() {
-        return Some((python, agent));
-    }
-    let why = format!(
-        "needs {} (make setup-python) and the agent built at {}",
-        python.display(),
-        agent.display()
-    );
+    let why = format!("needs {} (make setup-python)", python.display());
     assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
     eprintln!("skipping: {why}");
     None
