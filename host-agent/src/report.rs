@@ -132,6 +132,10 @@ impl Report {
                 (_, EniStatus::NotReady) => "metadata not settled yet, left alone".to_string(),
                 (_, EniStatus::TableConflict) => "table claimed twice, left alone".to_string(),
                 (_, EniStatus::Failed) => "failed, its changes undone".to_string(),
+                (Action::Status, EniStatus::ManagedByOther) => format!(
+                    "managed by another tool: {}",
+                    e.managed_by.as_deref().unwrap_or("unknown")
+                ),
                 (Action::Status, _) => {
                     format!("managed by {}", e.managed_by.as_deref().unwrap_or("nobody"))
                 }
