@@ -234,10 +234,7 @@ impl Imds {
             .get_optional("instance-id")?
             .map(|s| s.trim().to_owned());
         if let Some(id) = &instance_id {
-            let ok = id.strip_prefix("i-").is_some_and(|h| {
-                (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit())
-            });
-            if !ok {
+            if !symroute_ids::is_ec2_id(id, "i-") {
                 return Err(Error::bad_metadata(
                     "instance-id",
                     format!("{:?} is not an instance id", crate::model::clip(id)),

@@ -23,27 +23,22 @@ pub const RTPROT_SYMROUTE: u8 = 177;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mac(pub [u8; 6]);
 
+/// A MAC as symroute reads it from IMDS, the command line and its own files: lowercase only,
+/// the rule the SSM document's `allowedPattern` and the Lambda apply too.
 impl FromStr for Mac {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut out = [0u8; 6];
-        let parts: Vec<&str> = s.split(':').collect();
-        if parts.len() != 6 {
-            return Err(format!(
-                "{:?} is not a MAC address (want xx:xx:xx:xx:xx:xx)",
-                clip(s)
-            ));
-        }
-        for (i, p) in parts.iter().enumerate() {
-            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!(
-                    "{:?} is not a MAC address (want xx:xx:xx:xx:xx:xx)",
-                    clip(s)
-                ));
-            }
-            out[i] = u8::from_str_radix(p, 16).expect("two hex digits");
-        }
-        Ok(Mac(out))
+        symroute_ids::parse_mac(s)
+            .map(Mac)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Mac {
+    /// A MAC as another tool's network configuration may spell it: systemd-networkd and netplan
+    /// accept either case, so a `MACAddress=0A:...` line matches this ENI too.
+    pub fn from_config(s: &str) -> Option<Mac> {
+        s.to_ascii_lowercase().parse().ok()
     }
 }
 
@@ -78,15 +73,7 @@ pub struct EniId(String);
 impl FromStr for EniId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let ok = s
-            .strip_prefix("eni-")
-            .map(|h| {
-                (h.len() == 8 || h.len() == 17)
-                    && h.bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            })
-            .unwrap_or(false);
-        if ok {
+        if symroute_ids::is_ec2_id(s, "eni-") {
             Ok(EniId(s.to_owned()))
         } else {
             Err(format!(
@@ -103,15 +90,10 @@ impl fmt::Display for EniId {
     }
 }
 
-/// Shortens hostile input before it is echoed in an error line.
+/// Shortens hostile input before it is echoed in an error line (the agent's bound on the one
+/// definition of clipping both sides share).
 pub fn clip(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() <= MAX {
-        s.to_owned()
-    } else {
-        let head: String = s.chars().take(MAX).collect();
-        format!("{head}…")
-    }
+    symroute_ids::clip(s, 64)
 }
 
 /// One network interface as instance metadata describes it, validated.
@@ -247,9 +229,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mac_parses_and_normalises() {
-        let m: Mac = "0A:1b:2C:3d:4E:5f".parse().unwrap();
+    fn mac_is_lowercase_as_read_and_either_case_in_foreign_config() {
+        let m: Mac = "0a:1b:2c:3d:4e:5f".parse().unwrap();
         assert_eq!(m.to_string(), "0a:1b:2c:3d:4e:5f");
+        assert!("0A:1b:2C:3d:4E:5f".parse::<Mac>().is_err());
+        assert_eq!(Mac::from_config("0A:1b:2C:3d:4E:5f"), Some(m));
         for bad in [
             "",
             "0a:1b",
@@ -281,6 +265,6 @@ mod tests {
     #[test]
     fn clip_shortens_long_input() {
         let long = "x".repeat(1000);
-        assert!(clip(&long).chars().count() <= 65);
+        assert_eq!(clip(&long), format!("{}… (1000 bytes)", "x".repeat(64)));
     }
 }

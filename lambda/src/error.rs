@@ -149,15 +149,6 @@ impl From<Error> for Diagnostic {
     }
 }
 
-/// Shortens untrusted text before it goes into an answer or a log line, so a hostile event cannot
-/// blow up either.
-pub fn clip(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &s[..end], s.len())
-}
+/// Shortens untrusted text before it goes into an answer or a log line (one definition, shared
+/// with the agent).
+pub use symroute_ids::clip;

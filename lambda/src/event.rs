@@ -204,14 +204,7 @@ fn id_field(value: Option<String>, path: &str, prefix: &str) -> Result<String, E
     }
 }
 
-pub fn is_ec2_id(value: &str, prefix: &str) -> bool {
-    value.strip_prefix(prefix).is_some_and(|hex| {
-        (8..=32).contains(&hex.len())
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
+pub use symroute_ids::is_ec2_id;
 
 #[cfg(test)]
 mod tests;

@@ -54,7 +54,7 @@ impl Def {
             && self
                 .mac
                 .as_deref()
-                .is_some_and(|m| m.parse::<Mac>().is_ok_and(|m| m == mac))
+                .is_some_and(|m| Mac::from_config(m) == Some(mac))
     }
 
     fn set(&mut self, key: &str, value: &str) {

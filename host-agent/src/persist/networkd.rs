@@ -135,9 +135,7 @@ pub fn matches(text: &str, ifname: &str, mac: Mac) -> Option<bool> {
                     macs.clear();
                     continue;
                 }
-                let hit = items
-                    .iter()
-                    .any(|m| m.parse::<Mac>().is_ok_and(|m| m == mac));
+                let hit = items.iter().any(|m| Mac::from_config(m) == Some(mac));
                 ok &= hit != neg;
                 if !neg {
                     macs.extend(items.iter().map(|s| s.to_lowercase()));
@@ -153,7 +151,7 @@ pub fn matches(text: &str, ifname: &str, mac: Mac) -> Option<bool> {
         return None;
     }
     // A name is not an ENI: only a match by this MAC alone names this ENI and nothing else.
-    let by_mac = macs.len() == 1 && macs[0].parse::<Mac>().is_ok_and(|m| m == mac);
+    let by_mac = macs.len() == 1 && Mac::from_config(&macs[0]) == Some(mac);
     Some(by_mac)
 }
 
