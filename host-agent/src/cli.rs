@@ -23,6 +23,10 @@ Environment: AWS_EC2_METADATA_SERVICE_ENDPOINT overrides the IMDS address (defau
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Print the report as JSON (one document on stdout; logs stay on stderr). Before or after
+    /// the subcommand.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,9 +94,6 @@ pub struct ApplyArgs {
     /// when --eni or --mac names it.
     #[arg(long)]
     pub force: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -111,17 +112,10 @@ pub struct RemoveArgs {
     /// Print the changes that would be made, and make none.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Args, Debug)]
-pub struct StatusArgs {
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
+pub struct StatusArgs {}
 
 fn parse_eni(s: &str) -> Result<EniId, String> {
     s.parse()
