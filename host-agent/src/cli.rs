@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::model::{EniId, Mac};
+use crate::model::{EniId, Mac, Target};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,7 +41,7 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone, Default)]
 #[group(id = "target", multiple = false)]
-pub struct Target {
+pub struct TargetArgs {
     /// Every secondary ENI (the default for apply).
     #[arg(long, group = "target")]
     pub all: bool,
@@ -77,7 +77,7 @@ pub enum PersistMode {
 #[derive(Args, Debug)]
 pub struct ApplyArgs {
     #[command(flatten)]
-    pub target: Target,
+    pub target: TargetArgs,
     /// Where to persist the routing across reboots.
     #[arg(long, value_enum, default_value_t = PersistMode::Auto, value_name = "MODE")]
     pub persist: PersistMode,
@@ -99,7 +99,7 @@ pub struct ApplyArgs {
 #[derive(Args, Debug)]
 pub struct RemoveArgs {
     #[command(flatten)]
-    pub target: Target,
+    pub target: TargetArgs,
     /// Only what is left by ENIs no longer attached (or addresses no longer assigned).
     #[arg(long, conflicts_with_all = ["all", "eni", "mac"])]
     pub stale: bool,
@@ -116,6 +116,17 @@ pub struct RemoveArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {}
+
+impl TargetArgs {
+    /// The one target type; `--all` or nothing is every secondary ENI.
+    pub fn target(&self) -> Target {
+        match (&self.eni, self.mac) {
+            (Some(e), _) => Target::Eni(e.clone()),
+            (_, Some(m)) => Target::Mac(m),
+            _ => Target::All,
+        }
+    }
+}
 
 fn parse_eni(s: &str) -> Result<EniId, String> {
     s.parse()

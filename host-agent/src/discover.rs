@@ -10,9 +10,9 @@ use log::info;
 use crate::error::{Error, Result};
 use crate::imds::Imds;
 use crate::kernel::Kernel;
+use crate::model::Target;
 use crate::model::{ImdsEni, Instance, Unusable, UnusableKind};
 use crate::ops::Link;
-use crate::plan::Selection;
 
 /// Why one ENI is not usable yet, or `None` when it is.
 fn not_ready(inst: &Instance, eni: &ImdsEni, links: &[Link]) -> Option<String> {
@@ -28,10 +28,10 @@ fn not_ready(inst: &Instance, eni: &ImdsEni, links: &[Link]) -> Option<String> {
     }
 }
 
-fn pending(inst: &Instance, links: &[Link], sel: &Selection) -> Vec<String> {
+fn pending(inst: &Instance, links: &[Link], sel: &Target) -> Vec<String> {
     let incomplete = |u: &&Unusable| u.kind == UnusableKind::NotYet;
     match sel {
-        Selection::All => inst
+        Target::All => inst
             .enis
             .iter()
             .filter(|e| {
@@ -61,7 +61,7 @@ fn pending(inst: &Instance, links: &[Link], sel: &Selection) -> Vec<String> {
 
 /// The selected ENI's metadata is there but cannot be used (malformed, IPv6-only): waiting
 /// changes nothing, so this is bad input (exit 2) at once.
-fn refused(inst: &Instance, sel: &Selection) -> Option<Error> {
+fn refused(inst: &Instance, sel: &Target) -> Option<Error> {
     let u = inst
         .unusable
         .iter()
@@ -78,7 +78,7 @@ fn refused(inst: &Instance, sel: &Selection) -> Option<Error> {
 pub fn wait_until_ready(
     imds: &Imds,
     kernel: &mut Kernel,
-    sel: &Selection,
+    sel: &Target,
     wait: Duration,
 ) -> Result<(Instance, Vec<String>)> {
     let start = Instant::now();
@@ -101,7 +101,7 @@ pub fn wait_until_ready(
         }
         if start.elapsed() >= wait {
             return match sel {
-                Selection::All => Ok((inst, waiting)),
+                Target::All => Ok((inst, waiting)),
                 _ => Err(Error::NotAppeared {
                     what: sel.describe(),
                     waited: wait,

@@ -90,6 +90,59 @@ impl fmt::Display for EniId {
     }
 }
 
+/// Which ENIs a command is about: one type from the command line through the planner to the
+/// persisted files. `Stale` is about state rather than ENIs: what detached ENIs (or addresses no
+/// longer assigned) left behind; it selects no attached ENI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Every secondary ENI.
+    All,
+    /// Only what ENIs no longer attached left behind (`remove --stale`).
+    Stale,
+    Eni(EniId),
+    Mac(Mac),
+}
+
+impl Target {
+    pub fn matches(&self, eni: &ImdsEni) -> bool {
+        match self {
+            Target::All => !eni.is_primary_device(),
+            Target::Stale => false,
+            Target::Eni(id) => &eni.eni_id == id,
+            Target::Mac(m) => eni.mac == *m,
+        }
+    }
+
+    /// Whether it names this ENI whose metadata could not be used (`--all` names none of them).
+    pub fn names(&self, u: &Unusable) -> bool {
+        match self {
+            Target::All | Target::Stale => false,
+            Target::Eni(id) => u.eni_id.as_ref() == Some(id),
+            Target::Mac(m) => u.mac == *m,
+        }
+    }
+
+    /// Whether the files of the ENI with this MAC and id are this target's, given the MACs
+    /// attached now (for `remove`).
+    pub fn owns_files_of(&self, mac: Mac, eni_id: &str, attached: &[Mac]) -> bool {
+        match self {
+            Target::All => true,
+            Target::Stale => !attached.contains(&mac),
+            Target::Eni(id) => id.to_string() == eni_id,
+            Target::Mac(m) => *m == mac,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Target::All => "all secondary ENIs".into(),
+            Target::Stale => "the state of detached ENIs".into(),
+            Target::Eni(id) => id.to_string(),
+            Target::Mac(m) => format!("the ENI with MAC {m}"),
+        }
+    }
+}
+
 /// Shortens hostile input before it is echoed in an error line (the agent's bound on the one
 /// definition of clipping both sides share).
 pub fn clip(s: &str) -> String {

@@ -7,45 +7,10 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use crate::kernel::Snapshot;
-use crate::model::{EniId, ImdsEni, Instance, Mac, RTPROT_SYMROUTE, TABLE_BASE};
+use crate::model::{ImdsEni, Instance, Mac, Target, RTPROT_SYMROUTE, TABLE_BASE};
 use crate::ops::{AddrSpec, Link, Op, RouteSpec, RuleSpec};
 
 const RT_TABLE_MAIN: u32 = 254;
-
-/// Which ENIs a command is about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Selection {
-    All,
-    Eni(EniId),
-    Mac(Mac),
-}
-
-impl Selection {
-    pub fn matches(&self, eni: &ImdsEni) -> bool {
-        match self {
-            Selection::All => !eni.is_primary_device(),
-            Selection::Eni(id) => &eni.eni_id == id,
-            Selection::Mac(m) => eni.mac == *m,
-        }
-    }
-
-    /// Whether it names this ENI whose metadata could not be used (`--all` names none of them).
-    pub fn names(&self, u: &crate::model::Unusable) -> bool {
-        match self {
-            Selection::All => false,
-            Selection::Eni(id) => u.eni_id.as_ref() == Some(id),
-            Selection::Mac(m) => u.mac == *m,
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Selection::All => "all secondary ENIs".into(),
-            Selection::Eni(id) => id.to_string(),
-            Selection::Mac(m) => format!("the ENI with MAC {m}"),
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -460,12 +425,12 @@ pub fn owned(snap: &Snapshot, eni: Option<(&ImdsEni, Option<&Link>)>) -> Vec<Op>
 pub fn plan_apply(
     inst: &Instance,
     snap: &Snapshot,
-    sel: &Selection,
+    sel: &Target,
     force: bool,
     persisted: &[Mac],
 ) -> Plan {
     let primary = primary_link(inst, snap);
-    let all = *sel == Selection::All;
+    let all = *sel == Target::All;
     let mut plan = Plan::default();
     for eni in inst.enis.iter().filter(|e| sel.matches(e)) {
         let link = snap.link_by_mac(eni.mac);
@@ -532,27 +497,15 @@ fn table_claimed_by_another<'a>(inst: &'a Instance, eni: &ImdsEni) -> Option<&'a
     })
 }
 
-/// What `remove` is about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RemoveSelection {
-    All,
-    Stale,
-    One(Selection),
-}
-
 /// The plan for `remove`. An ENI that is no longer attached (the usual case after a detach)
 /// cannot be told apart by table any more: its state is whatever is stale.
-pub fn plan_remove(
-    inst: &Instance,
-    snap: &Snapshot,
-    sel: &RemoveSelection,
-) -> (Plan, Option<String>) {
+pub fn plan_remove(inst: &Instance, snap: &Snapshot, sel: &Target) -> (Plan, Option<String>) {
     let mut plan = Plan::default();
     let mut note = None;
     match sel {
-        RemoveSelection::All => plan.prune = owned(snap, None),
-        RemoveSelection::Stale => plan.prune = stale(inst, snap),
-        RemoveSelection::One(s) => match inst.enis.iter().find(|e| s.matches(e)) {
+        Target::All => plan.prune = owned(snap, None),
+        Target::Stale => plan.prune = stale(inst, snap),
+        Target::Eni(_) | Target::Mac(_) => match inst.enis.iter().find(|e| sel.matches(e)) {
             Some(eni) => {
                 let link = snap.link_by_mac(eni.mac);
                 plan.enis.push(EniPlan {
@@ -567,7 +520,7 @@ pub fn plan_remove(
             None => {
                 note = Some(format!(
                     "{} is not attached (any more); removing the state of every detached ENI instead",
-                    s.describe()
+                    sel.describe()
                 ));
                 plan.prune = stale(inst, snap);
             }
@@ -659,7 +612,7 @@ mod tests {
     #[test]
     fn an_eni_without_its_network_card_is_not_ready_and_takes_no_table() {
         let (inst, snap) = multi_card(None);
-        let plan = plan_apply(&inst, &snap, &Selection::All, false, &[]);
+        let plan = plan_apply(&inst, &snap, &Target::All, false, &[]);
         let b = of(&plan, B);
         assert_eq!(b.status, EniStatus::NotReady, "{:?}", b.warnings);
         assert!(b.ops.is_empty());
@@ -671,7 +624,7 @@ mod tests {
         }
         // Once published, it gets its own table.
         let (inst, snap) = multi_card(Some(1));
-        let plan = plan_apply(&inst, &snap, &Selection::All, false, &[]);
+        let plan = plan_apply(&inst, &snap, &Target::All, false, &[]);
         let b = of(&plan, B);
         assert_eq!((b.status, b.eni.table()), (EniStatus::Configure, 10101));
     }
@@ -679,7 +632,7 @@ mod tests {
     #[test]
     fn two_settled_enis_with_one_table_are_both_left_alone() {
         let (inst, snap) = multi_card(Some(0));
-        let plan = plan_apply(&inst, &snap, &Selection::All, false, &[]);
+        let plan = plan_apply(&inst, &snap, &Target::All, false, &[]);
         for mac in [A, B] {
             let p = of(&plan, mac);
             assert_eq!(p.status, EniStatus::TableConflict, "{mac}");

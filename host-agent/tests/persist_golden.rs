@@ -9,9 +9,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use persist_fixtures::*;
+use symroute_agent::model::Target;
 use symroute_agent::persist::{
     self, detect, plan_apply, plan_remove, unit, Backend, EniConfig, FileOp, PersistReport, Root,
-    Which,
 };
 
 fn golden_dir(case: &str) -> PathBuf {
@@ -517,16 +517,7 @@ fn every_backend_removes_exactly_what_it_wrote() {
             "{backend:?} {again:?}"
         );
         // Removing one ENI keeps the other's files (and the shared ones it needs).
-        run(
-            &root,
-            &plan_remove(
-                &root,
-                &Which::Eni {
-                    mac: Some(classic().mac),
-                    eni_id: None,
-                },
-            ),
-        );
+        run(&root, &plan_remove(&root, &Target::Mac(classic().mac), &[]));
         let left = persist::owned_files(&root);
         assert!(!left.is_empty(), "{backend:?}");
         assert!(
@@ -539,10 +530,7 @@ fn every_backend_removes_exactly_what_it_wrote() {
             "{backend:?}: {left:?}"
         );
         // Removing the detached one (--stale) leaves the tree exactly as it was.
-        run(
-            &root,
-            &plan_remove(&root, &Which::NotAttached(&[classic().mac])),
-        );
+        run(&root, &plan_remove(&root, &Target::Stale, &[classic().mac]));
         assert_eq!(
             snapshot(&t.dir),
             before,
@@ -577,7 +565,7 @@ fn apply_moves_an_enis_files_and_prunes_detached_ones() {
         ],
         "{r:?}"
     );
-    run(&root, &plan_remove(&root, &Which::All));
+    run(&root, &plan_remove(&root, &Target::All, &[]));
     assert_eq!(snapshot(&t.dir), before);
 }
 

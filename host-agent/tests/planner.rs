@@ -8,9 +8,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use proptest::prelude::*;
 use symroute_agent::kernel::Snapshot;
+use symroute_agent::model::Target;
 use symroute_agent::model::{ImdsEni, Instance, Mac, RTPROT_SYMROUTE};
 use symroute_agent::ops::{AddrSpec, KernelRule, Link, Op, RouteSpec, RuleSpec};
-use symroute_agent::plan::{plan_apply, Selection};
+use symroute_agent::plan::plan_apply;
 
 const PRIMARY_MAC: &str = "0a:00:00:00:00:00";
 const DHCP: u8 = 16;
@@ -123,7 +124,7 @@ fn primary() -> ImdsEni {
 }
 
 /// The plan's changes as `ip` commands.
-fn lines(inst: &Instance, snap: &Snapshot, sel: &Selection) -> Vec<String> {
+fn lines(inst: &Instance, snap: &Snapshot, sel: &Target) -> Vec<String> {
     plan_apply(inst, snap, sel, false, &[])
         .ops()
         .iter()
@@ -135,7 +136,7 @@ struct Case {
     name: &'static str,
     inst: Instance,
     snap: Snapshot,
-    sel: Selection,
+    sel: Target,
     want: &'static [&'static str],
 }
 
@@ -168,7 +169,7 @@ fn cases() -> Vec<Case> {
             name: "a secondary a DHCP client configured gets its table and one rule",
             inst: instance(vec![primary(), eni(1, &["10.0.1.20"])]),
             snap: dhcp_secondary.clone(),
-            sel: Selection::All,
+            sel: Target::All,
             want: &[
                 "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
@@ -179,7 +180,7 @@ fn cases() -> Vec<Case> {
             name: "an unconfigured secondary (down, no address) is brought up and addressed",
             inst: instance(vec![primary(), eni(1, &["10.0.1.20"])]),
             snap: host(&[(1, false)]),
-            sel: Selection::All,
+            sel: Target::All,
             want: &[
                 "ip link set eth1 up",
                 "ip addr add 10.0.1.20/24 dev eth1 label eth1:sr",
@@ -192,7 +193,7 @@ fn cases() -> Vec<Case> {
             name: "a secondary private address DHCP did not add is added, and each address gets a rule",
             inst: instance(vec![primary(), eni(1, &["10.0.1.20", "10.0.1.21"])]),
             snap: dhcp_secondary.clone(),
-            sel: Selection::All,
+            sel: Target::All,
             want: &[
                 "ip addr add 10.0.1.21/24 dev eth1 label eth1:sr",
                 "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
@@ -209,7 +210,7 @@ fn cases() -> Vec<Case> {
                 e
             }]),
             snap: dhcp_secondary.clone(),
-            sel: Selection::All,
+            sel: Target::All,
             want: &[
                 "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
@@ -221,14 +222,14 @@ fn cases() -> Vec<Case> {
             name: "a configured secondary needs nothing",
             inst: instance(vec![primary(), eni(1, &["10.0.1.20"])]),
             snap: configured.clone(),
-            sel: Selection::All,
+            sel: Target::All,
             want: &[],
         },
         Case {
             name: "a detached ENI's rule and routes are pruned under --all",
             inst: instance(vec![primary()]),
             snap: configured.clone(),
-            sel: Selection::All,
+            sel: Target::All,
             want: &[
                 "ip rule del from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
                 "ip route del 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
@@ -243,7 +244,7 @@ fn cases() -> Vec<Case> {
                 s.routes.push(route(254, "0.0.0.0/0", Some("10.0.1.1"), 1, DHCP, Some(100)));
                 s
             },
-            sel: Selection::All,
+            sel: Target::All,
             want: &[
                 "ip route add default via 10.0.1.1 dev eth1 proto dhcp metric 10001",
                 "ip route del default via 10.0.1.1 dev eth1 proto dhcp metric 100",
@@ -258,7 +259,7 @@ fn cases() -> Vec<Case> {
                 s.routes.push(route(200, "0.0.0.0/0", Some("10.0.1.1"), 1, KERNEL, None));
                 s
             },
-            sel: Selection::All,
+            sel: Target::All,
             want: &[],
         },
         Case {
@@ -274,7 +275,7 @@ fn cases() -> Vec<Case> {
                 s.routes.push(route(254, "::/0", Some("fe80::1"), 1, RA, Some(1024)));
                 s
             },
-            sel: Selection::All,
+            sel: Target::All,
             want: &[
                 "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
@@ -292,7 +293,7 @@ fn cases() -> Vec<Case> {
                 e
             }]),
             snap: configured.clone(),
-            sel: Selection::Eni(format!("eni-{:017x}", 2).parse().unwrap()),
+            sel: Target::Eni(format!("eni-{:017x}", 2).parse().unwrap()),
             want: &[
                 "ip route add 10.0.1.0/24 dev eth1 table 10002 proto 177 scope link src 10.0.1.20",
                 "ip route add default via 10.0.1.1 dev eth1 table 10002 proto 177",
@@ -306,7 +307,7 @@ fn cases() -> Vec<Case> {
             name: "an ENI with no link yet is planned nothing",
             inst: instance(vec![primary(), eni(1, &["10.0.1.20"])]),
             snap: host(&[]),
-            sel: Selection::All,
+            sel: Target::All,
             want: &[],
         },
     ]
@@ -481,7 +482,7 @@ fn generated() -> impl Strategy<Value = (Instance, Snapshot)> {
 proptest! {
     #[test]
     fn a_plan_then_its_inverses_in_reverse_order_restore_the_snapshot((inst, snap) in generated()) {
-        let ops = plan_apply(&inst, &snap, &Selection::All, false, &[]).ops();
+        let ops = plan_apply(&inst, &snap, &Target::All, false, &[]).ops();
         let mut host = snap.clone();
         for op in &ops {
             run(&mut host, op);
@@ -494,12 +495,12 @@ proptest! {
 
     #[test]
     fn after_one_plan_the_next_plan_is_empty((inst, snap) in generated()) {
-        let ops = plan_apply(&inst, &snap, &Selection::All, false, &[]).ops();
+        let ops = plan_apply(&inst, &snap, &Target::All, false, &[]).ops();
         let mut host = snap.clone();
         for op in &ops {
             run(&mut host, op);
         }
-        let again: Vec<String> = plan_apply(&inst, &host, &Selection::All, false, &[]).ops().iter().map(|o| o.to_string()).collect();
+        let again: Vec<String> = plan_apply(&inst, &host, &Target::All, false, &[]).ops().iter().map(|o| o.to_string()).collect();
         prop_assert!(again.is_empty(), "first {:?}\nthen {:?}", ops.iter().map(|o| o.to_string()).collect::<Vec<_>>(), again);
     }
 }

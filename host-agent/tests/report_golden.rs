@@ -6,10 +6,11 @@ use std::fs;
 use std::path::PathBuf;
 
 use symroute_agent::kernel::Snapshot;
+use symroute_agent::model::Target;
 use symroute_agent::model::{ImdsEni, Instance, RTPROT_SYMROUTE};
 use symroute_agent::ops::{AddrSpec, KernelRule, Link, RouteSpec, RuleSpec};
 use symroute_agent::persist::{Backend, FileAction, FileChange, PersistReport, Persisted};
-use symroute_agent::plan::{plan_apply, Selection};
+use symroute_agent::plan::plan_apply;
 use symroute_agent::report::{Action, EniReport, Report};
 use symroute_agent::verify::Check;
 
@@ -90,7 +91,7 @@ fn world() -> (Instance, Snapshot) {
 
 fn report(action: Action, dry_run: bool) -> Report {
     let (inst, snap) = world();
-    let plan = plan_apply(&inst, &snap, &Selection::All, false, &[]);
+    let plan = plan_apply(&inst, &snap, &Target::All, false, &[]);
     let mut r = Report::new(action, dry_run);
     r.instance_id = inst.instance_id.clone();
     r.enis = plan.enis.iter().map(EniReport::from_plan).collect();

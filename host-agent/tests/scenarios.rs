@@ -841,8 +841,9 @@ fn termination_never_leaves_half_an_apply() {
         }
         assert_eq!(bed.routing_state(), before);
     };
-    // The changes happen in a window of a few milliseconds at the end of a run: find how long
-    // a run takes, then send SIGTERM at every quarter millisecond around its end.
+    // The changes happen in a window of a few milliseconds near the end of a run, whose length
+    // varies with the machine's load: measure a run, then send SIGTERM at delays spread over the
+    // whole run (and a little past it), in rounds, until one lands inside the window.
     let mut took = std::time::Duration::ZERO;
     for _ in 0..3 {
         reset(&bed);
@@ -850,14 +851,21 @@ fn termination_never_leaves_half_an_apply() {
         bed.apply(&[]);
         took = took.max(start.elapsed());
     }
-    let end_us = took.as_micros() as u64;
-    let delays: Vec<u64> = (0..80)
-        .map(|k| end_us.saturating_sub(16_000) + k * 250)
-        .collect();
+    let span_us = took.as_micros() as u64 * 6 / 5;
     // (untouched, complete after exiting on its own or being stopped after the window,
     //  complete with the signal held inside the window)
     let mut outcomes = (0, 0, 0);
-    for delay_us in delays {
+    const PER_ROUND: u64 = 80;
+    const ROUNDS: u64 = 6;
+    let delays = (0..ROUNDS * PER_ROUND).map(|k| {
+        // Each round covers the span evenly, shifted by a fraction of a step from the last.
+        let (round, i) = (k / PER_ROUND, k % PER_ROUND);
+        (i * span_us + round * span_us / ROUNDS) / PER_ROUND
+    });
+    for (k, delay_us) in delays.enumerate() {
+        if outcomes.2 > 0 && (k as u64).is_multiple_of(PER_ROUND) {
+            break;
+        }
         reset(&bed);
         let child = bed
             .inst
@@ -903,7 +911,8 @@ fn termination_never_leaves_half_an_apply() {
     // Without this the sweep could miss the window every time and prove nothing about it.
     assert!(
         outcomes.2 > 0,
-        "no SIGTERM of the sweep landed inside the change window: widen the sweep"
+        "no SIGTERM of {} landed inside the change window (a run takes {took:?})",
+        outcomes.0 + outcomes.1
     );
 }
 

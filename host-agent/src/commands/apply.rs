@@ -9,12 +9,13 @@ use crate::execute;
 use crate::imds::Imds;
 use crate::kernel::Kernel;
 use crate::lock;
-use crate::plan::{plan_apply, EniStatus, Selection};
+use crate::model::Target;
+use crate::plan::{plan_apply, EniStatus};
 use crate::report::{EniReport, Report};
 use crate::verify;
 
 pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
-    let sel = super::selection(&args.target);
+    let sel = args.target.target();
     let root = super::persist_root(args.root.as_deref())?;
     if !args.dry_run {
         crate::platform::check(&root.path("/"), args.persist != PersistMode::None)?;
@@ -34,7 +35,7 @@ pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
 
 fn apply(
     args: &ApplyArgs,
-    sel: &Selection,
+    sel: &Target,
     root: &crate::persist::Root,
     imds: &Imds,
     kernel: &mut Kernel,
@@ -45,7 +46,7 @@ fn apply(
     debug!("metadata: {} ENI(s)", inst.enis.len());
     // The primary interface is never changed unless asked twice: naming it is not enough.
     if let Some(primary) = inst.enis.iter().find(|e| {
-        *sel != Selection::All
+        *sel != Target::All
             && sel.matches(e)
             && (inst.primary_mac == Some(e.mac)
                 || (inst.primary_mac.is_none() && e.is_primary_device()))
@@ -207,7 +208,7 @@ fn apply(
     if let Some(u) = inst
         .unusable
         .iter()
-        .find(|u| u.kind == crate::model::UnusableKind::Malformed && *sel == Selection::All)
+        .find(|u| u.kind == crate::model::UnusableKind::Malformed && *sel == Target::All)
     {
         return Err(Error::bad_metadata(
             format!("network/interfaces/macs/{}/", u.mac),

@@ -7,13 +7,12 @@ pub mod status;
 
 use std::time::Instant;
 
-use crate::cli::{ApplyArgs, Command, PersistMode, RemoveArgs, Target};
+use crate::cli::{ApplyArgs, Command, PersistMode, RemoveArgs};
 use crate::error::{Error, Result};
 use crate::kernel::Snapshot;
-use crate::model::{Instance, Mac};
+use crate::model::{Instance, Mac, Target};
 use crate::persist::{self, Backend};
-use crate::plan::Selection;
-use crate::plan::{desired, EniStatus, Plan, RemoveSelection};
+use crate::plan::{desired, EniStatus, Plan};
 use crate::report::{Action, Report};
 
 /// How long a run waits for another run to finish before giving up.
@@ -45,14 +44,6 @@ pub fn run(command: &Command) -> Report {
     }
     report.duration_ms = start.elapsed().as_millis() as u64;
     report
-}
-
-pub fn selection(t: &Target) -> Selection {
-    match (&t.eni, &t.mac) {
-        (Some(e), _) => Selection::Eni(e.clone()),
-        (_, Some(m)) => Selection::Mac(*m),
-        _ => Selection::All,
-    }
 }
 
 /// Checks `--root` before anything changes.
@@ -109,7 +100,7 @@ pub fn persist_apply(
     inst: &Instance,
     plan: &Plan,
     snap: &Snapshot,
-    sel: &Selection,
+    sel: &Target,
     report: &mut Report,
 ) -> Result<persist::Journal> {
     let enis: Vec<persist::EniConfig> = plan
@@ -134,7 +125,7 @@ pub fn persist_apply(
     };
     report.persist.backend = persist::Persisted::By(backend);
     let attached: Vec<Mac> = inst.enis.iter().map(|e| e.mac).collect();
-    let prune = (*sel == Selection::All).then_some(attached.as_slice());
+    let prune = (*sel == Target::All).then_some(attached.as_slice());
     let ops = persist::plan_apply(backend, root, &enis, prune)?;
     run_file_ops(root, &ops, args.dry_run, report)
 }
@@ -180,7 +171,7 @@ pub fn persist_remove(
     args: &RemoveArgs,
     root: &persist::Root,
     inst: &Instance,
-    sel: &RemoveSelection,
+    sel: &Target,
     report: &mut Report,
 ) -> Result<persist::Journal> {
     if args.persist == PersistMode::None {
@@ -193,19 +184,16 @@ pub fn persist_remove(
         ..Default::default()
     };
     let attached: Vec<Mac> = inst.enis.iter().map(|e| e.mac).collect();
-    let eni = match sel {
-        RemoveSelection::One(s) => inst.enis.iter().find(|e| s.matches(e)),
-        _ => None,
-    };
-    let which = match (sel, eni) {
-        (RemoveSelection::All, _) => persist::Which::All,
-        (RemoveSelection::One(_), Some(e)) => persist::Which::Eni {
-            mac: Some(e.mac),
-            eni_id: None,
+    // An ENI named but no longer attached: its files go with every detached ENI's, as its live
+    // state does (plan_remove says so in a note).
+    let files = match sel {
+        Target::Eni(_) | Target::Mac(_) => match inst.enis.iter().find(|e| sel.matches(e)) {
+            Some(e) => Target::Mac(e.mac),
+            None => Target::Stale,
         },
-        _ => persist::Which::NotAttached(&attached),
+        t => t.clone(),
     };
-    let ops = persist::plan_remove(root, &which);
+    let ops = persist::plan_remove(root, &files, &attached);
     run_file_ops(root, &ops, args.dry_run, report)
 }
 

@@ -5,16 +5,15 @@ use crate::imds::Imds;
 use crate::kernel::Kernel;
 use crate::lock;
 use crate::model::Instance;
-use crate::plan::{plan_remove, RemoveSelection};
+use crate::model::Target;
+use crate::plan::plan_remove;
 use crate::report::{EniReport, Report};
 
 pub fn run(args: &RemoveArgs, report: &mut Report) -> Result<()> {
     let sel = if args.stale {
-        RemoveSelection::Stale
-    } else if args.target.eni.is_some() || args.target.mac.is_some() {
-        RemoveSelection::One(super::selection(&args.target))
-    } else if args.target.all {
-        RemoveSelection::All
+        Target::Stale
+    } else if args.target.eni.is_some() || args.target.mac.is_some() || args.target.all {
+        args.target.target()
     } else {
         return Err(crate::error::Error::Usage(
             "remove needs a target: --all, --eni ENI_ID, --mac MAC or --stale".into(),
@@ -32,7 +31,7 @@ pub fn run(args: &RemoveArgs, report: &mut Report) -> Result<()> {
     let mut kernel = Kernel::connect()?;
     let imds = Imds::from_env()?;
     // Removing everything needs no metadata: it must work even when IMDS does not.
-    let inst = if sel == RemoveSelection::All {
+    let inst = if sel == Target::All {
         Instance::default()
     } else {
         imds.instance()?

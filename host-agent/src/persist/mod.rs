@@ -24,7 +24,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::{EniId, ImdsEni, Mac};
+use crate::model::{EniId, ImdsEni, Mac, Target};
 use crate::ops::{Link, RouteSpec, RuleSpec};
 use crate::plan::Desired;
 
@@ -493,29 +493,13 @@ fn read_head(path: &Path) -> Option<String> {
     Some(s.lines().next().unwrap_or("").to_owned())
 }
 
-/// Which ENIs' files `remove` deletes.
-#[derive(Clone, Debug)]
-pub enum Which<'a> {
-    All,
-    /// Files of ENIs whose MAC is not among these (detached).
-    NotAttached(&'a [Mac]),
-    /// Files of this ENI (by MAC or id).
-    Eni {
-        mac: Option<Mac>,
-        eni_id: Option<&'a str>,
-    },
-}
-
 /// Deletes for `remove`, plus the shared files no ENI needs any more.
-pub fn plan_remove(root: &Root, which: &Which) -> Vec<FileOp> {
+/// `attached`: the MACs attached now (for `Target::Stale`).
+pub fn plan_remove(root: &Root, target: &Target, attached: &[Mac]) -> Vec<FileOp> {
     let owned = owned_files(root);
-    let goes = |o: &Owner| match (o, which) {
-        (Owner::Shared, _) => false,
-        (Owner::Eni { .. }, Which::All) => true,
-        (Owner::Eni { mac, .. }, Which::NotAttached(macs)) => !macs.contains(mac),
-        (Owner::Eni { mac, eni_id }, Which::Eni { mac: m, eni_id: id }) => {
-            Some(*mac) == *m || Some(eni_id.as_str()) == *id
-        }
+    let goes = |o: &Owner| match o {
+        Owner::Shared => false,
+        Owner::Eni { mac, eni_id } => target.owns_files_of(*mac, eni_id, attached),
     };
     let mut ops: Vec<FileOp> = owned
         .iter()
