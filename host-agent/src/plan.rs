@@ -215,6 +215,52 @@ pub fn foreign_owner(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Option<Stri
         })
 }
 
+/// Who routes an ENI, decided once for `apply` and `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ownership {
+    /// A rule that is not symroute's already routes the ENI out of its own link (see
+    /// [`foreign_owner`]).
+    pub foreign: Option<String>,
+    /// symroute's own rule for the ENI's table is installed.
+    pub ours: bool,
+    /// symroute persisted this ENI: after a reboot the network manager installs symroute's rules
+    /// under its own protocol number, so a "foreign" rule is symroute's own.
+    pub persisted: bool,
+}
+
+impl Ownership {
+    pub fn of(eni: &ImdsEni, link: &Link, snap: &Snapshot, persisted: &[Mac]) -> Ownership {
+        let t = eni.table();
+        Ownership {
+            foreign: foreign_owner(eni, link, snap),
+            ours: ours_rules(snap).any(|r| r.priority == t),
+            persisted: persisted.contains(&eni.mac),
+        }
+    }
+
+    /// Another tool's, which `apply` leaves alone without `--force`.
+    pub fn other(&self) -> Option<&str> {
+        if self.persisted {
+            None
+        } else {
+            self.foreign.as_deref()
+        }
+    }
+
+    /// Who, in words (`status`): symroute live, symroute through the network manager, another
+    /// tool, or nobody.
+    pub fn describe(&self) -> Option<String> {
+        match (&self.foreign, self.persisted, self.ours) {
+            (Some(_), true, _) => {
+                Some("symroute (persisted configuration, installed by the network manager)".into())
+            }
+            (_, _, true) => Some("symroute".into()),
+            (Some(f), false, false) => Some(f.clone()),
+            (None, _, false) => None,
+        }
+    }
+}
+
 /// A DHCP default on a secondary that is as good as or better than the primary's takes over
 /// the instance's outbound traffic: move it behind the primary's, keeping it.
 fn demotions(eni: &ImdsEni, link: &Link, snap: &Snapshot, primary: Option<&Link>) -> Vec<Op> {
@@ -463,11 +509,9 @@ pub fn plan_apply(
         match link {
             None => p.status = EniStatus::Missing,
             Some(link) => {
-                p.owner = if persisted.contains(&eni.mac) {
-                    None
-                } else {
-                    foreign_owner(eni, link, snap)
-                };
+                p.owner = Ownership::of(eni, link, snap, persisted)
+                    .other()
+                    .map(str::to_owned);
                 if p.owner.is_some() && !force {
                     p.status = EniStatus::ManagedByOther;
                 } else {

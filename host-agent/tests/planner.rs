@@ -504,3 +504,43 @@ proptest! {
         prop_assert!(again.is_empty(), "first {:?}\nthen {:?}", ops.iter().map(|o| o.to_string()).collect::<Vec<_>>(), again);
     }
 }
+
+/// One classifier for `apply` and `status`: who routes an ENI, from the three facts.
+#[test]
+fn ownership_says_who_routes_an_eni_for_apply_and_status() {
+    use symroute_agent::plan::Ownership;
+    let foreign = || {
+        Some("rule `from 10.0.1.20/32 lookup 200 pref 32765` (protocol 2) already routes it via eth1".to_string())
+    };
+    let persisted_text = "symroute (persisted configuration, installed by the network manager)";
+    // (foreign rule, ours, persisted) -> (apply leaves it to another tool?, status says)
+    let symroute = Some("symroute".to_string());
+    let by_manager = Some(persisted_text.to_string());
+    let cases = [
+        (None, false, false, false, None),
+        (None, true, false, false, symroute.clone()),
+        (foreign(), false, false, true, foreign()),
+        (foreign(), true, false, true, symroute.clone()),
+        (foreign(), false, true, false, by_manager.clone()),
+        (foreign(), true, true, false, by_manager.clone()),
+    ];
+    for (foreign, ours, persisted, other, says) in cases {
+        let o = Ownership {
+            foreign,
+            ours,
+            persisted,
+        };
+        assert_eq!(o.other().is_some(), other, "{o:?}");
+        assert_eq!(o.describe(), says, "{o:?}");
+    }
+    // Read from a snapshot: a foreign table via eth1 is another tool's until symroute persisted it.
+    let inst = instance(vec![primary(), eni(1, &["10.0.1.20"])]);
+    let mut snap = host(&[(1, true)]);
+    snap.rules.push(rule(32765, "10.0.1.20/32", 200, KERNEL));
+    snap.routes
+        .push(route(200, "0.0.0.0/0", Some("10.0.1.1"), 1, KERNEL, None));
+    let o = Ownership::of(&inst.enis[1], &snap.links[1], &snap, &[]);
+    assert!(o.other().is_some() && !o.ours);
+    let o = Ownership::of(&inst.enis[1], &snap.links[1], &snap, &[mac(1)]);
+    assert!(o.other().is_none() && o.persisted);
+}

@@ -3,8 +3,7 @@ use std::net::IpAddr;
 use crate::error::Result;
 use crate::imds::Imds;
 use crate::kernel::Kernel;
-use crate::model::RTPROT_SYMROUTE;
-use crate::plan::{foreign_owner, EniPlan, EniStatus};
+use crate::plan::{EniPlan, EniStatus, Ownership};
 use crate::report::{EniReport, Report};
 use crate::verify;
 
@@ -23,31 +22,16 @@ pub fn run(report: &mut Report) -> Result<()> {
     for eni in &inst.enis {
         let link = snap.link_by_mac(eni.mac);
         let t = eni.table();
-        let mut owner = link.and_then(|l| foreign_owner(eni, l, &snap));
-        // After a reboot the network manager installs symroute's persisted rules itself.
-        if owner.is_some() && persisted.contains(&eni.mac) {
-            owner =
-                Some("symroute (persisted configuration, installed by the network manager)".into());
-        }
-        let by_manager = persisted.contains(&eni.mac) && owner.is_some();
-        let ours = snap
-            .rules
-            .iter()
-            .filter_map(|r| r.spec.as_ref())
-            .any(|r| r.priority == t && r.protocol == RTPROT_SYMROUTE);
+        let ownership = link.map(|l| Ownership::of(eni, l, &snap, &persisted));
         let plan = EniPlan {
             eni: eni.clone(),
             link: link.cloned(),
-            status: match (link, &owner) {
-                (None, _) => EniStatus::Missing,
-                (Some(_), Some(_)) if !ours && !by_manager => EniStatus::ManagedByOther,
-                _ => EniStatus::Configure,
+            status: match &ownership {
+                None => EniStatus::Missing,
+                Some(o) if o.other().is_some() && !o.ours => EniStatus::ManagedByOther,
+                Some(_) => EniStatus::Configure,
             },
-            owner: if ours && !by_manager {
-                Some("symroute".into())
-            } else {
-                owner
-            },
+            owner: ownership.as_ref().and_then(Ownership::describe),
             ops: Vec::new(),
             warnings: Vec::new(),
         };
