@@ -21,8 +21,12 @@ pub enum Error {
     #[error("instance metadata service at {endpoint} failed: {reason} (is this an EC2 instance with IMDS enabled? set AWS_EC2_METADATA_SERVICE_ENDPOINT to override)")]
     Imds { endpoint: String, reason: String },
 
-    #[error("netlink: {0}")]
-    Netlink(String),
+    #[error("netlink: {context}: {source}")]
+    Netlink {
+        context: String,
+        #[source]
+        source: crate::kernel::NlError,
+    },
 
     #[error("{what} did not appear within {}s: {detail}", waited.as_secs())]
     NotAppeared {
@@ -37,12 +41,19 @@ pub enum Error {
     #[error("could not take the run lock: {0}")]
     Lock(String),
 
-    #[error("{failed}: {cause}; rolled back {undone} change(s){}", rollback_note(.rollback_errors))]
+    #[error("could not take the run lock: {context}: {source}")]
+    LockIo {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{failed}: {source}; {rollback}")]
     ApplyFailed {
         failed: String,
-        cause: String,
-        undone: usize,
-        rollback_errors: Vec<String>,
+        #[source]
+        source: crate::kernel::NlError,
+        rollback: Rollback,
     },
 
     #[error("verification failed: {0}")]
@@ -50,13 +61,38 @@ pub enum Error {
 
     #[error("persisting the routing failed: {0}")]
     Persist(String),
+
+    #[error("persisting the routing failed: {context}: {source}")]
+    PersistIo {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A persistence failure after which the live changes were undone too.
+    #[error("{source}; live changes: {rollback}")]
+    PersistRolledBack {
+        #[source]
+        source: Box<Error>,
+        rollback: Rollback,
+    },
 }
 
-fn rollback_note(errors: &[String]) -> String {
-    if errors.is_empty() {
-        String::new()
-    } else {
-        format!("; rollback incomplete: {}", errors.join("; "))
+/// What undoing a run's changes did: how many it undid, and what it could not undo. The one
+/// wording of every "rolled back" in the agent's messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rollback {
+    pub undone: usize,
+    pub errors: Vec<String>,
+}
+
+impl std::fmt::Display for Rollback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rolled back {} change(s)", self.undone)?;
+        if !self.errors.is_empty() {
+            write!(f, "; rollback incomplete: {}", self.errors.join("; "))?;
+        }
+        Ok(())
     }
 }
 
@@ -66,12 +102,29 @@ impl Error {
             Error::Usage(_) | Error::BadMetadata { .. } => EXIT_BAD_INPUT,
             Error::NotAppeared { .. } => EXIT_NOT_APPEARED,
             Error::Imds { .. }
-            | Error::Netlink(_)
+            | Error::Netlink { .. }
             | Error::Locked(_)
             | Error::Lock(_)
+            | Error::LockIo { .. }
             | Error::ApplyFailed { .. }
             | Error::Verify(_)
-            | Error::Persist(_) => EXIT_FAILED,
+            | Error::Persist(_)
+            | Error::PersistIo { .. }
+            | Error::PersistRolledBack { .. } => EXIT_FAILED,
+        }
+    }
+
+    pub fn netlink(context: impl Into<String>, source: crate::kernel::NlError) -> Self {
+        Error::Netlink {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn lock_io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::LockIo {
+            context: context.into(),
+            source,
         }
     }
 
@@ -84,3 +137,53 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::kernel::NlError;
+
+    #[test]
+    fn errors_keep_their_cause_as_source_and_say_rolled_back_one_way() {
+        let e = Error::ApplyFailed {
+            failed: "`ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177` failed"
+                .into(),
+            source: NlError::Errno(22, "Invalid argument (os error 22)".into()),
+            rollback: Rollback {
+                undone: 2,
+                errors: vec![],
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "`ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177` failed: Invalid argument (os error 22); rolled back 2 change(s)"
+        );
+        assert!(e.source().unwrap().to_string().contains("os error 22"));
+        let e = Error::PersistRolledBack {
+            source: Box::new(Error::Persist(
+                "netplan generate rejected the configuration".into(),
+            )),
+            rollback: Rollback {
+                undone: 3,
+                errors: vec!["`ip rule del ...`: No such file".into()],
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "persisting the routing failed: netplan generate rejected the configuration; live changes: rolled back 3 change(s); rollback incomplete: `ip rule del ...`: No such file"
+        );
+        assert_eq!(e.exit_code(), EXIT_FAILED);
+        let io = Error::lock_io(
+            "/run/symroute",
+            std::io::Error::from_raw_os_error(libc::EACCES),
+        );
+        assert!(
+            io.source().is_some()
+                && io
+                    .to_string()
+                    .starts_with("could not take the run lock: /run/symroute: ")
+        );
+    }
+}

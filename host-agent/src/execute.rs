@@ -3,7 +3,7 @@
 
 use log::{debug, info, warn};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Rollback};
 use crate::kernel::{Kernel, Outcome};
 use crate::ops::Op;
 
@@ -14,21 +14,20 @@ pub struct Applied {
 }
 
 impl Applied {
-    /// Undoes this run's changes, newest first. Returns what could not be undone.
-    pub fn rollback(&mut self, kernel: &mut Kernel) -> (usize, Vec<String>) {
-        let mut undone = 0;
-        let mut errors = Vec::new();
+    /// Undoes this run's changes, newest first: how many, and what could not be undone.
+    pub fn rollback(&mut self, kernel: &mut Kernel) -> Rollback {
+        let mut done = Rollback::default();
         while let Some(op) = self.changed.pop() {
             let inv = op.inverse();
             match kernel.run(&inv) {
                 Ok(_) => {
-                    undone += 1;
+                    done.undone += 1;
                     info!("rolled back: {inv}");
                 }
-                Err(e) => errors.push(format!("`{inv}`: {e}")),
+                Err(e) => done.errors.push(format!("`{inv}`: {e}")),
             }
         }
-        (undone, errors)
+        done
     }
 }
 
@@ -43,12 +42,11 @@ pub fn run(kernel: &mut Kernel, ops: &[Op]) -> Result<Applied> {
             Ok(Outcome::AlreadyThere) => debug!("already so: {op}"),
             Err(e) => {
                 warn!("failed: {op}: {e}; rolling back");
-                let (undone, rollback_errors) = applied.rollback(kernel);
+                let rollback = applied.rollback(kernel);
                 return Err(Error::ApplyFailed {
                     failed: format!("`{op}` failed"),
-                    cause: e.to_string(),
-                    undone,
-                    rollback_errors,
+                    source: e,
+                    rollback,
                 });
             }
         }

@@ -23,11 +23,7 @@ use crate::error::{Error, Result};
 use crate::model::{Mac, RTPROT_SYMROUTE};
 use crate::ops::{AddrSpec, KernelRule, Link, Op, RouteSpec, RuleSpec};
 
-const EEXIST: i32 = 17;
-const ENOENT: i32 = 2;
-const ESRCH: i32 = 3;
-const EADDRNOTAVAIL: i32 = 99;
-const ENODEV: i32 = 19;
+use libc::{EADDRNOTAVAIL, EEXIST, ENODEV, ENOENT, ESRCH};
 
 /// Everything the planner needs to know about the kernel's current routing state.
 #[derive(Clone, Debug, Default)]
@@ -67,10 +63,15 @@ impl Kernel {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
-            .map_err(|e| Error::Netlink(format!("starting the runtime: {e}")))?;
-        let (conn, handle, _) = rt
-            .block_on(async { rtnetlink::new_connection() })
-            .map_err(|e| Error::Netlink(format!("opening the route netlink socket: {e}")))?;
+            .map_err(|e| Error::netlink("starting the runtime", NlError::Io(e.to_string())))?;
+        let (conn, handle, _) =
+            rt.block_on(async { rtnetlink::new_connection() })
+                .map_err(|e| {
+                    Error::netlink(
+                        "opening the route netlink socket",
+                        NlError::Io(e.to_string()),
+                    )
+                })?;
         rt.spawn(conn);
         Ok(Kernel {
             rt,
@@ -108,7 +109,7 @@ impl Kernel {
 
     fn dump(&mut self, msg: RouteNetlinkMessage, what: &str) -> Result<Vec<RouteNetlinkMessage>> {
         self.request(msg, NLM_F_REQUEST | NLM_F_DUMP)
-            .map_err(|e| Error::Netlink(format!("listing {what}: {e}")))
+            .map_err(|e| Error::netlink(format!("listing {what}"), e))
     }
 
     pub fn snapshot(&mut self) -> Result<Snapshot> {
@@ -251,6 +252,8 @@ pub enum NlError {
     Errno(i32, String),
     Io(String),
 }
+
+impl std::error::Error for NlError {}
 
 impl std::fmt::Display for NlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

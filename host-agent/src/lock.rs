@@ -29,7 +29,7 @@ pub struct RunLock {
 /// The lock file for this process's network namespace.
 fn path() -> Result<PathBuf> {
     let ns = fs::metadata("/proc/self/ns/net")
-        .map_err(|e| Error::Lock(format!("reading /proc/self/ns/net: {e}")))?;
+        .map_err(|e| Error::lock_io("reading /proc/self/ns/net", e))?;
     Ok(Path::new(DIR).join(format!("lock-{}", ns.ino())))
 }
 
@@ -38,9 +38,9 @@ fn private_dir() -> Result<()> {
     match fs::DirBuilder::new().mode(0o700).create(DIR) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::Lock(format!("creating {DIR}: {e}"))),
+        Err(e) => return Err(Error::lock_io(format!("creating {DIR}"), e)),
     }
-    let m = fs::symlink_metadata(DIR).map_err(|e| Error::Lock(format!("{DIR}: {e}")))?;
+    let m = fs::symlink_metadata(DIR).map_err(|e| Error::lock_io(DIR, e))?;
     if !m.is_dir() || m.uid() != 0 || m.permissions().mode() & 0o022 != 0 {
         return Err(Error::Lock(format!(
             "{DIR} is not a directory private to root (owner {}, mode {:o}): another user may \
@@ -62,7 +62,7 @@ pub fn acquire(timeout: Duration) -> Result<RunLock> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
-        .map_err(|e| Error::Lock(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::lock_io(path.display().to_string(), e))?;
     let start = Instant::now();
     let mut told = false;
     loop {
@@ -72,7 +72,7 @@ pub fn acquire(timeout: Duration) -> Result<RunLock> {
         }
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(Error::Lock(format!("{}: {err}", path.display())));
+            return Err(Error::lock_io(path.display().to_string(), err));
         }
         if start.elapsed() >= timeout {
             return Err(Error::Locked(timeout));

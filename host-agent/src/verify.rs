@@ -48,7 +48,7 @@ pub fn checks(
     for (src, dst) in pairs {
         let oif = kernel
             .route_get(src, dst)
-            .map_err(|e| Error::Netlink(format!("route lookup from {src} to {dst}: {e}")));
+            .map_err(|e| Error::netlink(format!("route lookup from {src} to {dst}"), e));
         let (via, ok) = match oif {
             Ok(Some(i)) => (
                 Some(

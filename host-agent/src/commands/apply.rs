@@ -159,19 +159,9 @@ fn apply(
             .collect();
         r.set_checks(checks);
         if !bad.is_empty() {
-            let (undone, errors) = a.rollback(kernel);
-            warn!(
-                "{}: verification failed; rolled back {undone} change(s)",
-                p.eni.eni_id
-            );
-            let mut msg = bad.join("; ");
-            if undone > 0 {
-                msg.push_str(&format!(" (rolled back {undone} change(s))"));
-            }
-            if !errors.is_empty() {
-                msg.push_str(&format!("; rollback incomplete: {}", errors.join("; ")));
-            }
-            failures.push(msg);
+            let rollback = a.rollback(kernel);
+            warn!("{}: verification failed; {rollback}", p.eni.eni_id);
+            failures.push(format!("{} ({rollback})", bad.join("; ")));
             p.status = EniStatus::Failed;
             r.status = EniStatus::Failed;
         }
@@ -187,14 +177,17 @@ fn apply(
 
     // Persist what now works, so the host's own network stack brings it back after a reboot.
     if let Err(e) = super::persist_apply(args, root, &inst, &plan, &snap, sel, report) {
-        let (mut undone, mut errors) = pruned.rollback(kernel);
+        let mut rollback = pruned.rollback(kernel);
         for a in applied.iter_mut().rev() {
-            let (u, e) = a.rollback(kernel);
-            undone += u;
-            errors.extend(e);
+            let r = a.rollback(kernel);
+            rollback.undone += r.undone;
+            rollback.errors.extend(r.errors);
         }
         report.changes = 0;
-        return Err(super::persist_failed(e, undone, errors));
+        return Err(Error::PersistRolledBack {
+            source: Box::new(e),
+            rollback,
+        });
     }
     if !failures.is_empty() {
         return Err(Error::Verify(format!(

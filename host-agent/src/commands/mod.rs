@@ -8,7 +8,7 @@ pub mod status;
 use std::time::Instant;
 
 use crate::cli::{ApplyArgs, Command, PersistMode, RemoveArgs};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernel::Snapshot;
 use crate::model::{Instance, Mac, Target};
 use crate::persist::{self, Backend};
@@ -195,17 +195,4 @@ pub fn persist_remove(
     };
     let ops = persist::plan_remove(root, &files, &attached);
     run_file_ops(root, &ops, args.dry_run, report)
-}
-
-/// A persistence failure after the live changes were made and rolled back.
-pub fn persist_failed(e: Error, undone: usize, errors: Vec<String>) -> Error {
-    let mut msg = match e {
-        Error::Persist(m) => m,
-        other => other.to_string(),
-    };
-    msg.push_str(&format!("; rolled back {undone} live change(s)"));
-    if !errors.is_empty() {
-        msg.push_str(&format!("; rollback incomplete: {}", errors.join("; ")));
-    }
-    Error::Persist(msg)
 }

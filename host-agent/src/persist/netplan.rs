@@ -320,9 +320,10 @@ pub fn generate(root: &Root) -> Result<bool> {
     if root.path("/") != Path::new("/") {
         cmd.arg("--root-dir").arg(root.path("/"));
     }
-    let out = cmd
-        .output()
-        .map_err(|e| Error::Persist(format!("running {bin} generate: {e}")))?;
+    let out = cmd.output().map_err(|source| Error::PersistIo {
+        context: format!("running {bin} generate"),
+        source,
+    })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
