@@ -75,7 +75,7 @@ fn refused(inst: &Instance, sel: &Target) -> Option<Error> {
 /// Returns the instance once everything selected is ready. With `--all`, whatever is still not
 /// ready when the wait ends is returned as `pending` (the rest is configured); for one ENI,
 /// the wait ending is an error (exit 3).
-pub fn wait_until_ready(
+pub(crate) fn wait_until_ready(
     imds: &Imds,
     kernel: &mut Kernel,
     sel: &Target,

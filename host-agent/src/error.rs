@@ -5,10 +5,10 @@ use std::time::Duration;
 
 /// Exit codes (the documented contract, README and --help): 0 done or nothing to do; 1 failed, host left as it
 /// was; 2 bad usage or input; 3 the ENI did not appear within `--wait`.
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_BAD_INPUT: u8 = 2;
-pub const EXIT_NOT_APPEARED: u8 = 3;
+pub(crate) const EXIT_OK: u8 = 0;
+pub(crate) const EXIT_FAILED: u8 = 1;
+pub(crate) const EXIT_BAD_INPUT: u8 = 2;
+pub(crate) const EXIT_NOT_APPEARED: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -114,21 +114,21 @@ impl Error {
         }
     }
 
-    pub fn netlink(context: impl Into<String>, source: crate::kernel::NlError) -> Self {
+    pub(crate) fn netlink(context: impl Into<String>, source: crate::kernel::NlError) -> Self {
         Error::Netlink {
             context: context.into(),
             source,
         }
     }
 
-    pub fn lock_io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn lock_io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::LockIo {
             context: context.into(),
             source,
         }
     }
 
-    pub fn bad_metadata(path: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn bad_metadata(path: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::BadMetadata {
             path: path.into(),
             reason: reason.into(),
@@ -136,7 +136,7 @@ impl Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {

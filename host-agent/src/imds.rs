@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::metadata::{parse_eni, parse_mac_list};
 use crate::model::{EniId, ImdsEni, Instance, Mac, Unusable, UnusableKind};
 
-pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
-pub const ENDPOINT_ENV: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
+pub(crate) const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
+pub(crate) const ENDPOINT_ENV: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
 
 const TOKEN_TTL_SECS: &str = "21600";
 /// Tries per request (the first plus retries), backing off 100, 200, 400, 800 ms.
@@ -42,7 +42,7 @@ enum Fetched {
 
 impl Imds {
     /// Uses `AWS_EC2_METADATA_SERVICE_ENDPOINT` when set, the standard address otherwise.
-    pub fn from_env() -> Result<Self> {
+    pub(crate) fn from_env() -> Result<Self> {
         let endpoint = std::env::var(ENDPOINT_ENV).unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned());
         Self::new(&endpoint)
     }
@@ -219,7 +219,7 @@ impl Imds {
     /// read; those in `keep` (already read and ready) are taken as they were, if still listed.
     /// A wait polls every second; re-reading every key of every ENI each time would, on a host
     /// with dozens of ENIs, approach IMDS's limit of 1,024 packets per second per interface.
-    pub fn refresh(&self, prev: &Instance, keep: &[Mac]) -> Result<Instance> {
+    pub(crate) fn refresh(&self, prev: &Instance, keep: &[Mac]) -> Result<Instance> {
         let kept: Vec<ImdsEni> = prev
             .enis
             .iter()

@@ -35,11 +35,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn link_by_mac(&self, mac: Mac) -> Option<&Link> {
+    pub(crate) fn link_by_mac(&self, mac: Mac) -> Option<&Link> {
         self.links.iter().find(|l| l.mac == Some(mac))
     }
 
-    pub fn link_by_index(&self, index: u32) -> Option<&Link> {
+    pub(crate) fn link_by_index(&self, index: u32) -> Option<&Link> {
         self.links.iter().find(|l| l.index == index)
     }
 }
@@ -59,7 +59,7 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    pub fn connect() -> Result<Self> {
+    pub(crate) fn connect() -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
@@ -221,7 +221,7 @@ impl Kernel {
     }
 
     /// Which link the kernel would send a packet from `src` to `dst` out of (no packet is sent).
-    pub fn route_get(
+    pub(crate) fn route_get(
         &mut self,
         src: IpAddr,
         dst: IpAddr,

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 
 const DIR: &str = "/run/symroute";
 
-pub struct RunLock {
+pub(crate) struct RunLock {
     _file: File,
 }
 
@@ -52,7 +52,7 @@ fn private_dir() -> Result<()> {
     Ok(())
 }
 
-pub fn acquire(timeout: Duration) -> Result<RunLock> {
+pub(crate) fn acquire(timeout: Duration) -> Result<RunLock> {
     private_dir()?;
     let path = path()?;
     let file = OpenOptions::new()

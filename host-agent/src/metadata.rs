@@ -14,7 +14,7 @@ use crate::model::{clip, EniId, ImdsEni, Mac, DEVICES_PER_CARD, MAX_NETWORK_CARD
 const MAX_LINES: usize = 256;
 
 /// Reads one field of the ENI's metadata directory: `Ok(None)` when the field does not exist.
-pub trait FieldSource {
+pub(crate) trait FieldSource {
     fn field(&mut self, name: &str) -> Result<Option<String>>;
 }
 
@@ -25,7 +25,7 @@ impl<F: FnMut(&str) -> Result<Option<String>>> FieldSource for F {
 }
 
 /// Parses the list of MAC directories (`network/interfaces/macs/`).
-pub fn parse_mac_list(body: &str) -> Result<Vec<Mac>> {
+pub(crate) fn parse_mac_list(body: &str) -> Result<Vec<Mac>> {
     let path = "network/interfaces/macs/";
     let mut macs = Vec::new();
     for line in lines(path, body)? {
@@ -41,7 +41,7 @@ pub fn parse_mac_list(body: &str) -> Result<Vec<Mac>> {
 }
 
 /// Parses one ENI from its metadata directory.
-pub fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> {
+pub(crate) fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> {
     let base = format!("network/interfaces/macs/{mac}/");
     let p = |f: &str| format!("{base}{f}");
     let required = |src: &mut dyn FieldSource, f: &str| -> Result<String> {
@@ -136,7 +136,7 @@ pub fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> {
     })
 }
 
-pub fn is_link_local(ip: &Ipv6Addr) -> bool {
+pub(crate) fn is_link_local(ip: &Ipv6Addr) -> bool {
     (ip.segments()[0] & 0xffc0) == 0xfe80
 }
 

@@ -8,12 +8,12 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Serialize, Serializer};
 
 /// First table / rule priority; compatible with amazon-ec2-net-utils.
-pub const TABLE_BASE: u32 = 10_000;
+pub(crate) const TABLE_BASE: u32 = 10_000;
 /// Device numbers per network card in the numbering scheme (`10000 + 100*card + device`).
-pub const DEVICES_PER_CARD: u32 = 100;
+pub(crate) const DEVICES_PER_CARD: u32 = 100;
 /// Highest network card we accept, so every priority stays below the kernel's `main` rule
 /// (32766) and nothing collides.
-pub const MAX_NETWORK_CARD: u32 = 99;
+pub(crate) const MAX_NETWORK_CARD: u32 = 99;
 
 /// The routing protocol number stamped on every rule, route and address the agent installs, so
 /// it can find and prune exactly its own state. Unassigned in the kernel's rtnetlink.h list.
@@ -37,7 +37,7 @@ impl FromStr for Mac {
 impl Mac {
     /// A MAC as another tool's network configuration may spell it: systemd-networkd and netplan
     /// accept either case, so a `MACAddress=0A:...` line matches this ENI too.
-    pub fn from_config(s: &str) -> Option<Mac> {
+    pub(crate) fn from_config(s: &str) -> Option<Mac> {
         s.to_ascii_lowercase().parse().ok()
     }
 }
@@ -124,7 +124,7 @@ impl Target {
 
     /// Whether the files of the ENI with this MAC and id are this target's, given the MACs
     /// attached now (for `remove`).
-    pub fn owns_files_of(&self, mac: Mac, eni_id: &str, attached: &[Mac]) -> bool {
+    pub(crate) fn owns_files_of(&self, mac: Mac, eni_id: &str, attached: &[Mac]) -> bool {
         match self {
             Target::All => true,
             Target::Stale => !attached.contains(&mac),
@@ -145,7 +145,7 @@ impl Target {
 
 /// Shortens hostile input before it is echoed in an error line (the agent's bound on the one
 /// definition of clipping both sides share).
-pub fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     symroute_ids::clip(s, 64)
 }
 
@@ -181,16 +181,16 @@ impl ImdsEni {
     }
 
     /// The VPC router: the subnet's first host.
-    pub fn gateway_v4(&self) -> Ipv4Addr {
+    pub(crate) fn gateway_v4(&self) -> Ipv4Addr {
         first_host(self.subnet_v4)
     }
 
-    pub fn is_primary_device(&self) -> bool {
+    pub(crate) fn is_primary_device(&self) -> bool {
         self.device_number == 0 && self.network_card == 0
     }
 }
 
-pub fn first_host(net: Ipv4Net) -> Ipv4Addr {
+pub(crate) fn first_host(net: Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()).wrapping_add(1))
 }
 
@@ -239,23 +239,15 @@ impl Unusable {
 }
 
 impl Instance {
-    pub fn by_mac(&self, mac: Mac) -> Option<&ImdsEni> {
-        self.enis.iter().find(|e| e.mac == mac)
-    }
-
-    pub fn by_eni(&self, id: &EniId) -> Option<&ImdsEni> {
-        self.enis.iter().find(|e| &e.eni_id == id)
-    }
-
     /// An ENI is settled when its numbers can be trusted: the primary interface, or a secondary
     /// that no longer reports the transient device number 0 and, on an instance whose other
     /// ENIs publish `network-card`, publishes it too.
-    pub fn is_settled(&self, eni: &ImdsEni) -> bool {
+    pub(crate) fn is_settled(&self, eni: &ImdsEni) -> bool {
         self.unsettled(eni).is_none()
     }
 
     /// Why an ENI's numbers cannot be trusted yet, or `None`.
-    pub fn unsettled(&self, eni: &ImdsEni) -> Option<String> {
+    pub(crate) fn unsettled(&self, eni: &ImdsEni) -> Option<String> {
         if self.primary_mac == Some(eni.mac) {
             return None;
         }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::model::{Mac, RTPROT_SYMROUTE};
 
 /// The kernel's default metric for IPv6 routes given none.
-pub const IP6_DEFAULT_METRIC: u32 = 1024;
+pub(crate) const IP6_DEFAULT_METRIC: u32 = 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Link {
@@ -46,7 +46,7 @@ pub struct RouteSpec {
 
 impl RouteSpec {
     /// The metric as the kernel stores it, so desired and dumped routes compare equal.
-    pub fn effective_metric(&self) -> u32 {
+    pub(crate) fn effective_metric(&self) -> u32 {
         match (self.metric, self.dst) {
             (Some(m), _) => m,
             (None, IpNet::V6(_)) => IP6_DEFAULT_METRIC,
@@ -64,7 +64,7 @@ impl RouteSpec {
             && self.effective_metric() == other.effective_metric()
     }
 
-    pub fn is_default(&self) -> bool {
+    pub(crate) fn is_default(&self) -> bool {
         self.dst.prefix_len() == 0
     }
 }

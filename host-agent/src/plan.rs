@@ -88,7 +88,7 @@ fn ours_addrs(snap: &Snapshot) -> impl Iterator<Item = &AddrSpec> {
 }
 
 /// Rules depend on IMDS alone, so they can be computed for ENIs without a link.
-pub fn desired_rules(eni: &ImdsEni) -> Vec<RuleSpec> {
+pub(crate) fn desired_rules(eni: &ImdsEni) -> Vec<RuleSpec> {
     let t = eni.table();
     let rule = |src: IpNet| RuleSpec {
         priority: t,
@@ -110,7 +110,7 @@ pub fn desired_rules(eni: &ImdsEni) -> Vec<RuleSpec> {
 
 /// The router the interface learned for IPv6: the main table's default via that link (the RA
 /// default), lowest metric first.
-pub fn learned_v6_router(snap: &Snapshot, link: &Link) -> Option<Ipv6Addr> {
+pub(crate) fn learned_v6_router(snap: &Snapshot, link: &Link) -> Option<Ipv6Addr> {
     let mut defaults: Vec<&RouteSpec> = snap
         .routes
         .iter()
@@ -195,7 +195,7 @@ pub fn desired(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Desired {
 
 /// Another tool routes this ENI symmetrically when a foreign `from <its address> lookup T`
 /// rule points at a table that sends traffic out of the ENI's own link.
-pub fn foreign_owner(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Option<String> {
+pub(crate) fn foreign_owner(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Option<String> {
     let primary = IpAddr::V4(eni.primary_ipv4());
     snap.rules
         .iter()
@@ -438,7 +438,7 @@ pub fn stale(inst: &Instance, snap: &Snapshot) -> Vec<Op> {
 }
 
 /// Everything the agent owns for one ENI (or for all, with `None`).
-pub fn owned(snap: &Snapshot, eni: Option<(&ImdsEni, Option<&Link>)>) -> Vec<Op> {
+pub(crate) fn owned(snap: &Snapshot, eni: Option<(&ImdsEni, Option<&Link>)>) -> Vec<Op> {
     let (table, index) = match eni {
         Some((e, l)) => (Some(e.table()), l.map(|l| l.index)),
         None => (None, None),
@@ -574,7 +574,7 @@ pub fn plan_remove(inst: &Instance, snap: &Snapshot, sel: &Target) -> (Plan, Opt
 }
 
 /// Off-link destinations for route lookups. Only asked of the kernel's FIB; nothing is sent.
-pub fn probe_destinations(eni: &ImdsEni) -> (Ipv4Addr, Ipv6Addr) {
+pub(crate) fn probe_destinations(eni: &ImdsEni) -> (Ipv4Addr, Ipv6Addr) {
     let v4 = ["192.0.2.1", "198.51.100.1", "203.0.113.1"]
         .iter()
         .map(|s| s.parse::<Ipv4Addr>().expect("literal"))

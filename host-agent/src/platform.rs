@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 /// Bottlerocket runs the agent (through SSM) in its control or admin container, whose network
 /// is not the host's and whose /etc is not the host's configuration; Bottlerocket configures
 /// its ENIs through its own settings API.
-pub fn bottlerocket(os_release: Option<&str>, admin_container_marker: bool) -> bool {
+pub(crate) fn bottlerocket(os_release: Option<&str>, admin_container_marker: bool) -> bool {
     admin_container_marker
         || os_release.is_some_and(|t| {
             t.lines()

@@ -103,7 +103,7 @@ impl Report {
         Report {
             action,
             ok: true,
-            exit_code: 0,
+            exit_code: crate::error::EXIT_OK,
             dry_run,
             instance_id: None,
             enis: Vec::new(),

@@ -16,7 +16,7 @@ use crate::plan::{desired, EniStatus, Plan};
 use crate::report::{Action, Report};
 
 /// How long a run waits for another run to finish before giving up.
-pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+pub(crate) const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub fn run(command: &Command) -> Report {
     let start = Instant::now();
@@ -47,12 +47,12 @@ pub fn run(command: &Command) -> Report {
 }
 
 /// Checks `--root` before anything changes.
-pub fn persist_root(root: Option<&std::path::Path>) -> Result<persist::Root> {
+pub(crate) fn persist_root(root: Option<&std::path::Path>) -> Result<persist::Root> {
     persist::Root::new(root)
 }
 
 /// ENIs that symroute's own persisted files configure (whatever the backend).
-pub fn persisted_macs(root: &persist::Root) -> Vec<Mac> {
+pub(crate) fn persisted_macs(root: &persist::Root) -> Vec<Mac> {
     persist::owned_files(root)
         .into_iter()
         .filter_map(|(_, o)| match o {
@@ -94,7 +94,7 @@ fn persist_choice(
 /// `apply`: writes every configured ENI's routing into the host's network configuration (or,
 /// with --dry-run, reports what it would write). The journal undoes the files if a later step
 /// fails.
-pub fn persist_apply(
+pub(crate) fn persist_apply(
     args: &ApplyArgs,
     root: &persist::Root,
     inst: &Instance,
@@ -167,7 +167,7 @@ fn netplan_generate(root: &persist::Root, report: &mut Report) -> Result<()> {
 }
 
 /// `remove`: deletes the files apply wrote for the removed ENIs (none with --persist none).
-pub fn persist_remove(
+pub(crate) fn persist_remove(
     args: &RemoveArgs,
     root: &persist::Root,
     inst: &Instance,

@@ -16,7 +16,7 @@ use crate::model::RTPROT_SYMROUTE;
 pub const DIR: &str = "/etc/sysconfig/network-scripts";
 
 /// The `ip route` arguments of a route (after `ip route add`).
-pub fn route_line(r: &crate::ops::RouteSpec) -> String {
+pub(crate) fn route_line(r: &crate::ops::RouteSpec) -> String {
     let mut s = if r.is_default() {
         "default".to_string()
     } else {
@@ -40,7 +40,7 @@ pub fn route_line(r: &crate::ops::RouteSpec) -> String {
 }
 
 /// The `ip rule` selector of a rule (after `ip rule add|del`), without the protocol.
-pub fn rule_selector(r: &crate::ops::RuleSpec) -> String {
+pub(crate) fn rule_selector(r: &crate::ops::RuleSpec) -> String {
     format!("from {} lookup {} priority {}", r.src, r.table, r.priority)
 }
 

@@ -146,28 +146,24 @@ impl EniConfig {
         }
     }
 
-    pub fn primary_v4(&self) -> Ipv4Net {
-        self.addrs_v4[0]
-    }
-
-    pub fn routes_v4(&self) -> impl Iterator<Item = &RouteSpec> {
+    pub(crate) fn routes_v4(&self) -> impl Iterator<Item = &RouteSpec> {
         self.routes.iter().filter(|r| matches!(r.dst, IpNet::V4(_)))
     }
 
-    pub fn routes_v6(&self) -> impl Iterator<Item = &RouteSpec> {
+    pub(crate) fn routes_v6(&self) -> impl Iterator<Item = &RouteSpec> {
         self.routes.iter().filter(|r| matches!(r.dst, IpNet::V6(_)))
     }
 
-    pub fn rules_v4(&self) -> impl Iterator<Item = &RuleSpec> {
+    pub(crate) fn rules_v4(&self) -> impl Iterator<Item = &RuleSpec> {
         self.rules.iter().filter(|r| matches!(r.src, IpNet::V4(_)))
     }
 
-    pub fn rules_v6(&self) -> impl Iterator<Item = &RuleSpec> {
+    pub(crate) fn rules_v6(&self) -> impl Iterator<Item = &RuleSpec> {
         self.rules.iter().filter(|r| matches!(r.src, IpNet::V6(_)))
     }
 
     /// The first line of every file written for this ENI.
-    pub fn header(&self) -> String {
+    pub(crate) fn header(&self) -> String {
         format!(
             "{MARK} eni={} mac={} (written by symroute apply; symroute remove deletes it)\n",
             self.eni_id, self.mac
@@ -176,9 +172,9 @@ impl EniConfig {
 }
 
 /// Start of the header line of every file symroute writes.
-pub const MARK: &str = "# symroute:";
+pub(crate) const MARK: &str = "# symroute:";
 /// Header of files shared by all ENIs of one backend (deleted with the last ENI).
-pub const SHARED_HEADER: &str =
+pub(crate) const SHARED_HEADER: &str =
     "# symroute: shared (written by symroute apply; symroute remove deletes it with the last ENI)\n";
 
 /// Who a file belongs to, from its header line.
@@ -188,7 +184,7 @@ pub enum Owner {
     Shared,
 }
 
-pub fn owner_of(text: &str) -> Option<Owner> {
+pub(crate) fn owner_of(text: &str) -> Option<Owner> {
     let first = text.lines().next()?;
     let rest = first.strip_prefix(MARK)?.trim();
     if rest.starts_with("shared") {
@@ -760,7 +756,7 @@ pub fn addr(ip: &IpAddr) -> String {
 }
 
 /// Shell-style glob (`*`, `?`, `[...]`), as networkd and netplan match interface names.
-pub fn glob(pattern: &str, s: &str) -> bool {
+pub(crate) fn glob(pattern: &str, s: &str) -> bool {
     fn go(p: &[char], s: &[char]) -> bool {
         match p.first() {
             None => s.is_empty(),

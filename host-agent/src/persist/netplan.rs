@@ -69,7 +69,7 @@ impl Def {
 
 /// The id of symroute's own definition: `10-netplan-00-symroute-<ifname>.network` sorts before
 /// the file of any definition whose id starts with a letter or "01"..."99".
-pub fn own_id(ifname: &str) -> String {
+pub(crate) fn own_id(ifname: &str) -> String {
     format!("00-symroute-{ifname}")
 }
 
@@ -159,7 +159,7 @@ fn files(root: &Root) -> Vec<PathBuf> {
 
 /// The renderer netplan gives a definition that names none (ours): the last `network.renderer`
 /// of its files, `networkd` when none sets one. Returns it with the file that set it.
-pub fn default_renderer(root: &Root) -> (Renderer, Option<PathBuf>) {
+pub(crate) fn default_renderer(root: &Root) -> (Renderer, Option<PathBuf>) {
     let mut found = (Renderer::Networkd, None);
     for p in files(root) {
         let Some(text) = root.read(&p) else { continue };
@@ -175,7 +175,7 @@ pub fn default_renderer(root: &Root) -> (Renderer, Option<PathBuf>) {
 
 /// A netplan backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Renderer {
+pub(crate) enum Renderer {
     Networkd,
     NetworkManager,
 }

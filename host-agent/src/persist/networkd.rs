@@ -33,7 +33,7 @@ const OWN_PREFIX: &str = "05-symroute-";
 
 /// The .network file networkd uses for an interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Winner {
+pub(crate) struct Winner {
     pub path: PathBuf,
     pub text: String,
     /// Its [Match] names this interface alone (by MAC or by exact name).
@@ -56,7 +56,7 @@ fn network_files(root: &Root) -> Vec<PathBuf> {
 }
 
 /// The first file (ignoring symroute's own) whose [Match] fits the interface.
-pub fn winner(root: &Root, ifname: &str, mac: Mac) -> Option<Winner> {
+pub(crate) fn winner(root: &Root, ifname: &str, mac: Mac) -> Option<Winner> {
     network_files(root).into_iter().find_map(|path| {
         let text = root.read(&path)?;
         if owner_of(&text).is_some() {

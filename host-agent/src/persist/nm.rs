@@ -43,7 +43,7 @@ pub fn uuid(eni: &EniConfig) -> String {
 }
 
 /// Above cloud-init's 120 (NetworkManager accepts -999 to 999).
-pub const AUTOCONNECT_PRIORITY: i32 = 200;
+pub(crate) const AUTOCONNECT_PRIORITY: i32 = 200;
 
 pub fn render(eni: &EniConfig) -> Vec<FileOp> {
     let mut s = eni.header();

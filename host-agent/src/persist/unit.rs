@@ -13,14 +13,14 @@ use std::path::Path;
 use super::{EniConfig, FileOp, Owner, Root, SHARED_HEADER};
 use crate::error::{Error, Result};
 
-pub const UNIT_DIR: &str = "/etc/systemd/system";
-pub const RULES_DIR: &str = "/etc/udev/rules.d";
-pub const TEMPLATE: &str = "/etc/systemd/system/symroute@.service";
-pub const BIN: &str = "/usr/local/sbin/symroute-boot";
+pub(crate) const UNIT_DIR: &str = "/etc/systemd/system";
+pub(crate) const RULES_DIR: &str = "/etc/udev/rules.d";
+pub(crate) const TEMPLATE: &str = "/etc/systemd/system/symroute@.service";
+pub(crate) const BIN: &str = "/usr/local/sbin/symroute-boot";
 /// Directories of our own, removed again once empty (the copy's directory is the system's).
-pub const OWN_DIRS: &[&str] = &[];
+pub(crate) const OWN_DIRS: &[&str] = &[];
 
-pub fn template() -> String {
+pub(crate) fn template() -> String {
     let mut s = SHARED_HEADER.to_string();
     let _ = write!(
         s,
@@ -38,7 +38,7 @@ pub fn template() -> String {
     s
 }
 
-pub fn udev_rule(eni: &EniConfig) -> String {
+pub(crate) fn udev_rule(eni: &EniConfig) -> String {
     let mut s = eni.header();
     let _ = writeln!(
         s,
@@ -78,7 +78,10 @@ pub fn render(eni: &EniConfig) -> Result<Vec<FileOp>> {
 
 /// The template and the agent copy go with the last ENI's udev rule (and only if the template
 /// is ours: the copy is ours exactly when the template is).
-pub fn shared_cleanup(root: &Root, remaining: &[&(std::path::PathBuf, Owner)]) -> Vec<FileOp> {
+pub(crate) fn shared_cleanup(
+    root: &Root,
+    remaining: &[&(std::path::PathBuf, Owner)],
+) -> Vec<FileOp> {
     let template_ours = remaining
         .iter()
         .any(|(p, o)| p == Path::new(TEMPLATE) && *o == Owner::Shared);
