@@ -14,7 +14,7 @@ use crate::telemetry::{emf_line, Outcome};
 /// The answer for an event that sent (or found) commands. The outcome of each command comes
 /// later, as its own status-change event.
 #[derive(Debug, Serialize)]
-pub struct SentAnswer<'a> {
+pub(crate) struct SentAnswer<'a> {
     pub event_id: &'a str,
     pub instance_id: &'a str,
     pub action: Action,
@@ -22,7 +22,7 @@ pub struct SentAnswer<'a> {
 }
 
 #[derive(Debug, Serialize)]
-pub struct CommandAnswer<'a> {
+pub(crate) struct CommandAnswer<'a> {
     pub target: &'a str,
     pub command_id: &'a str,
     /// Found, not sent: the same event (or attempt) was handled before.
@@ -30,7 +30,7 @@ pub struct CommandAnswer<'a> {
 }
 
 #[derive(Debug, Serialize)]
-pub struct SkippedAnswer<'a> {
+pub(crate) struct SkippedAnswer<'a> {
     pub event_id: &'a str,
     pub instance_id: Option<&'a str>,
     pub eni_id: Option<&'a str>,

@@ -11,7 +11,7 @@ use aws_sdk_ssm::types::{CommandInvocationStatus, PingStatus, PlatformType};
 use crate::error::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attachment {
+pub(crate) struct Attachment {
     pub id: String,
     pub instance_id: String,
     /// The SDK's enum: a value it does not know yet is `Unknown`, never a misspelt literal.
@@ -48,7 +48,7 @@ pub struct Instance {
 
 /// What Systems Manager knows of an instance (`DescribeInstanceInformation`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ManagedInstance {
+pub(crate) struct ManagedInstance {
     pub ping_status: Option<PingStatus>,
     pub platform_type: Option<PlatformType>,
     pub agent_version: String,
@@ -56,7 +56,7 @@ pub struct ManagedInstance {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Action {
+pub(crate) enum Action {
     Apply,
     Remove,
 }
@@ -79,7 +79,7 @@ impl Action {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandRequest {
+pub(crate) struct CommandRequest {
     pub document_name: String,
     pub instance_id: String,
     pub action: Action,
@@ -94,7 +94,7 @@ pub struct CommandRequest {
 
 /// A command as ListCommands reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CommandInfo {
+pub(crate) struct CommandInfo {
     pub command_id: String,
     pub document_name: String,
     pub comment: String,
@@ -103,7 +103,7 @@ pub struct CommandInfo {
 }
 
 impl CommandInfo {
-    pub fn parameter(&self, name: &str) -> Option<&str> {
+    pub(crate) fn parameter(&self, name: &str) -> Option<&str> {
         self.parameters
             .get(name)
             .and_then(|v| v.first())
@@ -113,7 +113,7 @@ impl CommandInfo {
 
 /// One step of one command on one instance (`GetCommandInvocation` with `PluginName`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// `None` when SSM did not say.
     pub status: Option<CommandInvocationStatus>,
     pub details: String,
@@ -125,17 +125,17 @@ pub struct Invocation {
 
 impl Invocation {
     /// The status as SSM spells it, for messages.
-    pub fn status_word(&self) -> &str {
+    pub(crate) fn status_word(&self) -> &str {
         self.status
             .as_ref()
             .map_or("without a status", |s| s.as_str())
     }
 }
 
-pub type Tags<'a> = &'a [(&'a str, &'a str)];
+pub(crate) type Tags<'a> = &'a [(&'a str, &'a str)];
 
 /// `Ok(None)` means "does not exist"; errors are calls that failed.
-pub trait Aws: Sync {
+pub(crate) trait Aws: Sync {
     fn describe_eni(&self, eni_id: &str)
         -> impl Future<Output = Result<Option<Eni>, Error>> + Send;
     fn enis_of_instance(

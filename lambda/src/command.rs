@@ -17,11 +17,11 @@ use crate::error::{clip, Error};
 
 /// The document's step that runs the agent (ssm-documents/symroute.yaml). GetCommandInvocation
 /// must name it: the document has more than one step.
-pub const RUN_STEP: &str = "runAgent";
+pub(crate) const RUN_STEP: &str = "runAgent";
 /// The step that downloads the agent: read when the run step did not get to run.
-pub const DOWNLOAD_STEP: &str = "downloadAgent";
+pub(crate) const DOWNLOAD_STEP: &str = "downloadAgent";
 /// The agent's exit code for "the ENI did not appear (IMDS or kernel) within --wait".
-pub const EXIT_NOT_THERE_YET: i32 = 3;
+pub(crate) const EXIT_NOT_THERE_YET: i32 = 3;
 
 const MAX_DELAY: Duration = Duration::from_secs(5);
 const REPORT_LIMIT: usize = 2000;
@@ -39,7 +39,7 @@ pub struct Sent {
 
 /// What a command's comment says: `symroute <event id> <target> #<attempt>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Comment {
+pub(crate) struct Comment {
     pub event_id: String,
     pub target: String,
     pub attempt: u32,
@@ -156,7 +156,7 @@ pub enum Outcome {
     Failed(String),
 }
 
-pub fn classify(run: &Invocation) -> Outcome {
+pub(crate) fn classify(run: &Invocation) -> Outcome {
     use CommandInvocationStatus as S;
     match (&run.status, run.response_code) {
         (Some(S::Success), 0) => Outcome::Succeeded,

@@ -7,7 +7,7 @@ use crate::error::Error;
 
 /// Amazon VPC CNI (tag and description) and Cilium's ENI mode: tools that route their ENIs
 /// themselves. Requester-managed ENIs (ECS tasks, Lambda, ...) are skipped whatever this says.
-pub const DEFAULT_OWNER_MARKERS: &str =
+pub(crate) const DEFAULT_OWNER_MARKERS: &str =
     "tag:node.k8s.amazonaws.com/instance_id,description:aws-K8S-,description:Cilium-CNI (";
 
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ impl Settings {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let non_empty = |k: &str| {
             get(k)
                 .map(|v| v.trim().to_string())

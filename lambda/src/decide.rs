@@ -7,11 +7,11 @@ use aws_sdk_ssm::types::{PingStatus, PlatformType};
 use crate::aws::{Eni, Instance, ManagedInstance};
 
 /// The oldest SSM Agent with aws:downloadContent (its release notes: 2.2.45.0).
-pub const MIN_AGENT_VERSION: &str = "2.2.45.0";
+pub(crate) const MIN_AGENT_VERSION: &str = "2.2.45.0";
 
 /// A sign that another tool owns an ENI and routes it itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnerMarker {
+pub(crate) enum OwnerMarker {
     /// The ENI carries a tag with this key.
     Tag(String),
     /// The ENI's description starts with this.
@@ -20,7 +20,7 @@ pub enum OwnerMarker {
 
 impl OwnerMarker {
     /// `tag:<key>` or `description:<prefix>`, comma-separated; empty entries are ignored.
-    pub fn parse_list(text: &str) -> Result<Vec<OwnerMarker>, String> {
+    pub(crate) fn parse_list(text: &str) -> Result<Vec<OwnerMarker>, String> {
         text.split(',')
             .map(str::trim)
             .filter(|m| !m.is_empty())
@@ -52,7 +52,7 @@ impl OwnerMarker {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Skip {
+pub(crate) enum Skip {
     FailedCall {
         event_name: String,
         code: String,
@@ -121,7 +121,7 @@ impl Skip {
     }
 
     /// Systems Manager cannot reach the instance: a metric of its own (Unreachable).
-    pub fn is_unreachable(&self) -> bool {
+    pub(crate) fn is_unreachable(&self) -> bool {
         matches!(
             self,
             Skip::NotManaged(_) | Skip::Offline { .. } | Skip::AgentTooOld { .. }
@@ -181,13 +181,13 @@ impl Skip {
 
 /// The primary interface is device 0 on card 0; on multi-card instances, device 0 of another card
 /// is a secondary ENI that needs routing like any other.
-pub fn is_primary(eni: &Eni) -> bool {
+pub(crate) fn is_primary(eni: &Eni) -> bool {
     eni.attachment
         .as_ref()
         .is_some_and(|a| a.device_index == 0 && a.network_card_index == 0)
 }
 
-pub fn check_eni(eni: &Eni, skip_tag: &str, markers: &[OwnerMarker]) -> Option<Skip> {
+pub(crate) fn check_eni(eni: &Eni, skip_tag: &str, markers: &[OwnerMarker]) -> Option<Skip> {
     if is_primary(eni) {
         return Some(Skip::PrimaryInterface);
     }
@@ -209,7 +209,7 @@ pub fn check_eni(eni: &Eni, skip_tag: &str, markers: &[OwnerMarker]) -> Option<S
     None
 }
 
-pub fn check_instance(instance: &Instance, skip_tag: &str) -> Option<Skip> {
+pub(crate) fn check_instance(instance: &Instance, skip_tag: &str) -> Option<Skip> {
     if let Some(p) = &instance.platform {
         if p.to_ascii_lowercase().starts_with("windows") {
             return Some(Skip::Windows(p.clone()));
@@ -229,7 +229,7 @@ pub fn check_instance(instance: &Instance, skip_tag: &str) -> Option<Skip> {
 }
 
 /// Whether the instance's SSM Agent can run the document now.
-pub fn check_managed(instance_id: &str, m: &ManagedInstance) -> Option<Skip> {
+pub(crate) fn check_managed(instance_id: &str, m: &ManagedInstance) -> Option<Skip> {
     if m.platform_type != Some(PlatformType::Linux) {
         let platform = m.platform_type.as_ref().map_or("unknown", |p| p.as_str());
         return Some(Skip::Windows(platform.to_string()));

@@ -103,7 +103,7 @@ impl Error {
         }
     }
 
-    pub fn is_throttling(&self) -> bool {
+    pub(crate) fn is_throttling(&self) -> bool {
         self.aws_code()
             .is_some_and(|c| THROTTLING_CODES.contains(&c))
     }
@@ -111,7 +111,7 @@ impl Error {
     /// A call that may or may not have reached the service: 5xx, a broken or timed-out
     /// connection, an unreadable answer. Before sending such a call again, look whether the
     /// first one took effect.
-    pub fn is_uncertain(&self) -> bool {
+    pub(crate) fn is_uncertain(&self) -> bool {
         self.aws_code().is_some_and(|c| {
             matches!(
                 c,

@@ -13,7 +13,7 @@ const COMMAND_STATUS: &str = "EC2 Command Invocation Status-change Notification"
 
 /// What an event asks for, once parsed and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     Attach {
         eni_id: String,
         instance_id: String,
@@ -41,7 +41,7 @@ pub enum Trigger {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub(crate) struct Event {
     /// EventBridge's event id, for logs (falls back to CloudTrail's eventID).
     pub id: String,
     pub trigger: Trigger,

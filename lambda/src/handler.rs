@@ -21,12 +21,12 @@ use crate::event::{self, Trigger};
 /// `<instance id>`. A detach record names only the attachment; this finds the ENI and the
 /// instance it left, even after the ENI moved on to another instance (whose attachment has a
 /// tag of its own), in whichever order the two events arrive.
-pub const TAG_ATTACHMENT_PREFIX: &str = "symroute:attachment:";
+pub(crate) const TAG_ATTACHMENT_PREFIX: &str = "symroute:attachment:";
 
 const ATTACH_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Commands sent (or found already sent) for this event, one per ENI.
     Sent(Vec<Sent>),
     Skipped(Skip),
@@ -34,7 +34,7 @@ pub enum Decision {
 
 /// What is known about the event so far, for the decision log line even when handling fails.
 #[derive(Debug, Clone, Default)]
-pub struct Trace {
+pub(crate) struct Trace {
     pub event_id: String,
     pub kind: &'static str,
     pub instance_id: Option<String>,

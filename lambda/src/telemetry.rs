@@ -41,7 +41,7 @@ pub enum Outcome {
 }
 
 /// One EMF document per event: a count for its outcome and its latency, by event kind.
-pub fn emf_line(
+pub(crate) fn emf_line(
     namespace: &str,
     kind: &str,
     outcome: Outcome,
