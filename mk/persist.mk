@@ -1,5 +1,5 @@
 # Persistence (docs/persistence.md): the distributions' own network tools, used only by
-# host-agent/tests/persist_tools.rs inside the network namespaces it creates, to prove what the
+# host-agent/tests/persist_*.rs inside the network namespaces they create, to prove what the
 # agent writes: systemd-networkd and networkctl (systemd, dbus), netplan, ifup/ifdown, and
 # NetworkManager's keyfile reader through libnm (gir1.2-nm-1.0, python3-gi). No service of
 # theirs is enabled or started by the tests; package installs start none where policy-rc.d
@@ -9,4 +9,5 @@ APT_PACKAGES += $(filter-out $(APT_PACKAGES),systemd dbus util-linux netplan.io 
 .PHONY: persist-test
 # Just the persistence proof: golden files (no root) and the real tools (root).
 persist-test: setup-apt ## just the persistence proofs: golden files and the real tools (root)
-	$(CARGO) test --locked -p symroute-agent --test persist_golden --test persist_tools
+	$(CARGO) test --workspace --locked --test persist_golden --test persist_networkd --test persist_netplan \
+	  --test persist_ifupdown --test persist_nm_unit --test persist_safety

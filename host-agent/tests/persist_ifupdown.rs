@@ -1,0 +1,204 @@
+//! ifupdown's stanza (through the real ifup) and the ifcfg route-/rule- lines (executed as RHEL's
+//! ifup-routes reads them) bring symroute's routing back, and only on the ENI they were written for.
+//! The routing is wiped as a reboot would and brought back by the backend's own tool; a client
+//! in another subnet must get answers again. Needs root (fails under CI=true).
+
+mod common;
+mod persist_bed;
+mod persist_fixtures;
+
+use std::fs;
+
+use persist_bed::*;
+use persist_fixtures::{snapshot, TempTree};
+
+#[test]
+fn ifupdown_stanza_brings_it_back_with_ifup() {
+    need_root!();
+    let (bed, far) = bed();
+    // First no stanza for eth1 (ours brings it up), then cloud-init's configuring it (a
+    // static address standing in for DHCP; ours is an `inet manual` stanza that ifup runs
+    // after it). ifup reads the main file, which sources interfaces.d relative to itself.
+    for existing in [
+        "",
+        &format!("allow-hotplug eth1\niface eth1 inet static\n    address {PRIMARY}/24\n"),
+    ] {
+        let t = ifupdown_tree();
+        if !existing.is_empty() {
+            t.write("/etc/network/interfaces.d/50-cloud-init", existing);
+        }
+        let before = snapshot(&t.dir);
+        apply(&bed, "ifupdown", &t.dir);
+        assert!(answers(&far));
+        let ours = t.read("/etc/network/interfaces.d/symroute-eth1");
+        // Always `inet manual`: every line is guarded by the ENI's MAC.
+        let method = if existing.is_empty() {
+            "own"
+        } else {
+            "beside cloud-init's"
+        };
+        assert!(ours.contains("iface eth1 inet manual\n"), "{ours}");
+
+        wipe(&bed, &far);
+        let state = TempTree::new();
+        let file = t.path("/etc/network/interfaces");
+        let ifupdown = |verb: &str| {
+            let out = bed
+                .inst
+                .command(verb)
+                .arg("-i")
+                .arg(&file)
+                .arg("--state-dir")
+                .arg(&state.dir)
+                .arg("eth1")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{verb}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ifupdown("ifup");
+        assert!(answers(&far), "eth1 does not answer after ifup ({method})");
+        assert_eq!(rules_in(&bed).lines().count(), 2, "{}", rules_in(&bed));
+        // pre-down takes the rules away; ifup again (the second boot) brings them back once.
+        ifupdown("ifdown");
+        assert_eq!(rules_in(&bed), "");
+        ifupdown("ifup");
+        assert!(answers(&far));
+        assert_eq!(rules_in(&bed).lines().count(), 2, "{}", rules_in(&bed));
+
+        remove(&bed, "ifupdown", &t.dir);
+        assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+        // Back to the testbed's own eth1 for the next round.
+        wipe(&bed, &far);
+        bed.inst.exec(&["ip", "link", "set", "eth1", "up"]).unwrap();
+        bed.inst
+            .exec(&["ip", "addr", "add", &format!("{PRIMARY}/24"), "dev", "eth1"])
+            .unwrap();
+    }
+}
+
+/// ifupdown matches a stanza by name; a name is not an ENI. After a stop/start with other ENIs,
+/// or in an AMI baked from this instance, another ENI carries `eth1`: the stanza must configure
+/// nothing on it (before, `inet static` put this ENI's address on whatever eth1 was).
+#[test]
+fn ifupdown_stanza_configures_nothing_on_another_eni_with_the_same_name() {
+    need_root!();
+    let (bed, far) = bed();
+    let t = ifupdown_tree();
+    apply(&bed, "ifupdown", &t.dir);
+    wipe(&bed, &far);
+    // Another ENI under the same name.
+    let own_mac = eth1_mac(&bed);
+    bed.inst
+        .exec(&["ip", "link", "set", "eth1", "address", "0a:ee:00:00:00:01"])
+        .unwrap();
+    let state = TempTree::new();
+    let out = bed
+        .inst
+        .command("ifup")
+        .arg("-i")
+        .arg(t.path("/etc/network/interfaces"))
+        .arg("--state-dir")
+        .arg(&state.dir)
+        .arg("eth1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ifup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addrs = bed
+        .ip_json(&["-4", "addr", "show", "dev", "eth1"])
+        .to_string();
+    assert!(
+        !addrs.contains(PRIMARY) && !addrs.contains(SECONDARY),
+        "{addrs}"
+    );
+    assert_eq!(rules_in(&bed), "", "rules installed for another ENI");
+    let routes = bed.ip_json(&["route", "show", "table", TABLE]);
+    assert_eq!(routes, serde_json::json!([]), "{routes}");
+    bed.inst
+        .exec(&["ip", "link", "set", "eth1", "address", &own_mac])
+        .unwrap();
+}
+
+#[test]
+fn ifcfg_lines_executed_as_ifup_routes_does_bring_it_back() {
+    need_root!();
+    let (bed, far) = bed();
+    let t = TempTree::new();
+    fs::create_dir_all(t.path("/etc/sysconfig/network-scripts")).unwrap();
+    let before = snapshot(&t.dir);
+    apply(&bed, "ifcfg", &t.dir);
+    // Rules and routes; addresses differ in details (ifup-eth sets broadcasts, the agent
+    // labels its own) that do not route.
+    let kernel_state = || {
+        let mut s = String::new();
+        for args in [
+            &["ip", "-4", "rule", "show"][..],
+            &["ip", "-6", "rule", "show"][..],
+            &["ip", "-4", "route", "show", "table", "all"][..],
+            &["ip", "-6", "route", "show", "table", "all"][..],
+        ] {
+            let out = bed.inst.exec(args).unwrap();
+            s.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+        s.lines()
+            .filter(|l| !l.contains("fe80::"))
+            .map(|l| l.split(" expires ").next().unwrap().to_owned() + "\n")
+            .collect::<String>()
+    };
+    let before_state = kernel_state();
+
+    wipe(&bed, &far);
+    // ifup-eth: the addresses of ifcfg-eth1; ifup-routes: every other line of route-/rule-.
+    let dir = "/etc/sysconfig/network-scripts";
+    let ifcfg = t.read(&format!("{dir}/ifcfg-eth1"));
+    let var = |k: &str| {
+        ifcfg
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(str::to_owned)
+    };
+    for n in 0.. {
+        let (Some(a), Some(p)) = (var(&format!("IPADDR{n}")), var(&format!("PREFIX{n}"))) else {
+            break;
+        };
+        bed.inst
+            .exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{a}/{p}"),
+                "brd",
+                "+",
+                "dev",
+                "eth1",
+            ])
+            .unwrap();
+    }
+    bed.inst.exec(&["ip", "link", "set", "eth1", "up"]).unwrap();
+    for (file, kind) in [("route-eth1", "route"), ("rule-eth1", "rule")] {
+        for line in t.read(&format!("{dir}/{file}")).lines() {
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            let mut args = vec!["ip", kind, "add"];
+            args.extend(line.split_whitespace());
+            if bed.inst.exec(&args).is_err() && kind == "route" {
+                args[2] = "replace";
+                bed.inst.exec(&args).unwrap();
+            }
+        }
+    }
+    assert!(answers(&far), "eth1 does not answer after the ifcfg files");
+    // Same kernel state as the agent's live apply (protocols included).
+    assert_eq!(kernel_state(), before_state);
+
+    remove(&bed, "ifcfg", &t.dir);
+    assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+}

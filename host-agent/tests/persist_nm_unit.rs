@@ -1,0 +1,161 @@
+//! NetworkManager's keyfile through libnm's own reader and validator, and the unit backend's command
+//! (checked by systemd-analyze) bringing symroute's routing back.
+//! The routing is wiped as a reboot would and brought back by the backend's own tool; a client
+//! in another subnet must get answers again. Needs root (fails under CI=true).
+
+mod common;
+mod persist_bed;
+mod persist_fixtures;
+
+use std::fs;
+use std::process::Command;
+
+use persist_bed::*;
+use persist_fixtures::{snapshot, TempTree};
+use serde_json::Value;
+
+/// libnm's keyfile reader and `verify()` (python3-gi), printing what it parsed.
+const NM_CHECK: &str = r#"
+import json, sys
+import gi
+gi.require_version("NM", "1.0")
+from gi.repository import GLib, NM
+kf = GLib.KeyFile()
+kf.load_from_file(sys.argv[1], GLib.KeyFileFlags.NONE)
+c = NM.keyfile_read(kf, sys.argv[2], NM.KeyfileHandlerFlags.NONE, None, None)
+c.verify()
+ip4 = c.get_setting_ip4_config()
+print(json.dumps({
+    "id": c.get_id(), "uuid": c.get_uuid(), "type": c.get_connection_type(),
+    "priority": c.get_setting_connection().get_autoconnect_priority(),
+    "mac": c.get_setting_wired().get_mac_address(),
+    "method": ip4.get_method(), "route_table": ip4.get_route_table(),
+    "addresses": [f"{a.get_address()}/{a.get_prefix()}" for a in ip4.props.addresses],
+    "routes": [f"{r.get_dest()}/{r.get_prefix()} via {r.get_next_hop()}" for r in ip4.props.routes],
+    "rules": [ip4.get_routing_rule(i).to_string(NM.IPRoutingRuleAsStringFlags.NONE, None)
+              for i in range(ip4.get_num_routing_rules())],
+}))
+"#;
+
+#[test]
+fn nm_keyfile_is_read_and_verified_by_libnm() {
+    need_root!();
+    let (bed, _far) = bed();
+    let t = TempTree::new();
+    fs::create_dir_all(t.path("/etc/NetworkManager/system-connections")).unwrap();
+    let before = snapshot(&t.dir);
+    apply(&bed, "nm", &t.dir);
+    let file = t.path("/etc/NetworkManager/system-connections/symroute-eth1.nmconnection");
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", NM_CHECK])
+        .arg(&file)
+        .arg(file.parent().unwrap())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "libnm refused the keyfile: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mac = eth1_mac(&bed).to_uppercase();
+    assert_eq!(got["mac"], mac.as_str());
+    assert_eq!(got["type"], "802-3-ethernet");
+    // Outranks cloud-init's profiles (autoconnect-priority 120) for the same device.
+    assert!(got["priority"].as_i64().unwrap() > 120, "{got}");
+    assert_eq!(got["method"], "manual");
+    assert_eq!(got["route_table"], 10001);
+    assert_eq!(
+        got["addresses"],
+        serde_json::json!([format!("{PRIMARY}/24"), format!("{SECONDARY}/24")])
+    );
+    assert_eq!(got["routes"], serde_json::json!(["0.0.0.0/0 via 10.0.1.1"]));
+    // A malformed routing-ruleN is dropped, not refused: compare what libnm parsed.
+    assert_eq!(
+        got["rules"],
+        serde_json::json!([
+            format!("priority 10001 from {PRIMARY} table 10001"),
+            format!("priority 10001 from {SECONDARY} table 10001")
+        ])
+    );
+    remove(&bed, "nm", &t.dir);
+    assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+}
+
+#[test]
+fn unit_command_brings_it_back() {
+    need_root!();
+    let (bed, far) = bed();
+    let t = TempTree::new();
+    for d in [
+        "/etc/systemd/system",
+        "/etc/udev/rules.d",
+        "/usr/local/sbin",
+    ] {
+        fs::create_dir_all(t.path(d)).unwrap();
+    }
+    let before = snapshot(&t.dir);
+    apply(&bed, "unit", &t.dir);
+    let rule = t.read(&format!("/etc/udev/rules.d/90-symroute-{ENI}.rules"));
+    let mac = eth1_mac(&bed);
+    assert!(
+        rule.contains(&format!("ATTR{{address}}==\"{mac}\"")),
+        "{rule}"
+    );
+    assert!(
+        rule.contains(&format!("SYSTEMD_WANTS}}+=\"symroute@{ENI}.service\"")),
+        "{rule}"
+    );
+    // systemd's own parser accepts the unit as instantiated for this ENI (with the copied
+    // agent as ExecStart, where it lies in this tree).
+    let inst_dir = TempTree::new();
+    let unit_file = inst_dir.path(&format!("/symroute@{ENI}.service"));
+    let bin_real = t.path("/usr/local/sbin/symroute-boot");
+    fs::write(
+        &unit_file,
+        t.read("/etc/systemd/system/symroute@.service")
+            .replace("/usr/local/sbin/symroute-boot", bin_real.to_str().unwrap()),
+    )
+    .unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_file)
+        .output()
+        .expect("systemd-analyze");
+    let complaints = String::from_utf8_lossy(&verify.stderr).into_owned();
+    assert!(verify.status.success(), "{complaints}");
+    assert!(
+        !complaints.contains("symroute@"),
+        "systemd-analyze verify: {complaints}"
+    );
+
+    wipe(&bed, &far);
+    // What systemd runs for symroute@<eni>.service: ExecStart with %i, the copied agent.
+    let unit = t.read("/etc/systemd/system/symroute@.service");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart")
+        .replace("%i", ENI);
+    let mut words = exec.split_whitespace();
+    let bin = t.path(words.next().unwrap());
+    let out = bed
+        .inst
+        .command(bin.to_str().unwrap())
+        .args(words)
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", bed.imds.endpoint())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        answers(&far),
+        "eth1 does not answer after the unit's command"
+    );
+
+    remove(&bed, "unit", &t.dir);
+    assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+}

@@ -1,0 +1,520 @@
+//! What `apply` configures, against the real kernel: a simulated VPC in network namespaces whose
+//! bridge filter drops what the VPC's source/destination check drops, an instance with ENIs as
+//! veths, clients in other namespaces, and an IMDSv2 stand-in. Needs root (fails under CI=true).
+
+mod common;
+
+use common::{ip, Bed};
+use symroute_testbed::{Config, EniSpec};
+
+/// 1. The classic case: eth0 and eth1 in one subnet.
+#[test]
+fn classic_same_subnet_secondary_answers_after_apply() {
+    need_root!();
+    let bed = Bed::new(false);
+    let eth1 = bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.20"),
+        1,
+        0,
+        "eni-0a9c4b60624c0e41d",
+    );
+    let far = bed.vpc.add_client(&bed.b, "10.0.2.50").expect("client b");
+    let near = bed.vpc.add_client(&bed.a, "10.0.1.50").expect("client a");
+    let eth1_ip = ip(&eth1.primary_ipv4().to_string());
+    let eth0_ip = ip("10.0.1.10");
+
+    assert!(
+        far.ping(eth0_ip, 1, 2),
+        "eth0 must answer before apply (testbed sanity)"
+    );
+    let drops_before = bed.vpc.srcdst_drops().unwrap();
+    assert!(
+        !far.ping(eth1_ip, 2, 1),
+        "eth1 must NOT answer a client in another subnet before apply"
+    );
+    assert!(
+        bed.vpc.srcdst_drops().unwrap() > drops_before,
+        "the VPC's src/dst check dropped the replies"
+    );
+    // (A same-subnet client may or may not get answers before apply: the kernel picks between
+    // eth0's and eth1's identical connected routes by insertion order. After apply it must.)
+
+    // A 10 ms ping stream to eth0 runs across the whole apply.
+    let stream = far.spawn_ping_stream(eth0_ip, 10);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let run = bed.apply(&[]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let stats = stream.stop().expect("ping stream");
+    assert!(stats.sent >= 30, "ping stream ran: {stats:?}");
+    assert_eq!(stats.lost(), 0, "eth0 lost packets during apply: {stats:?}");
+
+    assert!(
+        far.ping(eth1_ip, 1, 2),
+        "eth1 answers another subnet after apply"
+    );
+    assert!(
+        near.ping(eth1_ip, 1, 2),
+        "eth1 answers its own subnet after apply"
+    );
+    assert!(far.ping(eth0_ip, 1, 2), "eth0 still answers");
+
+    let eni = &run.json["enis"][0];
+    assert_eq!(eni["eni_id"], "eni-0a9c4b60624c0e41d");
+    assert_eq!(eni["interface"], "eth1");
+    assert_eq!(eni["table"], 10001);
+    assert_eq!(eni["symmetric"], true, "{}", run.stdout);
+    assert!(run.json["changes"].as_u64().unwrap() >= 3);
+    assert_eq!(
+        bed.rules_for_table(10001),
+        vec![("10.0.1.20/32".to_string(), 10001)]
+    );
+    let routes = bed.table_routes(10001, "-4");
+    assert!(
+        routes
+            .iter()
+            .any(|r| r["dst"] == "default" && r["gateway"] == "10.0.1.1" && r["dev"] == "eth1"),
+        "{routes:?}"
+    );
+    assert!(
+        routes.iter().any(|r| r["dst"] == "10.0.1.0/24"
+            && r["prefsrc"] == "10.0.1.20"
+            && r["scope"] == "link"),
+        "{routes:?}"
+    );
+
+    // The main table's preferred default stays on eth0.
+    let main = bed.ip_json(&["-4", "route", "show", "default"]);
+    assert_eq!(main[0]["dev"], "eth0", "{main:?}");
+
+    // A second apply changes nothing.
+    let before = bed.routing_state();
+    let again = bed.apply(&[]);
+    assert_eq!(again.json["changes"], 0, "{}", again.stdout);
+    assert_eq!(
+        again.json["enis"][0]["changes"].as_array().unwrap().len(),
+        0
+    );
+    assert_eq!(bed.routing_state(), before);
+}
+
+/// 2. Dual-homed: eth1 in another subnet, arriving down and unconfigured with three IPs.
+#[test]
+fn dual_homed_unconfigured_eni_gets_every_address() {
+    need_root!();
+    let bed = Bed::new(false);
+    let spec = EniSpec::new("eth1", &bed.b)
+        .ip("10.0.2.20")
+        .ip("10.0.2.21")
+        .ip("10.0.2.22")
+        .config(Config::Unconfigured);
+    bed.attach(spec, 1, 0, "eni-11111111111111111");
+    let client_a = bed.vpc.add_client(&bed.a, "10.0.1.50").unwrap();
+    let client_b = bed.vpc.add_client(&bed.b, "10.0.2.50").unwrap();
+    for a in ["10.0.2.20", "10.0.2.21", "10.0.2.22"] {
+        assert!(!client_a.ping(ip(a), 1, 1), "{a} answers before apply?");
+    }
+
+    let run = bed.apply(&["--eni", "eni-11111111111111111"]);
+    assert_eq!(run.json["enis"][0]["symmetric"], true, "{}", run.stdout);
+    for a in ["10.0.2.20", "10.0.2.21", "10.0.2.22"] {
+        assert!(
+            client_a.ping(ip(a), 1, 2),
+            "{a} must answer another subnet after apply"
+        );
+        assert!(
+            client_b.ping(ip(a), 1, 2),
+            "{a} must answer its own subnet after apply"
+        );
+    }
+    let link = bed.ip_json(&["link", "show", "eth1"]);
+    assert!(link[0]["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "UP"));
+    let mut rules = bed.rules_for_table(10001);
+    rules.sort();
+    assert_eq!(
+        rules,
+        vec![
+            ("10.0.2.20/32".to_string(), 10001),
+            ("10.0.2.21/32".to_string(), 10001),
+            ("10.0.2.22/32".to_string(), 10001)
+        ]
+    );
+    // Addresses the agent added carry its protocol, so remove can find exactly them.
+    let addrs = bed.ip_json(&["-4", "addr", "show", "dev", "eth1"]);
+    let infos = addrs[0]["addr_info"].as_array().unwrap();
+    assert_eq!(infos.len(), 3, "{infos:?}");
+}
+
+/// 3. Several ENIs, one on network card 1: numbering, and a re-apply that changes nothing.
+#[test]
+fn several_enis_are_numbered_by_card_and_device() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.21").ip("10.0.1.22"),
+        1,
+        0,
+        "eni-22222222222222221",
+    );
+    bed.attach(
+        EniSpec::new("eth2", &bed.b)
+            .ip("10.0.2.23")
+            .prefix("10.0.2.64/28"),
+        2,
+        0,
+        "eni-22222222222222222",
+    );
+    bed.attach(
+        EniSpec::new("eth3", &bed.b).ip("10.0.2.24"),
+        1,
+        1,
+        "eni-22222222222222223",
+    );
+    let client = bed.vpc.add_client(&bed.b, "10.0.2.50").unwrap();
+    let client_a = bed.vpc.add_client(&bed.a, "10.0.1.50").unwrap();
+
+    let run = bed.apply(&["--all"]);
+    let tables: Vec<u64> = run.json["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["table"].as_u64().unwrap())
+        .collect();
+    let mut sorted = tables.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![10001, 10002, 10101]);
+    assert_eq!(bed.rules_for_table(10001).len(), 2);
+    let mut t2 = bed.rules_for_table(10002);
+    t2.sort();
+    assert_eq!(
+        t2,
+        vec![
+            ("10.0.2.23/32".into(), 10002),
+            ("10.0.2.64/28".into(), 10002)
+        ]
+    );
+    assert_eq!(
+        bed.rules_for_table(10101),
+        vec![("10.0.2.24/32".into(), 10101)]
+    );
+    for e in run.json["enis"].as_array().unwrap() {
+        assert_eq!(e["symmetric"], true, "{e}");
+    }
+    for a in ["10.0.1.21", "10.0.1.22", "10.0.2.23", "10.0.2.24"] {
+        assert!(client_a.ping(ip(a), 1, 2), "{a} from subnet A");
+        assert!(client.ping(ip(a), 1, 2), "{a} from subnet B");
+    }
+
+    let before = bed.routing_state();
+    let again = bed.apply(&["--all"]);
+    assert_eq!(again.json["changes"], 0, "{}", again.stdout);
+    assert_eq!(bed.routing_state(), before);
+    // A dry run of a configured host plans nothing either.
+    let dry = bed.apply(&["--dry-run"]);
+    assert!(dry.json["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["changes"].as_array().unwrap().is_empty()));
+}
+
+/// 7. IPv6: rules from each v6 address and a v6 default copied from the RA default.
+#[test]
+fn ipv6_rules_and_ra_default() {
+    need_root!();
+    let bed = Bed::new(true);
+    let eth1 = bed.attach(
+        EniSpec::new("eth1", &bed.a)
+            .ip("10.0.1.20")
+            .ipv6("2600:1f18:1:1::20"),
+        1,
+        0,
+        "eni-66666666666666661",
+    );
+    let client = bed
+        .vpc
+        .add_client_with(&bed.b, &["10.0.2.50", "2600:1f18:1:2::50"])
+        .unwrap();
+    // Wait (bounded) for eth1 to learn the router from an RA.
+    bed.inst
+        .wait_ipv6_default("eth1", 10)
+        .expect("eth1 learned an IPv6 default from RA");
+
+    let run = bed.apply(&[]);
+    assert_eq!(run.json["enis"][0]["symmetric"], true, "{}", run.stdout);
+    let rules = bed.rules_for_table(10001);
+    assert!(
+        rules.contains(&("2600:1f18:1:1::20/128".to_string(), 10001)),
+        "{rules:?}"
+    );
+    let v6 = bed.table_routes(10001, "-6");
+    let def = v6
+        .iter()
+        .find(|r| r["dst"] == "default")
+        .expect("v6 default in table 10001");
+    assert_eq!(def["dev"], "eth1");
+    assert!(
+        def["gateway"].as_str().unwrap().starts_with("fe80:"),
+        "{def}"
+    );
+    assert!(
+        v6.iter().any(|r| r["dst"] == "2600:1f18:1:1::/64"),
+        "{v6:?}"
+    );
+    assert!(
+        client.ping(ip("2600:1f18:1:1::20"), 1, 3),
+        "eth1's IPv6 address answers another subnet"
+    );
+    assert!(client.ping(ip(&eth1.primary_ipv4().to_string()), 1, 2));
+}
+
+/// status reports every ENI, with symmetric yes/no, and leaves a foreign setup alone.
+#[test]
+fn status_and_foreign_routing() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.20"),
+        1,
+        0,
+        "eni-77777777777777771",
+    );
+    bed.attach(
+        EniSpec::new("eth2", &bed.a).ip("10.0.1.30"),
+        2,
+        0,
+        "eni-77777777777777772",
+    );
+    // eth2 is already routed by another tool (as amazon-ec2-net-utils would, proto static).
+    for cmd in [
+        &[
+            "ip",
+            "route",
+            "add",
+            "10.0.1.0/24",
+            "dev",
+            "eth2",
+            "table",
+            "10002",
+            "src",
+            "10.0.1.30",
+        ][..],
+        &[
+            "ip", "route", "add", "default", "via", "10.0.1.1", "dev", "eth2", "table", "10002",
+        ][..],
+        &[
+            "ip",
+            "rule",
+            "add",
+            "from",
+            "10.0.1.30",
+            "lookup",
+            "10002",
+            "pref",
+            "10002",
+        ][..],
+    ] {
+        bed.inst.exec(cmd).unwrap();
+    }
+    let st = bed.agent(&["status", "--json"]);
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    let by_if = |name: &str| {
+        st.json["enis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["interface"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_if("eth1")["symmetric"], false);
+    assert_eq!(by_if("eth2")["symmetric"], true);
+    assert_eq!(by_if("eth2")["status"], "managed-by-other");
+    assert_eq!(by_if("eth0")["table"], 10000);
+
+    let run = bed.apply(&[]);
+    let eth2 = run.json["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["interface"] == "eth2")
+        .unwrap()
+        .clone();
+    assert_eq!(eth2["status"], "managed-by-other", "{eth2}");
+    assert!(eth2["changes"].as_array().unwrap().is_empty());
+    assert!(
+        bed.rules_for_table(10002).is_empty(),
+        "nothing of ours for eth2"
+    );
+
+    let st = bed.agent(&["status", "--json"]);
+    assert_eq!(by_if_json(&st.json, "eth1")["symmetric"], true);
+    assert_eq!(by_if_json(&st.json, "eth1")["managed_by"], "symroute");
+
+    // --force takes over.
+    let forced = bed.apply(&["--force", "--eni", "eni-77777777777777772"]);
+    assert_eq!(forced.json["enis"][0]["status"], "configure");
+    assert_eq!(bed.rules_for_table(10002).len(), 1);
+}
+
+fn by_if_json(v: &serde_json::Value, name: &str) -> serde_json::Value {
+    v["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["interface"] == name)
+        .cloned()
+        .unwrap()
+}
+
+/// A DHCP default on a secondary that outranks the primary's is demoted behind it, not deleted;
+/// --dry-run before that shows the plan and changes nothing.
+#[test]
+fn secondary_dhcp_default_is_demoted_and_dry_run_changes_nothing() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.b)
+            .ip("10.0.2.20")
+            .config(Config::Dhcp {
+                default_metric: Some(50),
+            }),
+        1,
+        0,
+        "eni-aaaaaaaaaaaaaaaa1",
+    );
+    let via = |bed: &Bed| {
+        let r = bed.ip_json(&["-4", "route", "get", "192.0.2.1"]);
+        r[0]["dev"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(
+        via(&bed),
+        "eth1",
+        "the secondary's DHCP default (metric 50) took over (testbed sanity)"
+    );
+
+    let before = bed.routing_state();
+    let dry = bed.agent(&["apply", "--dry-run", "--json", "--persist", "none"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(dry.json["dry_run"], true);
+    let planned: Vec<String> = dry.json["enis"][0]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        planned
+            .iter()
+            .any(|c| c.contains("rule add from 10.0.2.20/32 lookup 10001")),
+        "{planned:?}"
+    );
+    assert!(
+        planned
+            .iter()
+            .any(|c| c.contains("route del default via 10.0.2.1 dev eth1")),
+        "{planned:?}"
+    );
+    assert_eq!(dry.json["changes"], 0);
+    assert_eq!(bed.routing_state(), before, "--dry-run changed nothing");
+
+    bed.apply(&[]);
+    assert_eq!(
+        via(&bed),
+        "eth0",
+        "the main table's preferred default is the primary's again"
+    );
+    let defaults = bed.ip_json(&["-4", "route", "show", "default"]);
+    let eth1_default = defaults
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dev"] == "eth1")
+        .expect("the secondary's default is kept, demoted");
+    assert_eq!(eth1_default["metric"], 10001, "{defaults}");
+    // And it is still one apply: a second one changes nothing.
+    let again = bed.apply(&[]);
+    assert_eq!(again.json["changes"], 0, "{}", again.stdout);
+}
+
+/// Re-attached at another device number: `apply --eni` moves the ENI to its new table and
+/// leaves nothing of it under the old one (not only `--all` prunes).
+#[test]
+fn an_eni_reattached_at_another_device_number_leaves_nothing_in_its_old_table() {
+    need_root!();
+    let bed = Bed::new(false);
+    let eth1 = bed.attach(
+        EniSpec::new("eth1", &bed.b).ip("10.0.2.31"),
+        2,
+        0,
+        "eni-66666666666666661",
+    );
+    bed.apply(&["--eni", "eni-66666666666666661"]);
+    assert_eq!(
+        bed.rules_for_table(10002),
+        vec![("10.0.2.31/32".into(), 10002)]
+    );
+    bed.imds.set(
+        &format!(
+            "meta-data/network/interfaces/macs/{}/device-number",
+            eth1.mac()
+        ),
+        "1",
+    );
+    bed.apply(&["--eni", "eni-66666666666666661"]);
+    assert_eq!(
+        bed.rules_for_table(10001),
+        vec![("10.0.2.31/32".into(), 10001)]
+    );
+    assert!(
+        bed.rules_for_table(10002).is_empty(),
+        "old rules left: {:?}",
+        bed.rules_for_table(10002)
+    );
+    let old = bed.ip_json(&["route", "show", "table", "10002"]);
+    assert_eq!(old, serde_json::json!([]), "old routes left: {old}");
+    let client = bed.vpc.add_client(&bed.a, "10.0.1.50").unwrap();
+    assert!(client.ping(ip("10.0.2.31"), 1, 2));
+}
+
+/// The report's changes are `ip` commands a person can paste: run as printed by a dry run, with
+/// this machine's `ip`, they are accepted and make the ENI answer.
+#[test]
+fn the_reported_changes_are_ip_commands_that_ip_accepts() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.b)
+            .ip("10.0.2.51")
+            .ip("10.0.2.52")
+            .config(Config::Unconfigured),
+        1,
+        0,
+        "eni-99999999999999995",
+    );
+    let client = bed.vpc.add_client(&bed.a, "10.0.1.50").unwrap();
+    let dry = bed.agent(&["apply", "--all", "--dry-run", "--json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let changes: Vec<String> = dry.json["enis"][0]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert!(changes.len() >= 5, "{changes:?}");
+    for line in &changes {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[0], "ip", "{line}");
+        let out = bed.inst.output(&words).unwrap();
+        assert!(
+            out.status.success(),
+            "`{line}`: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(client.ping(ip("10.0.2.51"), 1, 2));
+    assert!(client.ping(ip("10.0.2.52"), 1, 2));
+}
