@@ -130,8 +130,12 @@ fn main() {
         }
         inst.exec(&["sh", "-c", &script]).expect("reset");
     };
+    // The agent is the measured process itself (entered into the namespace before exec), so
+    // wait4's peak RSS is the agent's, not `ip netns exec`'s.
     let agent_cmd = |args: &[&str]| {
-        let mut c = inst.command(agent.to_str().unwrap());
+        let mut c = inst
+            .command_direct(&agent)
+            .expect("the instance's namespace");
         c.args(args)
             .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &endpoint)
             .env("SYMROUTE_LOG", "warn");

@@ -37,6 +37,34 @@ impl Host {
         cmd::output(self.command(program).args(rest))
     }
 
+    /// A command whose process is `program` itself, entered into the namespace between fork and
+    /// exec (no `ip netns exec` runs first): for measuring the program's own resources, such as
+    /// its peak RSS, which `wait4` would otherwise report for `ip` if that were larger.
+    pub fn command_direct(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        use std::os::fd::{AsRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let path = format!("{}/{}", netns::NETNS_DIR, self.ns);
+        let file: OwnedFd = std::fs::File::open(&path)
+            .map_err(|source| Error::Setns {
+                ns: self.ns.clone(),
+                source,
+            })?
+            .into();
+        let mut cmd = Command::new(program);
+        // SAFETY: setns(2) is async-signal-safe and touches nothing of the parent; `file` is
+        // moved into the closure, so the descriptor stays open until the child has used it.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        Ok(cmd)
+    }
+
     /// A command that runs `program` inside the namespace (`ip netns exec NAME program`); add
     /// arguments, environment and stdio as needed.
     pub fn command(&self, program: &str) -> Command {

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 
 /// Every namespace the testbed creates starts with this, so leftovers can be found.
 pub const NAME_PREFIX: &str = "srt";
-const NETNS_DIR: &str = "/run/netns";
+pub(crate) const NETNS_DIR: &str = "/run/netns";
 
 fn base36(mut n: u64) -> String {
     const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";

@@ -568,3 +568,39 @@ fn require_root_skips_locally_and_fails_under_ci() {
     assert!(!ci.status.success(), "CI=true must fail: {text}");
     assert!(text.contains("1 failed"), "{text}");
 }
+
+/// `command_direct` runs the program itself inside the namespace (what the agent's benchmark
+/// needs to read the agent's own peak RSS): same network namespace as `ip netns exec`, and the
+/// spawned pid is the program's, not `ip`'s.
+#[test]
+fn command_direct_runs_the_program_itself_inside_the_namespace() {
+    if !require_root() {
+        return;
+    }
+    let vpc = Vpc::new().unwrap();
+    let subnet = vpc.add_subnet("10.0.1.0/24", None).unwrap();
+    let client = vpc.add_client(&subnet, "10.0.1.50").unwrap();
+    let via_ip = stdout(&client, &["readlink", "/proc/self/ns/net"]);
+    let mut direct = client.command_direct("sh").expect("namespace");
+    direct.args(["-c", "readlink /proc/self/ns/net; echo $$"]);
+    let child = direct
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    assert_eq!(lines.next().unwrap_or_default(), via_ip.trim());
+    assert_ne!(
+        via_ip.trim(),
+        std::fs::read_link("/proc/self/ns/net")
+            .unwrap()
+            .to_string_lossy()
+    );
+    assert_eq!(
+        lines.next().unwrap_or_default(),
+        pid.to_string(),
+        "the spawned process is the program"
+    );
+}
