@@ -28,6 +28,9 @@ use libc::{EADDRNOTAVAIL, EEXIST, ENODEV, ENOENT, ESRCH};
 /// Everything the planner needs to know about the kernel's current routing state.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
+    /// The kernel keeps `IFA_PROTO` on addresses (Linux 6.1 and later), so the agent's own
+    /// addresses need no `<dev>:sr` label to be told apart.
+    pub ifa_proto: bool,
     pub links: Vec<Link>,
     pub addrs: Vec<AddrSpec>,
     pub rules: Vec<KernelRule>,
@@ -115,6 +118,7 @@ impl Kernel {
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         let links = self.links()?;
         Ok(Snapshot {
+            ifa_proto: kernel_keeps_ifa_proto(),
             addrs: self.addrs(&links)?,
             rules: self.rules()?,
             routes: self.routes(&links)?,
@@ -329,8 +333,10 @@ fn parse_addr(a: &AddressMessage, links: &[Link]) -> Option<AddrSpec> {
     }
     let ip = local.or(address)?;
     let dev = dev_name(links, a.header.index);
-    // Kernels before 6.1 drop IFA_PROTO; the label marks the agent's IPv4 addresses there.
-    if label.is_some() && label == owner_label(&dev) {
+    // Kernels before 6.1 drop IFA_PROTO; the label marks the agent's IPv4 addresses there
+    // (and on any kernel, addresses an earlier version of the agent labelled).
+    let label = label.filter(|l| Some(l) == owner_label(&dev).as_ref());
+    if label.is_some() {
         protocol = RTPROT_SYMROUTE;
     }
     Some(AddrSpec {
@@ -339,6 +345,7 @@ fn parse_addr(a: &AddressMessage, links: &[Link]) -> Option<AddrSpec> {
         ip,
         prefix_len: a.header.prefix_len,
         protocol,
+        label,
     })
 }
 
@@ -362,17 +369,28 @@ fn addr_msg(a: &AddrSpec) -> AddressMessage {
                 a.protocol,
             )));
     }
-    if a.protocol == RTPROT_SYMROUTE && a.ip.is_ipv4() {
-        if let Some(l) = owner_label(&a.dev) {
-            m.attributes.push(AddressAttribute::Label(l));
-        }
+    if let Some(l) = &a.label {
+        m.attributes.push(AddressAttribute::Label(l.clone()));
     }
     m
 }
 
 /// Kernels before 6.1 drop `IFA_PROTO`; an IPv4 label `<dev>:sr` marks the agent's addresses
 /// there too. Labels are limited to 15 bytes, so very long interface names go without.
-pub(crate) fn owner_label(dev: &str) -> Option<String> {
+/// Whether this kernel keeps `IFA_PROTO` (Linux 6.1 and later), from its release string.
+pub fn kernel_keeps_ifa_proto() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").is_ok_and(|r| release_keeps_ifa_proto(&r))
+}
+
+/// `6.1.0-13-cloud-amd64` → true, `5.15.0-1051-aws` → false.
+pub fn release_keeps_ifa_proto(release: &str) -> bool {
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (6, 1)
+}
+
+pub fn owner_label(dev: &str) -> Option<String> {
     (dev.len() + 3 <= 15).then(|| format!("{dev}:sr"))
 }
 

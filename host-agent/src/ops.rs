@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::model::{Mac, RTPROT_SYMROUTE};
+use crate::model::Mac;
 
 /// The kernel's default metric for IPv6 routes given none.
 pub(crate) const IP6_DEFAULT_METRIC: u32 = 1024;
@@ -28,6 +28,9 @@ pub struct AddrSpec {
     pub prefix_len: u8,
     /// `IFA_PROTO`; the agent marks its own addresses with `RTPROT_SYMROUTE`.
     pub protocol: u8,
+    /// The IPv4 label `<dev>:sr` that marks the agent's addresses where the kernel drops
+    /// `IFA_PROTO` (before Linux 6.1); `None` where the protocol is kept, and for others'.
+    pub label: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -181,14 +184,12 @@ impl fmt::Display for RuleSpec {
 }
 
 impl fmt::Display for AddrSpec {
-    /// As `ip` (iproute2 6.1, which has no `proto` for addresses) can say it: the label the
-    /// agent gives its IPv4 addresses stands for its protocol.
+    /// As `ip` (iproute2 6.1, which has no `proto` for addresses) can say it: with the label
+    /// where the agent sets one (kernels that drop `IFA_PROTO`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{} dev {}", self.ip, self.prefix_len, self.dev)?;
-        if self.protocol == RTPROT_SYMROUTE && self.ip.is_ipv4() {
-            if let Some(l) = crate::kernel::owner_label(&self.dev) {
-                write!(f, " label {l}")?;
-            }
+        if let Some(l) = &self.label {
+            write!(f, " label {l}")?;
         }
         Ok(())
     }

@@ -150,6 +150,12 @@ pub fn desired(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Desired {
                 ip: IpAddr::V4(*ip),
                 prefix_len: eni.subnet_v4.prefix_len(),
                 protocol: RTPROT_SYMROUTE,
+                // Where the kernel keeps IFA_PROTO the protocol marks it; else the label does.
+                label: if snap.ifa_proto {
+                    None
+                } else {
+                    crate::kernel::owner_label(&link.name)
+                },
             });
         }
     }

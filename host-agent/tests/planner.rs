@@ -64,6 +64,7 @@ fn addr(device: u8, ip: &str, protocol: u8) -> AddrSpec {
         prefix_len: if ip.is_ipv4() { 24 } else { 128 },
         ip,
         protocol,
+        label: None,
     }
 }
 
@@ -101,7 +102,10 @@ fn rule(priority: u32, src: &str, table: u32, protocol: u8) -> KernelRule {
 
 /// eth0 (the primary, DHCP-configured) and `secondaries` as links.
 fn host(secondaries: &[(u8, bool)]) -> Snapshot {
+    // A kernel before 6.1 (no IFA_PROTO), so the agent's addresses carry the `<dev>:sr` label;
+    // the case "on a kernel that keeps IFA_PROTO" flips it.
     let mut snap = Snapshot {
+        ifa_proto: false,
         links: vec![link(0, true)],
         addrs: vec![addr(0, "10.0.1.10", DHCP)],
         routes: vec![route(
@@ -184,6 +188,19 @@ fn cases() -> Vec<Case> {
             want: &[
                 "ip link set eth1 up",
                 "ip addr add 10.0.1.20/24 dev eth1 label eth1:sr",
+                "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
+                "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
+                "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
+            ],
+        },
+        Case {
+            name: "on a kernel that keeps IFA_PROTO (6.1+) the address needs no label",
+            inst: instance(vec![primary(), eni(1, &["10.0.1.20"])]),
+            snap: Snapshot { ifa_proto: true, ..host(&[(1, false)]) },
+            sel: Target::All,
+            want: &[
+                "ip link set eth1 up",
+                "ip addr add 10.0.1.20/24 dev eth1",
                 "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
                 "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
@@ -543,4 +560,19 @@ fn ownership_says_who_routes_an_eni_for_apply_and_status() {
     assert!(o.other().is_some() && !o.ours);
     let o = Ownership::of(&inst.enis[1], &snap.links[1], &snap, &[mac(1)]);
     assert!(o.other().is_none() && o.persisted);
+}
+
+#[test]
+fn the_label_is_for_kernels_before_6_1_only() {
+    use symroute_agent::kernel::release_keeps_ifa_proto;
+    for (release, keeps) in [
+        ("6.1.0-13-cloud-amd64", true),
+        ("6.18.44-fc-v1045", true),
+        ("6.0.19", false),
+        ("5.15.0-1051-aws", false),
+        ("4.14.355-275.582.amzn2.x86_64", false),
+        ("garbage", false),
+    ] {
+        assert_eq!(release_keeps_ifa_proto(release), keeps, "{release}");
+    }
 }

@@ -58,8 +58,10 @@ fn world() -> (Instance, Snapshot) {
         ip: ip.parse().unwrap(),
         prefix_len: 24,
         protocol: 16,
+        label: None,
     };
     let snap = Snapshot {
+        ifa_proto: true,
         links: vec![link(0), link(1), link(2)],
         addrs: vec![
             addr(0, "10.0.1.10"),

@@ -142,10 +142,22 @@ fn dual_homed_unconfigured_eni_gets_every_address() {
             ("10.0.2.22/32".to_string(), 10001)
         ]
     );
-    // Addresses the agent added carry its protocol, so remove can find exactly them.
+    // Addresses the agent added carry its protocol, so remove can find exactly them; on a
+    // kernel that keeps IFA_PROTO (6.1+) that alone marks them, with no `eth1:sr` label.
     let addrs = bed.ip_json(&["-4", "addr", "show", "dev", "eth1"]);
     let infos = addrs[0]["addr_info"].as_array().unwrap();
     assert_eq!(infos.len(), 3, "{infos:?}");
+    let labelled = infos.iter().any(|i| i["label"] == "eth1:sr");
+    assert_eq!(
+        labelled,
+        !symroute_agent::kernel::kernel_keeps_ifa_proto(),
+        "{infos:?}"
+    );
+    let gone = bed.agent(&["remove", "--all", "--json"]);
+    assert_eq!(gone.code, 0, "{}", gone.stderr);
+    let addrs = bed.ip_json(&["-4", "addr", "show", "dev", "eth1"]);
+    let left = addrs[0]["addr_info"].as_array().map_or(0, Vec::len);
+    assert_eq!(left, 0, "remove found its addresses by protocol: {addrs}");
 }
 
 /// 3. Several ENIs, one on network card 1: numbering, and a re-apply that changes nothing.
