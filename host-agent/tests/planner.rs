@@ -4,101 +4,16 @@
 //! plan run once leaves nothing for the next plan (apply converges in one run).
 //! No root, no kernel, no IMDS.
 
+mod plain;
+
 use std::net::{IpAddr, Ipv4Addr};
 
+use plain::*;
 use proptest::prelude::*;
 use symroute_agent::kernel::Snapshot;
-use symroute_agent::model::Target;
-use symroute_agent::model::{ImdsEni, Instance, Mac, RTPROT_SYMROUTE};
-use symroute_agent::ops::{AddrSpec, KernelRule, Link, Op, RouteSpec, RuleSpec};
+use symroute_agent::model::{ImdsEni, Instance, Target, RTPROT_SYMROUTE};
+use symroute_agent::ops::{KernelRule, Op};
 use symroute_agent::plan::plan_apply;
-
-const PRIMARY_MAC: &str = "0a:00:00:00:00:00";
-const DHCP: u8 = 16;
-const RA: u8 = 9;
-const KERNEL: u8 = 2;
-
-fn mac(n: u8) -> Mac {
-    format!("0a:00:00:00:00:{n:02x}").parse().unwrap()
-}
-
-/// An ENI at device `device` with `ips` in 10.0.1.0/24.
-fn eni(device: u8, ips: &[&str]) -> ImdsEni {
-    ImdsEni {
-        mac: mac(device),
-        eni_id: format!("eni-{:017x}", device).parse().unwrap(),
-        device_number: device as u32,
-        network_card: 0,
-        card_published: false,
-        ipv4s: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
-        subnet_v4: "10.0.1.0/24".parse().unwrap(),
-        prefixes_v4: vec![],
-        ipv6s: vec![],
-        subnets_v6: vec![],
-    }
-}
-
-fn instance(enis: Vec<ImdsEni>) -> Instance {
-    Instance {
-        instance_id: Some("i-0123456789abcdef0".into()),
-        primary_mac: Some(PRIMARY_MAC.parse().unwrap()),
-        enis,
-        unusable: vec![],
-    }
-}
-
-fn link(device: u8, up: bool) -> Link {
-    Link {
-        index: device as u32 + 2,
-        name: format!("eth{device}"),
-        mac: Some(mac(device)),
-        up,
-    }
-}
-
-fn addr(device: u8, ip: &str, protocol: u8) -> AddrSpec {
-    let ip: IpAddr = ip.parse().unwrap();
-    AddrSpec {
-        index: device as u32 + 2,
-        dev: format!("eth{device}"),
-        prefix_len: if ip.is_ipv4() { 24 } else { 128 },
-        ip,
-        protocol,
-        label: None,
-    }
-}
-
-fn route(
-    table: u32,
-    dst: &str,
-    via: Option<&str>,
-    device: u8,
-    protocol: u8,
-    metric: Option<u32>,
-) -> RouteSpec {
-    RouteSpec {
-        table,
-        dst: dst.parse().unwrap(),
-        gateway: via.map(|g| g.parse().unwrap()),
-        oif: device as u32 + 2,
-        dev: format!("eth{device}"),
-        prefsrc: None,
-        scope_link: false,
-        protocol,
-        metric,
-    }
-}
-
-fn rule(priority: u32, src: &str, table: u32, protocol: u8) -> KernelRule {
-    KernelRule {
-        spec: Some(RuleSpec {
-            priority,
-            src: src.parse().unwrap(),
-            table,
-            protocol,
-        }),
-    }
-}
 
 /// eth0 (the primary, DHCP-configured) and `secondaries` as links.
 fn host(secondaries: &[(u8, bool)]) -> Snapshot {

@@ -5,88 +5,36 @@
 use std::fs;
 use std::path::PathBuf;
 
+mod plain;
+
+use plain::*;
 use symroute_agent::kernel::Snapshot;
-use symroute_agent::model::Target;
-use symroute_agent::model::{ImdsEni, Instance, RTPROT_SYMROUTE};
-use symroute_agent::ops::{AddrSpec, KernelRule, Link, RouteSpec, RuleSpec};
+use symroute_agent::model::{Instance, Target, RTPROT_SYMROUTE};
+use symroute_agent::ops::RuleSpec;
 use symroute_agent::persist::{Backend, FileAction, FileChange, PersistReport, Persisted};
 use symroute_agent::plan::plan_apply;
 use symroute_agent::report::{Action, EniReport, Report};
 use symroute_agent::verify::Check;
 
-fn eni(device: u8, ip: &str) -> ImdsEni {
-    ImdsEni {
-        mac: format!("0a:00:00:00:00:{device:02x}").parse().unwrap(),
-        eni_id: format!("eni-{device:017x}").parse().unwrap(),
-        device_number: device as u32,
-        network_card: 0,
-        card_published: false,
-        ipv4s: vec![ip.parse().unwrap()],
-        subnet_v4: "10.0.1.0/24".parse().unwrap(),
-        prefixes_v4: vec![],
-        ipv6s: vec![],
-        subnets_v6: vec![],
-    }
-}
-
-fn link(device: u8) -> Link {
-    Link {
-        index: device as u32 + 2,
-        name: format!("eth{device}"),
-        mac: Some(format!("0a:00:00:00:00:{device:02x}").parse().unwrap()),
-        up: true,
-    }
-}
-
 /// eth0 primary, eth1 secondary (DHCP-configured), eth2 routed by another tool (table 200),
 /// eth3 listed by IMDS but without a kernel link yet.
 fn world() -> (Instance, Snapshot) {
-    let inst = Instance {
-        instance_id: Some("i-0123456789abcdef0".into()),
-        primary_mac: Some("0a:00:00:00:00:00".parse().unwrap()),
-        enis: vec![
-            eni(0, "10.0.1.10"),
-            eni(1, "10.0.1.20"),
-            eni(2, "10.0.1.30"),
-            eni(3, "10.0.1.40"),
-        ],
-        unusable: vec![],
-    };
-    let addr = |d: u8, ip: &str| AddrSpec {
-        index: d as u32 + 2,
-        dev: format!("eth{d}"),
-        ip: ip.parse().unwrap(),
-        prefix_len: 24,
-        protocol: 16,
-        label: None,
-    };
+    let inst = instance(vec![
+        eni(0, &["10.0.1.10"]),
+        eni(1, &["10.0.1.20"]),
+        eni(2, &["10.0.1.30"]),
+        eni(3, &["10.0.1.40"]),
+    ]);
     let snap = Snapshot {
         ifa_proto: true,
-        links: vec![link(0), link(1), link(2)],
+        links: vec![link(0, true), link(1, true), link(2, true)],
         addrs: vec![
-            addr(0, "10.0.1.10"),
-            addr(1, "10.0.1.20"),
-            addr(2, "10.0.1.30"),
+            addr(0, "10.0.1.10", DHCP),
+            addr(1, "10.0.1.20", DHCP),
+            addr(2, "10.0.1.30", DHCP),
         ],
-        rules: vec![KernelRule {
-            spec: Some(RuleSpec {
-                priority: 32765,
-                src: "10.0.1.30/32".parse().unwrap(),
-                table: 200,
-                protocol: 2,
-            }),
-        }],
-        routes: vec![RouteSpec {
-            table: 200,
-            dst: "0.0.0.0/0".parse().unwrap(),
-            gateway: Some("10.0.1.1".parse().unwrap()),
-            oif: 4,
-            dev: "eth2".into(),
-            prefsrc: None,
-            scope_link: false,
-            protocol: 2,
-            metric: None,
-        }],
+        rules: vec![rule(32765, "10.0.1.30/32", 200, KERNEL)],
+        routes: vec![route(200, "0.0.0.0/0", Some("10.0.1.1"), 2, KERNEL, None)],
     };
     (inst, snap)
 }

@@ -57,9 +57,8 @@ class Side:
             outputs = stack.deploy(stack_name, params)
         elif source == "cdk":
             work = Path(tempfile.mkdtemp(prefix="symroute-demo-cdk-"))
-            code = work / "code"  # moto never runs the Lambda: the caller runs the real binary
-            code.mkdir()
-            (code / "bootstrap").write_text("#!/bin/sh\nexit 1\n")
+            # moto never runs the Lambda: the caller runs the real binary.
+            code = stack.stand_in_code(work / "code")
             context = {"agentSha256X8664": params["AgentSha256X8664"],
                        "agentSha256Aarch64": params["AgentSha256Aarch64"], "lambdaZip": str(code)}
             outputs = stack.deploy_cdk(stack_name, stack.synth_cdk(work / "cdk.out", context))

@@ -9,6 +9,7 @@ Reusable by other tests and the demo:
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -25,6 +26,42 @@ sys.path.insert(0, str(ROOT / "infra"))
 from stackset import stackset_template  # noqa: E402
 
 
+# moto never runs the Lambda: every deploy here gives it this as its code.
+STAND_IN_BOOTSTRAP = "#!/bin/sh\nexit 1\n"
+# The agent's builds, by `uname -m`.
+ARCHES = {"x86_64": "symroute-linux-x86_64", "aarch64": "symroute-linux-aarch64"}
+
+
+def stand_in_code(directory: Path) -> Path:
+    """A directory holding the stand-in Lambda `bootstrap`, for a CDK asset."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "bootstrap").write_text(STAND_IN_BOOTSTRAP)
+    return directory
+
+
+def stand_in_agents(dist: Path, marker: Path) -> dict[str, str]:
+    """Both agent builds in `make agent`'s dist/ form (with SHA256SUMS), each a script writing its
+    arguments to `marker`; returns file name -> SHA-256."""
+    dist.mkdir(parents=True, exist_ok=True)
+    digests = {}
+    for arch, name in ARCHES.items():
+        body = f"#!/bin/sh\n# stand-in for {arch}\nprintf '%s\\n' \"$@\" > '{marker}'\n".encode()
+        (dist / name).write_bytes(body)
+        digests[name] = hashlib.sha256(body).hexdigest()
+    (dist / "SHA256SUMS").write_text("".join(f"{d}  {n}\n" for n, d in digests.items()))
+    return digests
+
+
+def _create_stack(stack_name: str, **arguments) -> dict[str, str]:
+    """CreateStack in moto (which creates synchronously); the outputs, or why it failed."""
+    cfn = boto3.client("cloudformation")
+    cfn.create_stack(StackName=stack_name, Capabilities=["CAPABILITY_IAM"], **arguments)
+    stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
+    if stack["StackStatus"] != "CREATE_COMPLETE":
+        raise RuntimeError(f"{stack_name}: {stack['StackStatus']} {stack.get('StackStatusReason')}")
+    return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+
 def deploy(stack_name: str, parameters: dict[str, str]) -> dict[str, str]:
     """Create the stack in the moto named by AWS_ENDPOINT_URL; return its outputs."""
     if "AWS_ENDPOINT_URL" not in os.environ:
@@ -35,20 +72,14 @@ def deploy(stack_name: str, parameters: dict[str, str]) -> dict[str, str]:
     s3.create_bucket(Bucket=f"{prefix}-{region}")
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("bootstrap", "#!/bin/sh\nexit 1\n")
+        z.writestr("bootstrap", STAND_IN_BOOTSTRAP)
     s3.put_object(Bucket=f"{prefix}-{region}", Key="symroute-lambda.zip", Body=archive.getvalue())
-    cfn = boto3.client("cloudformation")
-    cfn.create_stack(
-        StackName=stack_name,
+    return _create_stack(
+        stack_name,
         TemplateBody=json.dumps(stackset_template()),
         Parameters=[{"ParameterKey": k, "ParameterValue": v}
                     for k, v in {"LambdaCodeBucketPrefix": prefix, **parameters}.items()],
-        Capabilities=["CAPABILITY_IAM"],
     )
-    stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
-    if stack["StackStatus"] != "CREATE_COMPLETE":
-        raise RuntimeError(f"{stack_name}: {stack['StackStatus']} {stack.get('StackStatusReason')}")
-    return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
 
 
 CDK_DIR = ROOT / "infra" / "cdk"
@@ -87,6 +118,7 @@ def deploy_cdk(stack_name: str, assembly: Path) -> dict[str, str]:
     s3 = boto3.client("s3")
     if manifest.get("dockerImages"):
         raise RuntimeError(f"{assembly}: container image assets cannot be deployed into moto")
+    buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
     for asset in manifest.get("files", {}).values():
         source = assembly / asset["source"]["path"]
         if asset["source"].get("packaging") == "zip":
@@ -100,15 +132,11 @@ def deploy_cdk(stack_name: str, assembly: Path) -> dict[str, str]:
             data = source.read_bytes()
         for destination in asset["destinations"].values():
             bucket = destination["bucketName"].replace("${AWS::AccountId}", account).replace("${AWS::Region}", region)
-            if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+            if bucket not in buckets:
                 s3.create_bucket(Bucket=bucket)  # what `cdk bootstrap` creates once per account
+                buckets.add(bucket)
             s3.put_object(Bucket=bucket, Key=destination["objectKey"], Body=data)
-    cfn = boto3.client("cloudformation")
-    cfn.create_stack(StackName=stack_name, TemplateBody=template.read_text(), Capabilities=["CAPABILITY_IAM"])
-    stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
-    if stack["StackStatus"] != "CREATE_COMPLETE":
-        raise RuntimeError(f"{stack_name}: {stack['StackStatus']} {stack.get('StackStatusReason')}")
-    return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    return _create_stack(stack_name, TemplateBody=template.read_text())
 
 
 def s3_source(url: str) -> dict[str, bytes]:

@@ -1,7 +1,6 @@
 """The CDK construct's example app (infra/cdk), synthesized by the real `cdk synth`, checked by
 cfn-lint and deployed into moto as `cdk deploy` would; then the document as deployed runs the
 agent as the SAM stack's does (test_deployed_stack.py). Needs `make cdk-build` (test-stack runs it)."""
-import hashlib
 import os
 import platform
 import subprocess
@@ -16,25 +15,13 @@ from conftest import ROOT
 import ssmdoc
 import stack
 
-ARCHES = {"x86_64": "symroute-linux-x86_64", "aarch64": "symroute-linux-aarch64"}
-
-
 @pytest.fixture(scope="module")
 def stand_in_dist(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cdk")
-    dist = tmp / "dist"
-    dist.mkdir()
     marker = tmp / "agent-ran"
-    digests = {}
-    for arch, name in ARCHES.items():
-        body = f"#!/bin/sh\n# stand-in for {arch}\nprintf '%s\\n' \"$@\" > '{marker}'\n".encode()
-        (dist / name).write_bytes(body)
-        digests[name] = hashlib.sha256(body).hexdigest()
-    (dist / "SHA256SUMS").write_text("".join(f"{d}  {n}\n" for n, d in digests.items()))
-    code = tmp / "code"
-    code.mkdir()
-    (code / "bootstrap").write_text("#!/bin/sh\nexit 1\n")
-    return {"tmp": tmp, "dist": dist, "marker": marker, "digests": digests, "code": code}
+    digests = stack.stand_in_agents(tmp / "dist", marker)
+    return {"tmp": tmp, "dist": tmp / "dist", "marker": marker, "digests": digests,
+            "code": stack.stand_in_code(tmp / "code")}
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """The template deployed into moto (AWS's own SAM transform, moto's CloudFormation), then the
 document as deployed run against the agent as `make deploy` uploads it."""
-import hashlib
 import json
 import os
 import platform
@@ -15,8 +14,7 @@ from conftest import PATTERNS, ROOT
 import ssmdoc
 import stack
 
-ARCHES = {"x86_64": "symroute-linux-x86_64", "aarch64": "symroute-linux-aarch64"}
-HERE_FILE = ARCHES[platform.machine()]
+HERE_FILE = stack.ARCHES[platform.machine()]
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +22,8 @@ def deployed(aws, tmp_path_factory):
     """Stand-in agents in dist/ form, uploaded by infra/upload_agent.py to the stack's bucket."""
     tmp = tmp_path_factory.mktemp("deployed")
     dist = tmp / "dist"
-    dist.mkdir()
     marker = tmp / "agent-ran"
-    lines = []
-    for arch, name in ARCHES.items():
-        body = f"#!/bin/sh\n# stand-in for {arch}\nprintf '%s\\n' \"$@\" > '{marker}'\n".encode()
-        (dist / name).write_bytes(body)
-        lines.append(f"{hashlib.sha256(body).hexdigest()}  {name}")
-    (dist / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    stack.stand_in_agents(dist, marker)
     upload = [sys.executable, str(ROOT / "infra" / "upload_agent.py"), "--dist", str(dist)]
     params = subprocess.run([*upload, "--parameters"], capture_output=True, text=True, check=True)
     parameters = dict(word.split("=", 1) for word in params.stdout.split())

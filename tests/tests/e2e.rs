@@ -88,14 +88,7 @@ fn attach_makes_the_new_address_answer_and_detach_cleans_up() {
             "cleanup"
         ]
     );
-    let step = |name: &str, nth: usize| {
-        tl.steps()
-            .iter()
-            .filter(|s| s["step"] == name)
-            .nth(nth)
-            .map(|s| s["data"].clone())
-            .unwrap_or_default()
-    };
+    let step = |name: &str, nth: usize| tl.data(name, nth);
     // Before symroute, the reply was dropped by the VPC for leaving by the wrong ENI.
     assert!(step("before", 0)["srcdst_drops_at_eth0"].as_u64() > Some(0));
     let apply = step("agent", 0);
@@ -117,14 +110,7 @@ fn the_cdk_stack_makes_the_new_address_answer_as_the_sam_stack_does() {
     opts.stack_name = "symroute-e2e-cdk".into();
     let mut tl = Timeline::new(false);
     demo::run(&opts, &mut tl).unwrap_or_else(|e| panic!("{e}"));
-    let step = |name: &str, nth: usize| {
-        tl.steps()
-            .iter()
-            .filter(|s| s["step"] == name)
-            .nth(nth)
-            .map(|s| s["data"].clone())
-            .unwrap_or_default()
-    };
+    let step = |name: &str, nth: usize| tl.data(name, nth);
     assert_eq!(step("stack", 0)["rules"].as_array().map(Vec::len), Some(4));
     assert_eq!(step("agent", 0)["action"], "apply");
     assert_eq!(step("agent", 0)["enis"][0]["table"], 10001);
@@ -139,12 +125,7 @@ fn an_ssm_agent_older_than_env_var_interpolation_still_configures_the_eni() {
     opts.ssm_agent = "old".into();
     let mut tl = Timeline::new(false);
     demo::run(&opts, &mut tl).unwrap_or_else(|e| panic!("{e}"));
-    let apply = tl
-        .steps()
-        .iter()
-        .find(|s| s["step"] == "agent")
-        .map(|s| s["data"].clone())
-        .unwrap_or_default();
+    let apply = tl.data("agent", 0);
     assert_eq!(apply["action"], "apply", "{apply}");
     assert_eq!(apply["enis"][0]["table"], 10001, "{apply}");
 }

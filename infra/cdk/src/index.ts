@@ -251,7 +251,7 @@ export class Symroute extends Construct {
             new iam.PolicyStatement({
               sid: 'TagEnisWithOwnKeysOnly',
               actions: ['ec2:CreateTags', 'ec2:DeleteTags'],
-              resources: [stack.formatArn({ service: 'ec2', resource: 'network-interface', resourceName: '*' })],
+              resources: [anyEniArn(stack)],
               conditions: { 'ForAllValues:StringLike': { 'aws:TagKeys': ['symroute:*'] } },
             }),
             new iam.PolicyStatement({
@@ -259,7 +259,7 @@ export class Symroute extends Construct {
               actions: ['ssm:SendCommand'],
               resources: [
                 stack.formatArn({ service: 'ssm', resource: 'document', resourceName: this.document.ref }),
-                stack.formatArn({ service: 'ec2', resource: 'instance', resourceName: '*' }),
+                anyInstanceArn(stack),
               ],
             }),
             new iam.PolicyStatement({
@@ -369,11 +369,11 @@ export class Symroute extends Construct {
         reason: 'ec2:Describe*, ssm:DescribeInstanceInformation, ssm:GetCommandInvocation and ssm:ListCommands cannot be scoped to resources.',
       },
       {
-        id: finding('IAM5', stack.formatArn({ service: 'ec2', resource: 'network-interface', resourceName: '*' })),
+        id: finding('IAM5', anyEniArn(stack)),
         reason: 'Any ENI may be attached; tagging is limited to symroute:* keys by an aws:TagKeys condition.',
       },
       {
-        id: finding('IAM5', stack.formatArn({ service: 'ec2', resource: 'instance', resourceName: '*' })),
+        id: finding('IAM5', anyInstanceArn(stack)),
         reason: 'Any instance may get an ENI; SendCommand is limited to this stack\'s own document.',
       },
     );
@@ -526,6 +526,16 @@ function checkProps(props: SymrouteProps): Settings {
     commandTimeoutSeconds,
     logRetention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
   };
+}
+
+/** Every ENI of the account and region: the Lambda tags ENIs it cannot know in advance. */
+function anyEniArn(stack: Stack): string {
+  return stack.formatArn({ service: 'ec2', resource: 'network-interface', resourceName: '*' });
+}
+
+/** Every instance of the account and region: any of them may get an ENI. */
+function anyInstanceArn(stack: Stack): string {
+  return stack.formatArn({ service: 'ec2', resource: 'instance', resourceName: '*' });
 }
 
 function agentReadStatements(bucket: s3.IBucket): iam.PolicyStatement[] {

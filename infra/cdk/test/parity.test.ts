@@ -2,18 +2,14 @@
 // the same properties (the IAM policies, the event patterns, the document, the Lambda's settings),
 // for several sets of parameter values. What differs on purpose is named in DIFFERENCES below and
 // in docs/deploy.md; anything else that differs fails here.
-import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
-import { App, CfnResource, DefaultStackSynthesizer, Stack } from 'aws-cdk-lib';
-import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { CfnResource, Duration, Stack } from 'aws-cdk-lib';
+import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import { Symroute, SymrouteProps } from '../src';
+import { ARM, newStack, X86 } from './helpers';
 import { canon, Context, normaliseStatements, resources, samContext, samTemplate, Template } from './canonical';
 
-const X86 = 'a'.repeat(64);
-const ARM = 'b'.repeat(64);
 const TOPIC = 'arn:aws:sns:eu-west-1:123456789012:ops';
 const ORG = 'o-abcdefghij';
 
@@ -42,8 +38,8 @@ const SCENARIOS: Scenario[] = [
       association: { tagKey: 'symroute', tagValue: 'yes', schedule: 'rate(12 hours)' },
       alarmTopic: sns.Topic.fromTopicArn(stack, 'Topic', TOPIC),
       agentReadOrganizationId: ORG, skipTag: 'keep-out', ownerMarkers: ['tag:mine', 'description:theirs '],
-      commandTimeout: require('aws-cdk-lib').Duration.seconds(900),
-      logRetention: require('aws-cdk-lib/aws-logs').RetentionDays.THREE_MONTHS,
+      commandTimeout: Duration.seconds(900),
+      logRetention: logs.RetentionDays.THREE_MONTHS,
     }),
   },
   {
@@ -66,11 +62,8 @@ function samName(relative: string): string {
 }
 
 function cdkSide(scenario: Scenario): { template: Template; ctx: Context } {
-  const app = new App();
-  const stack = new Stack(app, 'Parity', { synthesizer: new DefaultStackSynthesizer({ generateBootstrapVersionRule: false }) });
-  const code = fs.mkdtempSync(path.join(os.tmpdir(), 'symroute-code-'));
-  fs.writeFileSync(path.join(code, 'bootstrap'), '#!/bin/sh\nexit 1\n');
-  const symroute = new Symroute(stack, 'Symroute', { ...scenario.cdk(stack), code: lambda.Code.fromAsset(code) });
+  const { app, stack, code } = newStack();
+  const symroute = new Symroute(stack, 'Symroute', { ...scenario.cdk(stack), code });
   const template = app.synth().getStackByName(stack.stackName).template as Template;
   const names: Record<string, string> = {};
   const types: Record<string, string> = {};

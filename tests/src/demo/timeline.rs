@@ -54,6 +54,16 @@ impl Timeline {
         &self.steps
     }
 
+    /// The data of the `nth` step called `name` (0 for the first), or null when there is none.
+    pub fn data(&self, name: &str, nth: usize) -> Value {
+        self.steps
+            .iter()
+            .filter(|s| s["step"] == name)
+            .nth(nth)
+            .map(|s| s["data"].clone())
+            .unwrap_or_default()
+    }
+
     /// The whole run as one JSON document.
     pub fn json(&self, outcome: Value) -> Value {
         json!({
