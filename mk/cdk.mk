@@ -29,11 +29,16 @@ cdk-build: setup-python setup-node ## stage the document, patterns (and Lambda z
 cdk-synth: cdk-build ## cdk synth of the example app into infra/cdk/cdk.out (agent digests from dist/agent, Lambda from dist/lambda; CDK_CONTEXT='-c createTrail=true ...')
 	cd $(CDK_DIR) && $(CDK_ENV) $(OFFLINE) npx cdk synth --quiet --no-notices --no-version-reporting --output $(CDK_OUT) $(CDK_CONTEXT)
 
-cdk-package: cdk-build ## the jsii packages for npm and PyPI into infra/cdk/dist (pip fetches Python build tools)
-	@# test-cdk writes the Python binding's source into dist/python; twine would take it for packages.
+# From an empty dist/, since twine would take anything left there for a package. One recipe for
+# cdk-package and test-cdk, so that test-cdk does not compile the construct a second time.
+define CDK_PACK
 	rm -rf $(CDK_DIR)/dist
 	cd $(CDK_DIR) && $(CDK_ENV) npx jsii-pacmak --targets js python
 	@ls -l $(CDK_DIR)/dist/js $(CDK_DIR)/dist/python
+endef
+
+cdk-package: cdk-build ## the jsii packages for npm and PyPI into infra/cdk/dist (pip fetches Python build tools)
+	$(CDK_PACK)
 
 CDK_PY_VENV := $(ROOT)/.tools/cdk-python
 
@@ -48,7 +53,7 @@ $(CDK_PY_VENV)/.stamp: $(CDK_DIR)/requirements-python.txt
 # `cdk synth`, cfn-lint and a deploy into moto (pytest).
 test-cdk: cdk-build $(CDK_PY_VENV)/.stamp ## the CDK construct's tests: jest (assertions, SAM parity, cdk-nag), the Python wheel synthesizing a stack, cdk synth + cfn-lint + moto deploy
 	cd $(CDK_DIR) && $(CDK_ENV) $(OFFLINE) npx jest --ci
-	@$(MAKE) --no-print-directory cdk-package
+	$(CDK_PACK)
 	$(CDK_PY_VENV)/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps $(CDK_DIR)/dist/python/symroute_cdk-*.whl
 	cd $(CDK_DIR) && $(CDK_ENV) $(OFFLINE) $(CDK_PY_VENV)/bin/python test/python_binding.py
 	@cd $(ROOT) && $(PY) -m pytest -q -p no:cacheprovider tests/stack/test_cdk_stack.py; rc=$$?; \
