@@ -14,8 +14,10 @@ use crate::model::{EniId, Mac, Target};
     long_about = "Make secondary AWS ENIs route symmetrically: replies leave by the interface the request came in on.\n\n\
 For each secondary ENI, symroute reads instance metadata (IMDSv2) and installs, over netlink:\n\
 a route table numbered 10000 + 100*network_card + device_number holding the subnet route and a\n\
-default route via the subnet's router, and rules `from <each address of the ENI> lookup <table>`\n\
-at the same priority. The primary ENI and the main table's default route are left alone.",
+default route via the subnet's router, and per address of the ENI three rules: `to <each VPC\n\
+block> lookup <table>` (priority table-2000), `lookup main suppress_prefixlength 0` (table-1000:\n\
+local peers such as docker0 or a VPN keep the main table's routes) and `lookup <table>` (priority\n\
+= table). The primary ENI and the main table's default route are left alone.",
     after_help = "Examples:\n  symroute apply                  configure every secondary ENI\n  symroute apply --eni eni-0a9c4b60624c0e41d --wait 60\n  symroute apply --dry-run        show the changes, make none\n  symroute status --json\n  symroute remove --stale         clean up after detached ENIs\n\n\
 Exit codes: 0 done or nothing to do; 1 failed (the host is left as it was); 2 bad usage or input;\n3 the ENI did not appear within --wait.\n\
 Environment: AWS_EC2_METADATA_SERVICE_ENDPOINT overrides the IMDS address (default http://169.254.169.254);\nSYMROUTE_LOG=debug|info|warn|error sets the log level (default info; logs go to stderr)."

@@ -398,6 +398,8 @@ fn parse_rule(r: &RuleMessage) -> KernelRule {
     let mut table = r.header.table as u32;
     let mut priority = 0;
     let mut src = None;
+    let mut dst = None;
+    let mut suppress = None;
     let mut protocol = 0u8;
     let mut other_selector = false;
     for a in &r.attributes {
@@ -405,9 +407,16 @@ fn parse_rule(r: &RuleMessage) -> KernelRule {
             RuleAttribute::Table(t) => table = *t,
             RuleAttribute::Priority(p) => priority = *p,
             RuleAttribute::Source(ip) => src = Some(*ip),
+            RuleAttribute::Destination(ip) => dst = Some(*ip),
             RuleAttribute::Protocol(p) => protocol = u8::from(*p),
-            RuleAttribute::Destination(_)
-            | RuleAttribute::Iifname(_)
+            // The kernel dumps every rule with this attribute, u32::MAX (-1) meaning unset; of
+            // the rest only 0..=128 are prefix lengths.
+            RuleAttribute::SuppressPrefixLen(u32::MAX) => {}
+            RuleAttribute::SuppressPrefixLen(n) => match u8::try_from(*n) {
+                Ok(n) if n <= 128 => suppress = Some(n),
+                _ => other_selector = true,
+            },
+            RuleAttribute::Iifname(_)
             | RuleAttribute::Oifname(_)
             | RuleAttribute::FwMark(_)
             | RuleAttribute::UidRange(_)
@@ -419,10 +428,19 @@ fn parse_rule(r: &RuleMessage) -> KernelRule {
     }
     let spec = match (r.header.action, src, other_selector || r.header.tos != 0) {
         (RuleAction::ToTable, Some(ip), false) => {
+            let dst = match dst {
+                Some(d) => match IpNet::new(d, r.header.dst_len) {
+                    Ok(d) => Some(d),
+                    Err(_) => return KernelRule { spec: None },
+                },
+                None => None,
+            };
             IpNet::new(ip, r.header.src_len).ok().map(|src| RuleSpec {
                 priority,
                 src,
+                dst,
                 table,
+                suppress_prefixlength: suppress,
                 protocol,
             })
         }
@@ -446,6 +464,14 @@ fn rule_msg(r: &RuleSpec) -> RuleMessage {
     m.attributes.push(RuleAttribute::Table(r.table));
     m.attributes.push(RuleAttribute::Priority(r.priority));
     m.attributes.push(RuleAttribute::Source(r.src.addr()));
+    if let Some(d) = r.dst {
+        m.header.dst_len = d.prefix_len();
+        m.attributes.push(RuleAttribute::Destination(d.addr()));
+    }
+    if let Some(n) = r.suppress_prefixlength {
+        m.attributes
+            .push(RuleAttribute::SuppressPrefixLen(u32::from(n)));
+    }
     if r.protocol != 0 {
         m.attributes
             .push(RuleAttribute::Protocol(RouteProtocol::from(r.protocol)));

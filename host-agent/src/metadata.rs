@@ -122,6 +122,39 @@ pub(crate) fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> 
         None => Vec::new(),
     };
 
+    // The VPC's blocks: a host route to any of them from this ENI's addresses must stay on the
+    // ENI. Metadata publishes them on every ENI; should it not (an old IMDS, a stand-in), the
+    // subnet alone still covers the classic same-subnet case. A subnet outside every block
+    // cannot happen on AWS; it is added rather than trusted less.
+    let mut vpc_v4: Vec<Ipv4Net> = match src.field("vpc-ipv4-cidr-blocks")? {
+        Some(v) => parse_nets(&p("vpc-ipv4-cidr-blocks"), &v)?,
+        None => Vec::new(),
+    };
+    if let Some(n) = vpc_v4.iter().find(|n| n.prefix_len() < 16) {
+        return Err(Error::bad_metadata(
+            p("vpc-ipv4-cidr-blocks"),
+            format!("{n} is not a VPC block (AWS VPC blocks are /16 to /28)"),
+        ));
+    }
+    if !vpc_v4.iter().any(|n| n.contains(&subnet_v4)) {
+        vpc_v4.push(subnet_v4);
+    }
+    let mut vpc_v6: Vec<Ipv6Net> = match src.field("vpc-ipv6-cidr-blocks")? {
+        Some(v) => parse_nets(&p("vpc-ipv6-cidr-blocks"), &v)?,
+        None => Vec::new(),
+    };
+    if let Some(n) = vpc_v6.iter().find(|n| n.prefix_len() < 44) {
+        return Err(Error::bad_metadata(
+            p("vpc-ipv6-cidr-blocks"),
+            format!("{n} is not a VPC block (AWS VPC IPv6 blocks are /44 to /60)"),
+        ));
+    }
+    for s in &subnets_v6 {
+        if !vpc_v6.iter().any(|n| n.contains(s)) {
+            vpc_v6.push(*s);
+        }
+    }
+
     Ok(ImdsEni {
         mac,
         eni_id,
@@ -133,6 +166,8 @@ pub(crate) fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> 
         prefixes_v4,
         ipv6s,
         subnets_v6,
+        vpc_v4,
+        vpc_v6,
     })
 }
 
@@ -309,6 +344,46 @@ mod tests {
         f.retain(|(k, _)| *k != "subnet-ipv4-cidr-block");
         f.push(("subnet-ipv4-cidr-block", "10.0.0.0/16"));
         assert!(parse_eni(mac(), &mut src(&f)).is_ok());
+    }
+
+    #[test]
+    fn vpc_blocks_are_read_and_always_hold_the_subnets() {
+        let mut f = good();
+        f.push(("vpc-ipv4-cidr-blocks", "10.0.0.0/16\n100.64.0.0/16\n"));
+        f.push(("vpc-ipv6-cidr-blocks", "2600:1f18::/56"));
+        let eni = parse_eni(mac(), &mut src(&f)).unwrap();
+        let v4: Vec<String> = eni.vpc_v4.iter().map(|n| n.to_string()).collect();
+        assert_eq!(v4, ["10.0.0.0/16", "100.64.0.0/16"]);
+        assert_eq!(
+            eni.vpc_v6,
+            vec!["2600:1f18::/56".parse::<Ipv6Net>().unwrap()]
+        );
+        // Without the keys, the subnets stand in; a block that misses the subnet gains it.
+        let eni = parse_eni(mac(), &mut src(&good())).unwrap();
+        assert_eq!(eni.vpc_v4, vec![eni.subnet_v4]);
+        assert_eq!(eni.vpc_v6, eni.subnets_v6);
+        let mut f = good();
+        f.push(("vpc-ipv4-cidr-blocks", "172.31.0.0/16"));
+        let eni = parse_eni(mac(), &mut src(&f)).unwrap();
+        assert_eq!(eni.vpc_v4.len(), 2);
+        assert_eq!(eni.vpc_v4[1], eni.subnet_v4);
+    }
+
+    #[test]
+    fn vpc_blocks_wider_than_aws_allows_are_refused() {
+        // A `to 0.0.0.0/0` rule would send every reply, local peers' included, to the ENI.
+        for (k, bad) in [
+            ("vpc-ipv4-cidr-blocks", "0.0.0.0/0"),
+            ("vpc-ipv4-cidr-blocks", "10.0.0.0/8"),
+            ("vpc-ipv6-cidr-blocks", "::/0"),
+            ("vpc-ipv6-cidr-blocks", "2600::/16"),
+            ("vpc-ipv4-cidr-blocks", "10.0.0.1/16"),
+        ] {
+            let mut f = good();
+            f.push((k, bad));
+            let err = parse_eni(mac(), &mut src(&f)).expect_err(bad).to_string();
+            assert!(err.contains(k), "{bad}: {err}");
+        }
     }
 
     #[test]

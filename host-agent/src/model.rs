@@ -14,6 +14,16 @@ pub(crate) const DEVICES_PER_CARD: u32 = 100;
 /// Highest network card we accept, so every priority stays below the kernel's `main` rule
 /// (32766) and nothing collides.
 pub(crate) const MAX_NETWORK_CARD: u32 = 99;
+/// How far below an ENI's own rule (`from <addr> lookup <table>`, priority = table) its rules
+/// `from <addr> to <VPC block> lookup <table>` sit: VPC destinations, the same subnet included,
+/// stay on the ENI whatever the main table says.
+pub const VPC_RULE_OFFSET: u32 = 2_000;
+/// How far below an ENI's own rule its `from <addr> lookup main suppress_prefixlength 0` sits:
+/// after the VPC rules, before the ENI's default route, so that the main table's routes to
+/// local peers (docker0, a VPN, a bridge, a pod) keep winning and only its default routes are
+/// skipped. Between the two, the order per address is what matters; across ENIs the `from`
+/// selectors never overlap.
+pub const LOCAL_RULE_OFFSET: u32 = 1_000;
 
 /// The routing protocol number stamped on every rule, route and address the agent installs, so
 /// it can find and prune exactly its own state. Unassigned in the kernel's rtnetlink.h list.
@@ -168,12 +178,28 @@ pub struct ImdsEni {
     pub prefixes_v4: Vec<Ipv4Net>,
     pub ipv6s: Vec<Ipv6Addr>,
     pub subnets_v6: Vec<Ipv6Net>,
+    /// The VPC's IPv4 blocks (`vpc-ipv4-cidr-blocks`), the ENI's subnet always among them:
+    /// destinations whose replies must leave by this ENI even where the main table has a more
+    /// specific route (the same subnet on eth0).
+    pub vpc_v4: Vec<Ipv4Net>,
+    /// The VPC's IPv6 blocks (`vpc-ipv6-cidr-blocks`), each of the ENI's subnets among them.
+    pub vpc_v6: Vec<Ipv6Net>,
 }
 
 impl ImdsEni {
     /// Route table id and rule priority, as amazon-ec2-net-utils numbers them.
     pub fn table(&self) -> u32 {
         TABLE_BASE + DEVICES_PER_CARD * self.network_card + self.device_number
+    }
+
+    /// Priority of the rules that keep VPC destinations in this ENI's table.
+    pub fn vpc_rule_priority(&self) -> u32 {
+        self.table() - VPC_RULE_OFFSET
+    }
+
+    /// Priority of the rule that lets the main table's non-default routes (local peers) win.
+    pub fn local_rule_priority(&self) -> u32 {
+        self.table() - LOCAL_RULE_OFFSET
     }
 
     pub fn primary_ipv4(&self) -> Ipv4Addr {

@@ -72,22 +72,61 @@ impl RouteSpec {
     }
 }
 
+/// The kernel's main table.
+pub const RT_TABLE_MAIN: u32 = 254;
+
+/// A rule `from <src> [to <dst>] lookup <table> [suppress_prefixlength <n>]`. The agent installs
+/// three kinds per address of an ENI (model.rs has the priorities): to each VPC block via the
+/// ENI's table, main with its default routes suppressed (local peers), and the ENI's table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleSpec {
     pub priority: u32,
     pub src: IpNet,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<IpNet>,
     pub table: u32,
+    /// Routes of this prefix length or shorter found in `table` are ignored (the lookup goes
+    /// on to the next rule): 0 skips only default routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppress_prefixlength: Option<u8>,
     pub protocol: u8,
 }
 
 impl RuleSpec {
+    /// `from <src> lookup <table>` at `priority`.
+    pub fn from_src(priority: u32, src: IpNet, table: u32, protocol: u8) -> RuleSpec {
+        RuleSpec {
+            priority,
+            src,
+            dst: None,
+            table,
+            suppress_prefixlength: None,
+            protocol,
+        }
+    }
+
     /// Same selector and target (protocol aside).
     pub fn same_rule(&self, other: &RuleSpec) -> bool {
-        self.priority == other.priority && self.src == other.src && self.table == other.table
+        self.priority == other.priority
+            && self.src == other.src
+            && self.dst == other.dst
+            && self.table == other.table
+            && self.suppress_prefixlength == other.suppress_prefixlength
+    }
+
+    /// The ENI table this rule serves: its own table, or for the local-peers rule (which looks
+    /// up main) the table its priority was derived from.
+    pub fn owner_table(&self) -> u32 {
+        if self.table == RT_TABLE_MAIN && self.suppress_prefixlength.is_some() {
+            self.priority + crate::model::LOCAL_RULE_OFFSET
+        } else {
+            self.table
+        }
     }
 }
 
-/// A rule as dumped from the kernel; only `from <src> lookup <table>` rules become `spec`.
+/// A rule as dumped from the kernel; only `from <src> [to <dst>] lookup <table>
+/// [suppress_prefixlength <n>]` rules become `spec`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelRule {
     pub spec: Option<RuleSpec>,
@@ -172,11 +211,21 @@ impl fmt::Display for RouteSpec {
 
 impl fmt::Display for RuleSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "from {}", self.src)?;
+        if let Some(d) = self.dst {
+            write!(f, " to {d}")?;
+        }
+        if self.table == RT_TABLE_MAIN {
+            write!(f, " lookup main")?;
+        } else {
+            write!(f, " lookup {}", self.table)?;
+        }
+        if let Some(n) = self.suppress_prefixlength {
+            write!(f, " suppress_prefixlength {n}")?;
+        }
         write!(
             f,
-            "from {} lookup {} pref {} proto {}",
-            self.src,
-            self.table,
+            " pref {} proto {}",
             self.priority,
             proto_name(self.protocol)
         )

@@ -7,10 +7,9 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use crate::kernel::Snapshot;
+use crate::metadata::is_link_local;
 use crate::model::{ImdsEni, Instance, Mac, Target, RTPROT_SYMROUTE, TABLE_BASE};
-use crate::ops::{AddrSpec, Link, Op, RouteSpec, RuleSpec};
-
-const RT_TABLE_MAIN: u32 = 254;
+use crate::ops::{AddrSpec, Link, Op, RouteSpec, RuleSpec, RT_TABLE_MAIN};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -87,25 +86,81 @@ fn ours_addrs(snap: &Snapshot) -> impl Iterator<Item = &AddrSpec> {
     snap.addrs.iter().filter(|a| a.protocol == RTPROT_SYMROUTE)
 }
 
-/// Rules depend on IMDS alone, so they can be computed for ENIs without a link.
+/// Rules depend on IMDS alone, so they can be computed for ENIs without a link. Per address of
+/// the ENI, in the order the kernel tries them:
+/// 1. `to <each VPC block> lookup T`: the VPC's destinations, its own subnet included, leave by
+///    the ENI even though main's route to the subnet goes by eth0;
+/// 2. `lookup main suppress_prefixlength 0`: any other route in main wins (docker0, a VPN, a
+///    bridge, a pod), only main's default routes are skipped;
+/// 3. `lookup T`: everything else takes the ENI's default route.
 pub(crate) fn desired_rules(eni: &ImdsEni) -> Vec<RuleSpec> {
-    let t = eni.table();
-    let rule = |src: IpNet| RuleSpec {
-        priority: t,
-        src,
-        table: t,
-        protocol: RTPROT_SYMROUTE,
+    rules_with(eni, &[])
+}
+
+/// Main-table routes that lead into the VPC although their destination is outside its blocks
+/// (a route to on-premises or a peered VPC via the subnet router on eth0): to the VPC's fabric
+/// they are VPC traffic, and a reply from this ENI's address that took them would be dropped
+/// by the source/destination check, so they get a rule of the first kind too.
+pub(crate) fn vpc_bound_routes(eni: &ImdsEni, snap: &Snapshot) -> Vec<IpNet> {
+    let in_blocks = |n: &IpNet| match n {
+        IpNet::V4(n) => eni.vpc_v4.iter().any(|b| b.contains(n)),
+        IpNet::V6(n) => eni.vpc_v6.iter().any(|b| b.contains(n)),
     };
-    eni.ipv4s
+    let via_vpc_router = |g: &IpAddr| match g {
+        IpAddr::V4(g) => eni.vpc_v4.iter().any(|b| b.contains(g)),
+        // IPv6 next hops on EC2 are the VPC router's link-local address.
+        IpAddr::V6(g) => eni.vpc_v6.iter().any(|b| b.contains(g)) || is_link_local(g),
+    };
+    let mut out: Vec<IpNet> = snap
+        .routes
         .iter()
-        .map(|ip| rule(IpNet::V4(Ipv4Net::from(*ip))))
-        .chain(eni.prefixes_v4.iter().map(|p| rule(IpNet::V4(*p))))
-        .chain(
-            eni.ipv6s
+        .filter(|r| r.table == RT_TABLE_MAIN && !r.is_default() && r.protocol != RTPROT_SYMROUTE)
+        .filter(|r| r.gateway.as_ref().is_some_and(via_vpc_router))
+        .map(|r| r.dst)
+        .filter(|d| !in_blocks(d))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn rules_with(eni: &ImdsEni, vpc_bound: &[IpNet]) -> Vec<RuleSpec> {
+    let t = eni.table();
+    let srcs = eni
+        .ipv4s
+        .iter()
+        .map(|ip| IpNet::V4(Ipv4Net::from(*ip)))
+        .chain(eni.prefixes_v4.iter().map(|p| IpNet::V4(*p)))
+        .chain(eni.ipv6s.iter().map(|ip| IpNet::V6(Ipv6Net::from(*ip))));
+    let mut out = Vec::new();
+    for src in srcs {
+        let mut blocks: Vec<IpNet> = match src {
+            IpNet::V4(_) => eni.vpc_v4.iter().map(|n| IpNet::V4(*n)).collect(),
+            IpNet::V6(_) => eni.vpc_v6.iter().map(|n| IpNet::V6(*n)).collect(),
+        };
+        blocks.extend(
+            vpc_bound
                 .iter()
-                .map(|ip| rule(IpNet::V6(Ipv6Net::from(*ip)))),
-        )
-        .collect()
+                .filter(|d| d.addr().is_ipv4() == src.addr().is_ipv4()),
+        );
+        for dst in blocks {
+            out.push(RuleSpec {
+                dst: Some(dst),
+                ..RuleSpec::from_src(eni.vpc_rule_priority(), src, t, RTPROT_SYMROUTE)
+            });
+        }
+        out.push(RuleSpec {
+            suppress_prefixlength: Some(0),
+            ..RuleSpec::from_src(
+                eni.local_rule_priority(),
+                src,
+                RT_TABLE_MAIN,
+                RTPROT_SYMROUTE,
+            )
+        });
+        out.push(RuleSpec::from_src(t, src, t, RTPROT_SYMROUTE));
+    }
+    out
 }
 
 /// The router the interface learned for IPv6: the main table's default via that link (the RA
@@ -132,7 +187,7 @@ pub(crate) fn learned_v6_router(snap: &Snapshot, link: &Link) -> Option<Ipv6Addr
 pub fn desired(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Desired {
     let t = eni.table();
     let mut d = Desired {
-        rules: desired_rules(eni),
+        rules: rules_with(eni, &vpc_bound_routes(eni, snap)),
         ..Default::default()
     };
     // Addresses: an ENI that arrives unconfigured (RHEL/CentOS 7) gets all of them; on one a
@@ -207,6 +262,8 @@ pub(crate) fn foreign_owner(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Opti
         .iter()
         .filter_map(|r| r.spec.as_ref())
         .filter(|r| !is_ours_rule(r) && r.src.prefix_len() > 0 && r.src.contains(&primary))
+        // Only a rule for all of the address's traffic routes it; `to` rules are partial.
+        .filter(|r| r.dst.is_none() && r.suppress_prefixlength.is_none())
         .filter(|r| r.table != RT_TABLE_MAIN && r.table != 255 && r.table != 253)
         .find(|r| {
             snap.routes
@@ -239,7 +296,7 @@ impl Ownership {
         let t = eni.table();
         Ownership {
             foreign: foreign_owner(eni, link, snap),
-            ours: ours_rules(snap).any(|r| r.priority == t),
+            ours: ours_rules(snap).any(|r| r.table == t && r.priority == t),
             persisted: persisted.contains(&eni.mac),
         }
     }
@@ -354,7 +411,7 @@ fn diff_eni(
     }
     if prune {
         let t = eni.table();
-        for r in ours_rules(snap).filter(|r| r.priority == t) {
+        for r in ours_rules(snap).filter(|r| r.owner_table() == t) {
             if !want.rules.iter().any(|w| w.same_rule(r)) {
                 ops.push(Op::DelRule(r.clone()));
             }
@@ -373,7 +430,7 @@ fn diff_eni(
         // An address belongs to one ENI, and table T holds only ENI T's link, so rules for its
         // addresses and routes over its link in any other table are its own, stale.
         let srcs: Vec<IpNet> = desired_rules(eni).into_iter().map(|r| r.src).collect();
-        for r in ours_rules(snap).filter(|r| r.table != t && srcs.contains(&r.src)) {
+        for r in ours_rules(snap).filter(|r| r.owner_table() != t && srcs.contains(&r.src)) {
             ops.push(Op::DelRule(r.clone()));
         }
         for r in ours_routes(snap)
@@ -415,11 +472,13 @@ pub fn stale(inst: &Instance, snap: &Snapshot) -> Vec<Op> {
         }
     }
     for eni in inst.enis.iter().filter(|e| inst.is_settled(e)) {
-        keep_rules.extend(desired_rules(eni));
         if let Some(link) = snap.link_by_mac(eni.mac) {
             let d = desired(eni, link, snap);
+            keep_rules.extend(d.rules);
             keep_routes.extend(d.routes);
             keep_addrs.extend(eni.ipv4s.iter().map(|ip| (link.index, IpAddr::V4(*ip))));
+        } else {
+            keep_rules.extend(desired_rules(eni));
         }
     }
     let mut ops = Vec::new();
@@ -452,7 +511,7 @@ pub(crate) fn owned(snap: &Snapshot, eni: Option<(&ImdsEni, Option<&Link>)>) -> 
     let mut ops = Vec::new();
     ops.extend(
         ours_rules(snap)
-            .filter(|r| table.is_none_or(|t| r.priority == t))
+            .filter(|r| table.is_none_or(|t| r.owner_table() == t))
             .map(|r| Op::DelRule(r.clone())),
     );
     ops.extend(
@@ -612,6 +671,8 @@ mod tests {
             prefixes_v4: vec![],
             ipv6s: vec![],
             subnets_v6: vec![],
+            vpc_v4: vec!["10.0.0.0/16".parse().unwrap()],
+            vpc_v6: vec![],
         }
     }
 
@@ -694,12 +755,12 @@ mod tests {
     fn stale_pruning_keeps_the_state_of_an_eni_that_is_not_settled() {
         // eth2 was configured in table 10101 before; IMDS now briefly omits its network-card.
         let (inst, mut snap) = multi_card(None);
-        let rule = RuleSpec {
-            priority: 10101,
-            src: "10.0.1.12/32".parse().unwrap(),
-            table: 10101,
-            protocol: RTPROT_SYMROUTE,
-        };
+        let rule = RuleSpec::from_src(
+            10101,
+            "10.0.1.12/32".parse().unwrap(),
+            10101,
+            RTPROT_SYMROUTE,
+        );
         snap.rules.push(KernelRule {
             spec: Some(rule.clone()),
         });
@@ -712,5 +773,54 @@ mod tests {
         let mut gone = inst.clone();
         gone.enis.pop();
         assert_eq!(stale(&gone, &snap), vec![Op::DelRule(rule)]);
+    }
+
+    fn main_route(dst: &str, gateway: Option<&str>, oif: u32, dev: &str) -> RouteSpec {
+        RouteSpec {
+            table: RT_TABLE_MAIN,
+            dst: dst.parse().unwrap(),
+            gateway: gateway.map(|g| g.parse().unwrap()),
+            oif,
+            dev: dev.into(),
+            prefsrc: None,
+            scope_link: gateway.is_none(),
+            protocol: 4,
+            metric: None,
+        }
+    }
+
+    #[test]
+    fn routes_into_the_vpc_from_main_stay_on_the_eni_and_local_ones_do_not() {
+        let (inst, mut snap) = multi_card(Some(1));
+        // On-premises via the subnet router on eth0: VPC traffic to the fabric.
+        snap.routes
+            .push(main_route("192.168.0.0/16", Some("10.0.1.1"), 2, "eth0"));
+        // docker0 and a VPN: local peers, left to main.
+        snap.routes
+            .push(main_route("172.17.0.0/16", None, 9, "docker0"));
+        snap.routes
+            .push(main_route("10.8.0.0/24", Some("10.8.0.2"), 10, "tun0"));
+        let a = &inst.enis[1];
+        let link = snap.link_by_mac(a.mac).unwrap().clone();
+        let want = desired(a, &link, &snap);
+        let lines: Vec<String> = want.rules.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "from 10.0.1.11/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
+                "from 10.0.1.11/32 to 192.168.0.0/16 lookup 10001 pref 8001 proto 177",
+                "from 10.0.1.11/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
+                "from 10.0.1.11/32 lookup 10001 pref 10001 proto 177",
+            ]
+        );
+        // `apply --all` keeps them: stale pruning sees what desired() wants.
+        for r in &want.rules {
+            snap.rules.push(KernelRule {
+                spec: Some(r.clone()),
+            });
+        }
+        assert!(stale(&inst, &snap).is_empty());
+        // Each is this ENI's, by table or (main) by priority.
+        assert!(want.rules.iter().all(|r| r.owner_table() == 10001));
     }
 }

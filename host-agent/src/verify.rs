@@ -1,5 +1,7 @@
 //! Proof after apply: for every address of an ENI, the kernel's own route lookup `from <ip>`
-//! must leave by the ENI's link, both to its subnet router and to somewhere off the subnet.
+//! must leave by the ENI's link, both to its subnet router and to somewhere off the subnet;
+//! and to a local peer (a main-table route that is not the VPC's: docker0, a VPN, a bridge) it
+//! must leave by that peer's link, as it did before symroute.
 
 use std::net::IpAddr;
 
@@ -9,7 +11,11 @@ use crate::error::{Error, Result};
 use crate::kernel::{Kernel, Snapshot};
 use crate::model::ImdsEni;
 use crate::ops::Link;
-use crate::plan::probe_destinations;
+use crate::ops::RT_TABLE_MAIN;
+use crate::plan::{probe_destinations, vpc_bound_routes};
+
+/// Local peers checked per address: enough to prove the rule, few enough for a busy bridge host.
+const MAX_LOCAL_PEERS: usize = 4;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Check {
@@ -27,10 +33,14 @@ pub fn checks(
     link: &Link,
 ) -> Result<Vec<Check>> {
     let (off4, off6) = probe_destinations(eni);
-    let mut pairs: Vec<(IpAddr, IpAddr)> = Vec::new();
+    // (source, destination, the link the reply must take)
+    let mut pairs: Vec<(IpAddr, IpAddr, u32)> = Vec::new();
     for ip in &eni.ipv4s {
-        pairs.push((IpAddr::V4(*ip), IpAddr::V4(eni.gateway_v4())));
-        pairs.push((IpAddr::V4(*ip), IpAddr::V4(off4)));
+        pairs.push((IpAddr::V4(*ip), IpAddr::V4(eni.gateway_v4()), link.index));
+        pairs.push((IpAddr::V4(*ip), IpAddr::V4(off4), link.index));
+    }
+    for (dst, oif) in local_peers(snap, eni, link) {
+        pairs.push((IpAddr::V4(eni.primary_ipv4()), dst, oif));
     }
     let v6_default = snap
         .routes
@@ -40,12 +50,12 @@ pub fn checks(
         for ip in &eni.ipv6s {
             // Only addresses the host holds can be a lookup's source.
             if snap.addrs.iter().any(|a| a.ip == IpAddr::V6(*ip)) {
-                pairs.push((IpAddr::V6(*ip), IpAddr::V6(off6)));
+                pairs.push((IpAddr::V6(*ip), IpAddr::V6(off6), link.index));
             }
         }
     }
     let mut out = Vec::with_capacity(pairs.len());
-    for (src, dst) in pairs {
+    for (src, dst, want) in pairs {
         let oif = kernel
             .route_get(src, dst)
             .map_err(|e| Error::netlink(format!("route lookup from {src} to {dst}"), e));
@@ -56,7 +66,7 @@ pub fn checks(
                         .map(|l| l.name.clone())
                         .unwrap_or_else(|| format!("if{i}")),
                 ),
-                i == link.index,
+                i == want,
             ),
             // No route at all is a failed check, not a failed run.
             Ok(None) | Err(_) => (None, false),
@@ -69,4 +79,31 @@ pub fn checks(
         });
     }
     Ok(out)
+}
+
+/// A host on each of the first few IPv4 routes of the main table that lead to a local peer: not
+/// a default route, not into the VPC (its blocks, or via its router), not over this ENI.
+fn local_peers(snap: &Snapshot, eni: &ImdsEni, link: &Link) -> Vec<(IpAddr, u32)> {
+    let vpc_bound = vpc_bound_routes(eni, snap);
+    snap.routes
+        .iter()
+        .filter(|r| r.table == RT_TABLE_MAIN && !r.is_default() && r.oif != link.index)
+        .filter(|r| r.gateway.is_none() && !vpc_bound.contains(&r.dst))
+        .filter_map(|r| match r.dst {
+            ipnet::IpNet::V4(n) if !eni.vpc_v4.iter().any(|b| b.contains(&n) || n.contains(b)) => {
+                // A peer, not the host's own address on that link (the local table answers
+                // for those): the first of the net's first few hosts nobody here holds.
+                let first = u32::from(n.network());
+                let host = (0..8u32)
+                    .map(|k| std::net::Ipv4Addr::from(first.wrapping_add(k)))
+                    .filter(|h| n.contains(h))
+                    .filter(|h| n.prefix_len() >= 31 || *h != n.network())
+                    .find(|h| !snap.addrs.iter().any(|a| a.ip == IpAddr::V4(*h)))?;
+                // Link-local (169.254/16, IMDS) and loopback routes prove nothing about peers.
+                (!host.is_link_local() && !host.is_loopback()).then_some((IpAddr::V4(host), r.oif))
+            }
+            _ => None,
+        })
+        .take(MAX_LOCAL_PEERS)
+        .collect()
 }

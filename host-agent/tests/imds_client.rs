@@ -23,6 +23,8 @@ fn eni(mac: &str, device: u32, ip: [u8; 4], id: &str) -> EniMeta {
         ipv4_prefixes: vec![],
         ipv6s: vec![],
         subnet_ipv6_cidr_blocks: vec![],
+        vpc_ipv4_cidr_blocks: vec!["10.0.0.0/16".parse().unwrap()],
+        vpc_ipv6_cidr_blocks: vec![],
         subnet_id: "subnet-0123456789abcdef0".into(),
         vpc_id: "vpc-0123456789abcdef0".into(),
         owner_id: "123456789012".into(),

@@ -26,6 +26,8 @@ fn netplan_merges_with_cloud_init_and_brings_it_back_through_networkd() {
             "network:\n    ethernets:\n        eth1:\n            addresses:\n            - {PRIMARY}/24\n            match:\n                macaddress: {mac}\n    version: 2\n"
         ),
     );
+    // systemd ships /etc/systemd/network; the local-peers drop-in goes there.
+    fs::create_dir_all(t.path("/etc/systemd/network")).unwrap();
     let before = snapshot(&t.path("/etc"));
     apply(&bed, "netplan", &t.dir);
 
@@ -59,16 +61,40 @@ fn netplan_merges_with_cloud_init_and_brings_it_back_through_networkd() {
         );
     }
 
-    // Chain into networkd: a veth has no permanent MAC, so match the current one there.
-    let conf = TempTree::new();
+    // Chain into networkd as on a host: netplan's file in /run/systemd/network, our drop-in for
+    // it in /etc/systemd/network (a veth has no permanent MAC, so match the current one).
+    let run = TempTree::new();
     let name = eth1[0].file_name().unwrap().to_string_lossy().into_owned();
-    conf.write(
+    run.write(
         &format!("/{name}"),
         &text.replace("PermanentMACAddress=", "MACAddress="),
     );
+    let dropin = t.path(&format!(
+        "/etc/systemd/network/{name}.d/90-symroute-eth1.conf"
+    ));
+    assert!(dropin.exists(), "the local-peers drop-in for {name}");
     wipe(&bed, &far);
-    let out = with_networkd(&bed, &conf.dir, &ping_steps(&far, "BOOT"));
+    let out = with_networkd_and_run(
+        &bed,
+        &t.path("/etc/systemd/network"),
+        Some(&run.dir),
+        &ping_steps(&far, "BOOT"),
+    );
     assert!(out.contains("BOOT_ANSWERS"), "{out}");
+    for src in [PRIMARY, SECONDARY] {
+        assert!(
+            out.contains(&format!(
+                "BOOT_LOCAL {LOCAL_PREF}:\tfrom {src} lookup main suppress_prefixlength 0"
+            )),
+            "networkd merged /etc's drop-in into /run's netplan file ({src}):\n{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "BOOT_VPC {VPC_PREF}:\tfrom {src} to 10.0.0.0/16 lookup {TABLE}"
+            )),
+            "{src}:\n{out}"
+        );
+    }
 
     remove(&bed, "netplan", &t.dir);
     // remove generated again: netplan's output no longer has the rules.

@@ -77,6 +77,19 @@ fn networkd_dropin_survives_flush_restart_and_reconfigure_and_is_removed_cleanly
                 out.contains(&format!("{tag}_RULE {TABLE}:\tfrom {src} lookup {TABLE}")),
                 "{tag} {src}:\n{out}"
             );
+            // The real networkd takes SuppressPrefixLength= and To= from the drop-in.
+            assert!(
+                out.contains(&format!(
+                    "{tag}_LOCAL {LOCAL_PREF}:\tfrom {src} lookup main suppress_prefixlength 0"
+                )),
+                "{tag} {src}:\n{out}"
+            );
+            assert!(
+                out.contains(&format!(
+                    "{tag}_VPC {VPC_PREF}:\tfrom {src} to 10.0.0.0/16 lookup {TABLE}"
+                )),
+                "{tag} {src}:\n{out}"
+            );
         }
     }
     assert!(

@@ -74,7 +74,11 @@ fn nm_keyfile_is_read_and_verified_by_libnm() {
     assert_eq!(
         got["rules"],
         serde_json::json!([
+            format!("priority 8001 from {PRIMARY} to 10.0.0.0/16 table 10001"),
+            format!("priority 9001 from {PRIMARY} suppress_prefixlength 0 table 254"),
             format!("priority 10001 from {PRIMARY} table 10001"),
+            format!("priority 8001 from {SECONDARY} to 10.0.0.0/16 table 10001"),
+            format!("priority 9001 from {SECONDARY} suppress_prefixlength 0 table 254"),
             format!("priority 10001 from {SECONDARY} table 10001")
         ])
     );

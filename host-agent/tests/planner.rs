@@ -79,8 +79,7 @@ fn cases() -> Vec<Case> {
             RTPROT_SYMROUTE,
             None,
         ));
-        s.rules
-            .push(rule(10001, "10.0.1.20/32", 10001, RTPROT_SYMROUTE));
+        s.rules.extend(rules3(1, "10.0.1.20/32", RTPROT_SYMROUTE));
         s
     };
     vec![
@@ -92,6 +91,8 @@ fn cases() -> Vec<Case> {
             want: &[
                 "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
+                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
                 "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
             ],
         },
@@ -105,6 +106,8 @@ fn cases() -> Vec<Case> {
                 "ip addr add 10.0.1.20/24 dev eth1 label eth1:sr",
                 "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
+                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
                 "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
             ],
         },
@@ -118,6 +121,8 @@ fn cases() -> Vec<Case> {
                 "ip addr add 10.0.1.20/24 dev eth1",
                 "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
+                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
                 "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
             ],
         },
@@ -130,7 +135,11 @@ fn cases() -> Vec<Case> {
                 "ip addr add 10.0.1.21/24 dev eth1 label eth1:sr",
                 "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
+                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
                 "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
+                "ip rule add from 10.0.1.21/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
+                "ip rule add from 10.0.1.21/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
                 "ip rule add from 10.0.1.21/32 lookup 10001 pref 10001 proto 177",
             ],
         },
@@ -146,7 +155,11 @@ fn cases() -> Vec<Case> {
             want: &[
                 "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
+                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
                 "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
+                "ip rule add from 10.0.1.48/28 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
+                "ip rule add from 10.0.1.48/28 lookup main suppress_prefixlength 0 pref 9001 proto 177",
                 "ip rule add from 10.0.1.48/28 lookup 10001 pref 10001 proto 177",
             ],
         },
@@ -163,6 +176,8 @@ fn cases() -> Vec<Case> {
             snap: configured.clone(),
             sel: Target::All,
             want: &[
+                "ip rule del from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
+                "ip rule del from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
                 "ip rule del from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
                 "ip route del 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
                 "ip route del default via 10.0.1.1 dev eth1 table 10001 proto 177",
@@ -213,7 +228,10 @@ fn cases() -> Vec<Case> {
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
                 "ip -6 route add 2600:1f18::/64 dev eth1 table 10001 proto 177",
                 "ip -6 route add default via fe80::1 dev eth1 table 10001 proto 177",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
+                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
                 "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
+                "ip -6 rule add from 2600:1f18::20/128 lookup main suppress_prefixlength 0 pref 9001 proto 177",
                 "ip -6 rule add from 2600:1f18::20/128 lookup 10001 pref 10001 proto 177",
             ],
         },
@@ -229,7 +247,11 @@ fn cases() -> Vec<Case> {
             want: &[
                 "ip route add 10.0.1.0/24 dev eth1 table 10002 proto 177 scope link src 10.0.1.20",
                 "ip route add default via 10.0.1.1 dev eth1 table 10002 proto 177",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10002 pref 8002 proto 177",
+                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9002 proto 177",
                 "ip rule add from 10.0.1.20/32 lookup 10002 pref 10002 proto 177",
+                "ip rule del from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
+                "ip rule del from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
                 "ip rule del from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
                 "ip route del 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
                 "ip route del default via 10.0.1.1 dev eth1 table 10001 proto 177",

@@ -128,12 +128,12 @@ fn cases() -> Vec<(&'static str, Report)> {
         let mut r = report(Action::Status, false);
         r.enis[0].managed_by = Some("symroute".into());
         r.enis[0].addresses = vec!["10.0.1.20/24".into()];
-        r.enis[0].rules = vec![RuleSpec {
-            priority: 10001,
-            src: "10.0.1.20/32".parse().unwrap(),
-            table: 10001,
-            protocol: RTPROT_SYMROUTE,
-        }
+        r.enis[0].rules = vec![RuleSpec::from_src(
+            10001,
+            "10.0.1.20/32".parse().unwrap(),
+            10001,
+            RTPROT_SYMROUTE,
+        )
         .to_string()];
         r.enis[0].set_checks(checks(true));
         r.enis[1].addresses = vec!["10.0.1.30/24".into()];

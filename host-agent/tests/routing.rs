@@ -92,9 +92,115 @@ fn classic_same_subnet_secondary_answers_after_apply() {
     assert_eq!(again.json["changes"], 0, "{}", again.stdout);
     assert_eq!(
         again.json["enis"][0]["changes"].as_array().unwrap().len(),
-        0
+        0,
+        "{}",
+        again.stdout
     );
     assert_eq!(bed.routing_state(), before);
+}
+
+/// 1b. Local peers: a container on docker0 pings the secondary address. Its replies must take
+/// main's route to docker0, not the ENI's default route into the VPC (where they are lost);
+/// VPC peers, the same subnet included, still get theirs by eth1.
+#[test]
+fn a_container_on_docker0_gets_replies_from_the_secondary_address() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.20"),
+        1,
+        0,
+        "eni-0a9c4b60624c0e41d",
+    );
+    let container = bed
+        .vpc
+        .add_local_peer(&bed.inst, "docker0", "172.17.0.1/16", "172.17.0.2")
+        .expect("container on docker0");
+    let near = bed.vpc.add_client(&bed.a, "10.0.1.50").expect("client a");
+    let far = bed.vpc.add_client(&bed.b, "10.0.2.50").expect("client b");
+    let eth1_ip = ip("10.0.1.20");
+    assert!(
+        container.ping(ip("10.0.1.10"), 1, 2),
+        "the container reaches eth0's address (testbed sanity)"
+    );
+
+    let run = bed.apply(&[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        container.ping(eth1_ip, 1, 2),
+        "a container on docker0 gets replies from eth1's address"
+    );
+    assert!(
+        near.ping(eth1_ip, 1, 2),
+        "the same subnet still gets replies by eth1"
+    );
+    assert!(
+        far.ping(eth1_ip, 1, 2),
+        "another subnet still gets replies by eth1"
+    );
+
+    // The proof covered the local peer: the lookup from eth1's address to docker0's net left by
+    // docker0.
+    let checks = run.json["enis"][0]["verify"].as_array().expect("verify");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["destination"] == "172.17.0.2" && c["via"] == "docker0" && c["ok"] == true),
+        "{checks:?}"
+    );
+    assert_eq!(run.json["enis"][0]["symmetric"], true);
+
+    // Per address, in the kernel's order: the VPC's block via the ENI's table, main without its
+    // default routes, then the ENI's table.
+    let rules: Vec<(u64, String)> = bed
+        .our_rules()
+        .iter()
+        .map(|r| {
+            let mut d = format!("from {} lookup {}", r["src"].as_str().unwrap(), r["table"]);
+            if let Some(dst) = r.get("dst") {
+                d = format!("{d} to {}/{}", dst.as_str().unwrap(), r["dstlen"]);
+            }
+            if let Some(n) = r.get("suppress_prefixlen") {
+                d = format!("{d} suppress_prefixlength {n}");
+            }
+            (r["priority"].as_u64().unwrap(), d)
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        vec![
+            (
+                8001,
+                "from 10.0.1.20 lookup \"10001\" to 10.0.0.0/16".to_string()
+            ),
+            (
+                9001,
+                "from 10.0.1.20 lookup \"main\" suppress_prefixlength 0".to_string()
+            ),
+            (10001, "from 10.0.1.20 lookup \"10001\"".to_string()),
+        ]
+    );
+
+    // Without the local-peers rule the container loses eth1's replies: it is what makes them work.
+    let del = bed.inst.exec(&[
+        "ip",
+        "rule",
+        "del",
+        "pref",
+        "9001",
+        "from",
+        "10.0.1.20",
+        "lookup",
+        "main",
+    ]);
+    assert!(del.is_ok(), "{del:?}");
+    assert!(
+        !container.ping(eth1_ip, 1, 1),
+        "without the rule, replies to the container leave by eth1 and are lost"
+    );
+    let again = bed.apply(&[]);
+    assert_eq!(again.json["changes"], 1, "{}", again.stdout);
+    assert!(container.ping(eth1_ip, 1, 2), "re-apply restores it");
 }
 
 /// 2. Dual-homed: eth1 in another subnet, arriving down and unconfigured with three IPs.

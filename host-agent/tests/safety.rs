@@ -33,12 +33,13 @@ fn remove_and_stale_leave_nothing_behind() {
         "eni-33333333333333332",
     );
     bed.apply(&[]);
-    assert_eq!(bed.our_rules().len(), 2);
+    // Three per address: to the VPC, local peers by main, the ENI's table.
+    assert_eq!(bed.our_rules().len(), 6);
 
     // Detach eth2 (the kernel link goes, IMDS forgets it): its rules stay behind until pruned.
     bed.vpc.detach_eni(&eth2).unwrap();
     bed.imds.remove_eni(eth2.mac());
-    assert_eq!(bed.our_rules().len(), 2, "rules outlive a detach");
+    assert_eq!(bed.our_rules().len(), 6, "rules outlive a detach");
     let stale = bed.agent(&["remove", "--stale", "--json"]);
     assert_eq!(stale.code, 0, "{}{}", stale.stdout, stale.stderr);
     assert_eq!(bed.rules_for_table(10002), vec![]);
@@ -46,6 +47,12 @@ fn remove_and_stale_leave_nothing_behind() {
         bed.rules_for_table(10001).len(),
         1,
         "the attached ENI keeps its rules"
+    );
+    assert_eq!(
+        bed.our_rules().len(),
+        3,
+        "eth2's VPC and local-peers rules went too: {:?}",
+        bed.our_rules()
     );
 
     // remove --eni of a detached ENI (what the Lambda sends on detach) is a clean no-op.

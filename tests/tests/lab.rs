@@ -287,6 +287,34 @@ fn has_address(lab: &Lab, addr: &str) -> bool {
         .is_ok_and(|o| o.success())
 }
 
+/// A local peer of the guest, the way Docker makes one: a bridge with 172.30.0.1/24 and a
+/// namespace on it (172.30.0.2, default route via the bridge), made again after each boot. True
+/// when the peer gets replies from `addr`: they must take the guest's route to the bridge, not
+/// the ENI's default route into the VPC.
+fn local_peer_answers(lab: &Lab, addr: &str) -> (bool, String) {
+    let script = format!(
+        "ip link show lab-br0 >/dev/null 2>&1 || {{ ip link add lab-br0 type bridge && \
+           ip addr add 172.30.0.1/24 dev lab-br0 && ip link set lab-br0 up; }}; \
+         ip netns list | grep -q '^lab-peer' || {{ ip netns add lab-peer && \
+           ip link add lab-veth type veth peer name eth0 netns lab-peer && \
+           ip link set lab-veth master lab-br0 up && ip -n lab-peer link set eth0 up && \
+           ip -n lab-peer addr add 172.30.0.2/24 dev eth0 && \
+           ip -n lab-peer route add default via 172.30.0.1; }}; \
+         ip netns exec lab-peer ping -n -q -c 3 -i 0.3 -W 2 {addr}"
+    );
+    match lab.guest.sh(&script) {
+        Ok(o) => (
+            o.success(),
+            o.stdout
+                .lines()
+                .find(|l| l.contains("packets transmitted"))
+                .unwrap_or("")
+                .to_string(),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
 /// Symmetric: the client in the other subnet reaches `addr` (its replies left by the right
 /// ENI, or the src/dst check would have dropped them).
 fn answers(lab: &Lab, addr: &str) -> bool {
@@ -442,6 +470,16 @@ fn grid(manager: Manager) {
     );
     if eni_back.is_none() || primary_back.is_none() {
         eprintln!("after the reboot:\n{}\n{}", state(&lab), journal(&lab));
+    }
+    // What the manager brought back keeps local peers working too (the local-peers rule).
+    let (peer_ok, peer_detail) = local_peer_answers(&lab, ETH1);
+    g.check(
+        "reboot: a local peer (bridge) gets replies from the ENI",
+        peer_ok,
+        format!("bridge namespace 172.30.0.2 → ENI address: {peer_detail}"),
+    );
+    if !peer_ok {
+        eprintln!("local peer after the reboot:\n{}", state(&lab));
     }
     g.figure("slowest units of that boot", blame(&lab));
     let waits = lab

@@ -41,7 +41,16 @@ pub(crate) fn route_line(r: &crate::ops::RouteSpec) -> String {
 
 /// The `ip rule` selector of a rule (after `ip rule add|del`), without the protocol.
 pub(crate) fn rule_selector(r: &crate::ops::RuleSpec) -> String {
-    format!("from {} lookup {} priority {}", r.src, r.table, r.priority)
+    let mut s = format!("from {}", r.src);
+    if let Some(d) = r.dst {
+        let _ = write!(s, " to {d}");
+    }
+    let _ = write!(s, " lookup {}", r.table);
+    if let Some(n) = r.suppress_prefixlength {
+        let _ = write!(s, " suppress_prefixlength {n}");
+    }
+    let _ = write!(s, " priority {}", r.priority);
+    s
 }
 
 pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {

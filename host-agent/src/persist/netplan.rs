@@ -25,9 +25,10 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{owner_of, EniConfig, FileOp, Root};
+use super::{networkd, owner_of, EniConfig, FileOp, Root};
 use crate::error::{Error, Result};
 use crate::model::Mac;
+use crate::ops::RuleSpec;
 
 pub const DIR: &str = "/etc/netplan";
 const SEARCH: &[&str] = &[
@@ -292,16 +293,48 @@ pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
         let _ = writeln!(s, "          table: {}", r.table);
     }
     s.push_str("      routing-policy:\n");
-    for r in &eni.rules {
+    let (local, own): (Vec<&RuleSpec>, Vec<&RuleSpec>) = eni
+        .rules
+        .iter()
+        .partition(|r| r.suppress_prefixlength.is_some());
+    for r in own {
+        let _ = writeln!(s, "        - from: \"{}\"", r.src);
+        if let Some(d) = r.dst {
+            let _ = writeln!(s, "          to: \"{d}\"");
+        }
         let _ = writeln!(
             s,
-            "        - from: \"{}\"\n          table: {}\n          priority: {}",
-            r.src, r.table, r.priority
+            "          table: {}\n          priority: {}",
+            r.table, r.priority
         );
     }
     let path = Path::new(DIR).join(format!("90-symroute-{}.yaml", eni.ifname));
     // netplan warns about (and future versions refuse) world-readable configuration.
-    vec![FileOp::text(path, s, 0o600)]
+    let mut ops = vec![FileOp::text(path, s, 0o600)];
+    // netplan's routing-policy has no suppress_prefixlength (0.106 up to 1.1), so the rules that
+    // let local peers win go into a networkd drop-in for the file netplan generates for this
+    // definition (`10-netplan-<id>.network` in /run/systemd/network); networkd merges drop-ins
+    // from /etc for a .network file in /run.
+    if !local.is_empty() {
+        let mut d = eni.header();
+        let _ = writeln!(
+            d,
+            "# Local peers (docker0, VPNs, bridges) keep their routes in main for {} ({}); \
+             netplan's routing-policy cannot say suppress_prefixlength.",
+            eni.ifname, eni.eni_id
+        );
+        for r in local {
+            networkd::rule(&mut d, r);
+        }
+        ops.push(FileOp::text(
+            Path::new(networkd::DIR)
+                .join(format!("10-netplan-{id}.network.d"))
+                .join(format!("90-symroute-{}.conf", eni.ifname)),
+            d,
+            0o644,
+        ));
+    }
+    ops
 }
 
 /// Runs `netplan generate` (never `netplan apply`, which bounces links), so that the

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use super::{owner_of, EniConfig, FileOp, Root};
 use crate::error::{Error, Result};
 use crate::model::Mac;
-use crate::ops::{RouteSpec, RuleSpec};
+use crate::ops::{RouteSpec, RuleSpec, RT_TABLE_MAIN};
 
 pub const DIR: &str = "/etc/systemd/network";
 /// networkd's search path, highest precedence first (a name in /etc masks the same in /run...).
@@ -274,12 +274,21 @@ fn route(s: &mut String, r: &RouteSpec) {
     let _ = writeln!(s, "Table={}", r.table);
 }
 
-fn rule(s: &mut String, r: &RuleSpec) {
-    let _ = writeln!(
-        s,
-        "\n[RoutingPolicyRule]\nFrom={}\nTable={}\nPriority={}",
-        r.src, r.table, r.priority
-    );
+pub(crate) fn rule(s: &mut String, r: &RuleSpec) {
+    let _ = write!(s, "\n[RoutingPolicyRule]\nFrom={}\n", r.src);
+    if let Some(d) = r.dst {
+        let _ = writeln!(s, "To={d}");
+    }
+    if r.table == RT_TABLE_MAIN {
+        s.push_str("Table=main\n");
+    } else {
+        let _ = writeln!(s, "Table={}", r.table);
+    }
+    // systemd 245 and later; older networkd would ignore the key and send every reply to main.
+    if let Some(n) = r.suppress_prefixlength {
+        let _ = writeln!(s, "SuppressPrefixLength={n}");
+    }
+    let _ = writeln!(s, "Priority={}", r.priority);
 }
 
 #[cfg(test)]

@@ -92,16 +92,24 @@ pub fn render(eni: &EniConfig) -> Vec<FileOp> {
     vec![FileOp::text(path, s, 0o600)]
 }
 
-/// `routing-ruleN` lines; NetworkManager numbers them per address family section.
+/// `routing-ruleN` lines, in `ip rule` syntax as NetworkManager parses it (table by number);
+/// NetworkManager numbers them per address family section.
 fn routing_rules<'a>(s: &mut String, rules: impl Iterator<Item = &'a RuleSpec>) {
     for (i, r) in rules.enumerate() {
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "routing-rule{}=priority {} from {} table {}",
+            "routing-rule{}=priority {} from {}",
             i + 1,
             r.priority,
-            r.src,
-            r.table
+            r.src
         );
+        if let Some(d) = r.dst {
+            let _ = write!(s, " to {d}");
+        }
+        let _ = write!(s, " table {}", r.table);
+        if let Some(n) = r.suppress_prefixlength {
+            let _ = write!(s, " suppress_prefixlength {n}");
+        }
+        s.push('\n');
     }
 }

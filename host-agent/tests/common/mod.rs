@@ -195,12 +195,15 @@ impl Bed {
         out
     }
 
+    /// The ENI's own rules `from <src> lookup <table>` (not its `to <VPC block>` rules):
+    /// (source, priority).
     pub fn rules_for_table(&self, table: u32) -> Vec<(String, u64)> {
         self.our_rules()
             .into_iter()
             .filter(|r| {
                 r["table"].as_str() == Some(table.to_string().as_str()) || r["table"] == table
             })
+            .filter(|r| r.get("dst").is_none())
             .map(|r| {
                 let src = format!(
                     "{}/{}",

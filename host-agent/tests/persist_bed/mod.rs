@@ -20,6 +20,9 @@ pub const PRIMARY: &str = "10.0.1.20";
 pub const SECONDARY: &str = "10.0.1.21";
 
 pub const TABLE: &str = "10001";
+/// Priorities of eth1's local-peers rule and VPC rules.
+pub const LOCAL_PREF: &str = "9001";
+pub const VPC_PREF: &str = "8001";
 
 /// The classic case: eth1 (two addresses) in eth0's subnet, and a client in another subnet.
 pub fn bed() -> (Bed, Client) {
@@ -146,12 +149,24 @@ pub fn rules_in(bed: &Bed) -> String {
 /// (networkd skips waiting for udev when /sys is read-only), waits until eth1 is
 /// configured, runs `steps` (shell) while it runs, and stops it. Returns stdout.
 pub fn with_networkd(bed: &Bed, conf: &Path, steps: &str) -> String {
+    with_networkd_and_run(bed, conf, None, steps)
+}
+
+/// Like [`with_networkd`], with the files of `run` (what `netplan generate` writes) copied into
+/// /run/systemd/network, where networkd reads them alongside /etc's drop-ins.
+pub fn with_networkd_and_run(bed: &Bed, conf: &Path, run: Option<&Path>, steps: &str) -> String {
+    let copy_run = run.map_or_else(String::new, |r| {
+        format!(
+            "mkdir -p /run/systemd/network && cp -r \"{}\"/. /run/systemd/network/\n",
+            r.display()
+        )
+    });
     let script = format!(
         r#"set -e
 mount -o remount,ro /sys
 mount --bind "{conf}" /etc/systemd/network
 mount -t tmpfs tmpfs /run/systemd
-mkdir -p /run/systemd/netif && chown systemd-network:systemd-network /run/systemd/netif
+{copy_run}mkdir -p /run/systemd/netif && chown systemd-network:systemd-network /run/systemd/netif
 mkdir -p /run/dbus && mount -t tmpfs tmpfs /run/dbus
 dbus=$(dbus-daemon --system --fork --nopidfile --print-pid)
 /lib/systemd/systemd-networkd 2>/dev/null & nd=$!
@@ -180,7 +195,7 @@ set +e
 /// Pings from the far client inside a networkd session (networkd must keep running meanwhile).
 pub fn ping_steps(far: &Client, tag: &str) -> String {
     format!(
-        "ip netns exec {c} ping -n -q -c 3 -i 0.2 -W 2 {PRIMARY} >/dev/null && ip netns exec {c} ping -n -q -c 3 -i 0.2 -W 2 {SECONDARY} >/dev/null && echo {tag}_ANSWERS\nip rule show pref {TABLE} | sed 's/^/{tag}_RULE /'\n",
+        "ip netns exec {c} ping -n -q -c 3 -i 0.2 -W 2 {PRIMARY} >/dev/null && ip netns exec {c} ping -n -q -c 3 -i 0.2 -W 2 {SECONDARY} >/dev/null && echo {tag}_ANSWERS\nip rule show pref {TABLE} | sed 's/^/{tag}_RULE /'\nip rule show pref {LOCAL_PREF} | sed 's/^/{tag}_LOCAL /'\nip rule show pref {VPC_PREF} | sed 's/^/{tag}_VPC /'\n",
         c = far.name()
     )
 }

@@ -75,6 +75,12 @@ pub fn config(
         } else {
             vec!["2600:1f18:1:2::/64".parse().unwrap()]
         },
+        vpc_v4: vec!["10.0.0.0/16".parse().unwrap()],
+        vpc_v6: if v6.is_empty() {
+            vec![]
+        } else {
+            vec!["2600:1f18:1::/56".parse().unwrap()]
+        },
     };
     let link = Link {
         index: 3 + device,

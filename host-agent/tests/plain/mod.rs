@@ -30,6 +30,8 @@ pub fn eni(device: u8, ips: &[&str]) -> ImdsEni {
         prefixes_v4: vec![],
         ipv6s: vec![],
         subnets_v6: vec![],
+        vpc_v4: vec!["10.0.0.0/16".parse().unwrap()],
+        vpc_v6: vec![],
     }
 }
 
@@ -86,11 +88,33 @@ pub fn route(
 
 pub fn rule(priority: u32, src: &str, table: u32, protocol: u8) -> KernelRule {
     KernelRule {
-        spec: Some(RuleSpec {
+        spec: Some(RuleSpec::from_src(
             priority,
-            src: src.parse().unwrap(),
+            src.parse().unwrap(),
             table,
             protocol,
-        }),
+        )),
     }
+}
+
+/// The three rules the agent installs for one source of the ENI at `device` (in 10.0.0.0/16):
+/// to the VPC via its table, main without default routes, its table.
+pub fn rules3(device: u32, src: &str, protocol: u8) -> Vec<KernelRule> {
+    let t = 10_000 + device;
+    let src: ipnet::IpNet = src.parse().unwrap();
+    vec![
+        KernelRule {
+            spec: Some(RuleSpec {
+                dst: Some("10.0.0.0/16".parse().unwrap()),
+                ..RuleSpec::from_src(t - 2000, src, t, protocol)
+            }),
+        },
+        KernelRule {
+            spec: Some(RuleSpec {
+                suppress_prefixlength: Some(0),
+                ..RuleSpec::from_src(t - 1000, src, 254, protocol)
+            }),
+        },
+        rule(t, &src.to_string(), t, protocol),
+    ]
 }

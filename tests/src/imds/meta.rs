@@ -62,6 +62,12 @@ pub struct EniMeta {
     pub ipv6s: Vec<Ipv6Addr>,
     /// Written only when not empty.
     pub subnet_ipv6_cidr_blocks: Vec<Ipv6Net>,
+    /// `vpc-ipv4-cidr-blocks` (and its first as `vpc-ipv4-cidr-block`): the testbed's VPC is the
+    /// /16 that holds the subnet (10.0.0.0/16 for 10.0.1.0/24 and 10.0.2.0/24). Written only
+    /// when not empty, so a test can play an IMDS that lacks it.
+    pub vpc_ipv4_cidr_blocks: Vec<Ipv4Net>,
+    /// `vpc-ipv6-cidr-blocks`: the /56 around each subnet's /64, as AWS allocates VPC blocks.
+    pub vpc_ipv6_cidr_blocks: Vec<Ipv6Net>,
     pub subnet_id: String,
     pub vpc_id: String,
     pub owner_id: String,
@@ -83,6 +89,18 @@ impl EniMeta {
             ipv4_prefixes: spec.ipv4_prefixes.clone(),
             ipv6s: spec.ipv6s.clone(),
             subnet_ipv6_cidr_blocks: subnet.ipv6_prefix().into_iter().collect(),
+            vpc_ipv4_cidr_blocks: vec![Ipv4Net::new(subnet.cidr().network(), 16)
+                .expect("16 is a prefix length")
+                .trunc()],
+            vpc_ipv6_cidr_blocks: subnet
+                .ipv6_prefix()
+                .map(|p| {
+                    Ipv6Net::new(p.network(), 56)
+                        .expect("56 is a prefix length")
+                        .trunc()
+                })
+                .into_iter()
+                .collect(),
             subnet_id: subnet.id().to_string(),
             vpc_id: subnet.vpc_id().to_string(),
             owner_id: OWNER_ID.to_string(),
@@ -133,6 +151,29 @@ impl EniMeta {
             e.push((
                 "ipv6s",
                 lines(self.ipv6s.iter().map(|a| a.to_string()).collect()),
+            ));
+        }
+        if let Some(first) = self.vpc_ipv4_cidr_blocks.first() {
+            e.push(("vpc-ipv4-cidr-block", first.to_string()));
+            e.push((
+                "vpc-ipv4-cidr-blocks",
+                lines(
+                    self.vpc_ipv4_cidr_blocks
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect(),
+                ),
+            ));
+        }
+        if !self.vpc_ipv6_cidr_blocks.is_empty() {
+            e.push((
+                "vpc-ipv6-cidr-blocks",
+                lines(
+                    self.vpc_ipv6_cidr_blocks
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect(),
+                ),
             ));
         }
         if !self.subnet_ipv6_cidr_blocks.is_empty() {

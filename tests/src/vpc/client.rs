@@ -71,3 +71,59 @@ impl Vpc {
         Ok(Host::new(ns))
     }
 }
+
+impl Vpc {
+    /// Adds a local peer of `instance`, the way Docker adds a container: a bridge `bridge` in the
+    /// instance holding `gateway/len` (created on first use), and a namespace of its own on that
+    /// bridge with `ip` and a default route via the bridge. Its traffic never enters the VPC.
+    pub fn add_local_peer(
+        &self,
+        instance: &Host,
+        bridge: &str,
+        gateway_cidr: &str,
+        ip: &str,
+    ) -> Result<Host> {
+        let gw: ipnet::Ipv4Net = gateway_cidr
+            .parse()
+            .map_err(|e| Error::invalid("bridge address", gateway_cidr, e))?;
+        let addr: std::net::Ipv4Addr = ip
+            .parse()
+            .map_err(|e| Error::invalid("local peer address", ip, e))?;
+        if !gw.contains(&addr) {
+            return Err(Error::invalid(
+                "local peer address",
+                ip,
+                "outside the bridge's net",
+            ));
+        }
+        let (ns, port) = {
+            let mut st = self.lock();
+            st.clients += 1;
+            (
+                format!("{}c{}", self.prefix, st.clients),
+                format!("veth{}", st.clients),
+            )
+        };
+        self.new_namespace(&ns)?;
+        let i = Some(instance.name());
+        let has_bridge = cmd::ip(i, &["link", "show", bridge]).is_ok();
+        if !has_bridge {
+            cmd::ipl(
+                i,
+                &format!("link add {bridge} type bridge stp_state 0 forward_delay 0"),
+            )?;
+            cmd::ipl(i, &format!("addr add {gateway_cidr} dev {bridge}"))?;
+            cmd::ipl(i, &format!("link set {bridge} up"))?;
+        }
+        cmd::ipl(
+            i,
+            &format!("link add {port} type veth peer name eth0 netns {ns}"),
+        )?;
+        cmd::ipl(i, &format!("link set {port} master {bridge} up"))?;
+        let c = Some(ns.as_str());
+        cmd::ip(c, &["link", "set", "eth0", "up"])?;
+        cmd::ipl(c, &format!("addr add {addr}/{} dev eth0", gw.prefix_len()))?;
+        cmd::ipl(c, &format!("route add default via {} dev eth0", gw.addr()))?;
+        Ok(Host::new(ns))
+    }
+}
