@@ -31,7 +31,9 @@ test-lab: setup lab-image agent demo-build ## the VM lab grid: each network mana
 	   for f in $(LAB_DIR)/grid-*.md; do cat $$f; echo; done; } > docs/lab-grid.md
 
 BENCH_STEPS += bench-lab
-bench-lab: lab-image agent demo-build ## the VM lab's figures: attach → first answer, boot time with and without our files
+bench-lab: lab-image agent demo-build ## the VM lab's figures: attach → first answer (document and on-host trigger), detach → clean, boot time with and without our files
 	@mkdir -p bench/results
 	SYMROUTE_LAB_DIR=$(LAB_DIR) SYMROUTE_LAB_DIST=$(ROOT)/$(AGENT_DIST) SYMROUTE_LAB_BENCH_OUT=$(ROOT)/bench/results/lab.md \
 	  $(CARGO) test --workspace --locked --test lab -- --ignored --exact bench_boot_time_with_and_without_persisted_files
+	SYMROUTE_LAB_DIR=$(LAB_DIR) SYMROUTE_LAB_DIST=$(ROOT)/$(AGENT_DIST) SYMROUTE_LAB_TRIGGER_OUT=$(ROOT)/bench/results/lab-trigger.md \
+	  $(CARGO) test --workspace --locked --test lab -- --ignored --exact bench_trigger_attach_and_detach

@@ -18,7 +18,7 @@ default route via the subnet's router, and per address of the ENI three rules: `
 block> lookup <table>` (priority table-2000), `lookup main suppress_prefixlength 0` (table-1000:\n\
 local peers such as docker0 or a VPN keep the main table's routes) and `lookup <table>` (priority\n\
 = table). The primary ENI and the main table's default route are left alone.",
-    after_help = "Examples:\n  symroute apply                  configure every secondary ENI\n  symroute apply --eni eni-0a9c4b60624c0e41d --wait 60\n  symroute apply --dry-run        show the changes, make none\n  symroute status --json\n  symroute remove --stale         clean up after detached ENIs\n\n\
+    after_help = "Examples:\n  symroute apply                  configure every secondary ENI\n  symroute apply --eni eni-0a9c4b60624c0e41d --wait 60\n  symroute apply --dry-run        show the changes, make none\n  symroute status --json\n  symroute remove --stale         clean up after detached ENIs\n  symroute install                handle every later attach on the host, at once\n\n\
 Exit codes: 0 done or nothing to do; 1 failed (the host is left as it was); 2 bad usage or input;\n3 the ENI did not appear within --wait.\n\
 Environment: AWS_EC2_METADATA_SERVICE_ENDPOINT overrides the IMDS address (default http://169.254.169.254);\nSYMROUTE_LOG=debug|info|warn|error sets the log level (default info; logs go to stderr)."
 )]
@@ -39,6 +39,14 @@ pub enum Command {
     Remove(RemoveArgs),
     /// Show every ENI: link, addresses, table, rules, and whether it routes symmetrically.
     Status(StatusArgs),
+    /// Install the on-host trigger: udev starts `symroute hotplug add` for every ENI as it
+    /// appears (and `hotplug remove` as it goes), so attaches no longer wait for CloudTrail.
+    Install(InstallArgs),
+    /// Remove the on-host trigger.
+    Uninstall(UninstallArgs),
+    /// What the trigger's units run for one interface event (also by hand): `add` applies for
+    /// the ENI with that MAC (nothing for the primary), `remove` removes what was set up for it.
+    Hotplug(HotplugArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -96,6 +104,57 @@ pub struct ApplyArgs {
     /// when --eni or --mac names it.
     #[arg(long)]
     pub force: bool,
+    /// After a successful apply, install the on-host trigger (as `symroute install` does) unless
+    /// a native tool handles hot-plugged ENIs here. The SSM document passes it.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub install_trigger: bool,
+    /// Naming the primary is a no-op rather than an error (`hotplug add` at boot).
+    #[arg(skip)]
+    pub primary_is_noop: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    /// Write under DIR instead of / (image builds); nothing is reloaded then.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print what would be written, and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Install even where amazon-ec2-net-utils, cloud-init's hotplug or nm-cloud-setup already
+    /// handle hot-plugged ENIs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UninstallArgs {
+    /// The trigger lives under DIR instead of /.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print what would be deleted, and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HotplugEvent {
+    /// The interface appeared: apply for it (waiting up to 60 s for its metadata).
+    Add,
+    /// The interface went: remove what symroute set up for it.
+    Remove,
+}
+
+#[derive(Args, Debug)]
+pub struct HotplugArgs {
+    #[arg(value_enum)]
+    pub event: HotplugEvent,
+    /// The interface's MAC, e.g. 02:1a:2b:3c:4d:5e.
+    #[arg(long, value_name = "MAC", value_parser = parse_mac)]
+    pub mac: Mac,
+    /// Persisted files live under DIR instead of / (tests).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

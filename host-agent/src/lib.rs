@@ -17,4 +17,5 @@ pub mod plan;
 pub(crate) mod platform;
 pub mod report;
 pub mod signals;
+pub mod trigger;
 pub mod verify;

@@ -15,6 +15,8 @@ pub enum Action {
     Apply,
     Remove,
     Status,
+    Install,
+    Uninstall,
 }
 
 #[derive(Debug, Serialize)]
@@ -33,6 +35,9 @@ pub struct Report {
     pub netlink_requests: u32,
     pub imds_requests: u32,
     pub persist: crate::persist::PersistReport,
+    /// The on-host trigger: `install`, `uninstall`, `apply --install-trigger`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::trigger::TriggerReport>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,6 +117,7 @@ impl Report {
             netlink_requests: 0,
             imds_requests: 0,
             persist: crate::persist::PersistReport::none("not asked"),
+            trigger: None,
             notes: Vec::new(),
             error: None,
             duration_ms: 0,
@@ -201,7 +207,16 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }
-        if self.action != Action::Status {
+        if let Some(t) = &self.trigger {
+            let _ = writeln!(s, "trigger: {} ({})", t.status.word(), t.reason);
+            for f in &t.files {
+                let _ = writeln!(s, "  {} {}", f.action, f.path);
+            }
+            for w in &t.warnings {
+                let _ = writeln!(s, "  warning: {w}");
+            }
+        }
+        if matches!(self.action, Action::Apply | Action::Remove) {
             let p = &self.persist;
             let _ = writeln!(s, "persist: {} ({})", p.backend, p.reason);
             for f in &p.files {
@@ -211,7 +226,11 @@ impl Report {
                 let _ = writeln!(s, "  warning: {w}");
             }
         }
-        if self.enis.is_empty() && self.pruned.is_empty() && self.error.is_none() {
+        if self.enis.is_empty()
+            && self.pruned.is_empty()
+            && self.error.is_none()
+            && self.trigger.is_none()
+        {
             let _ = writeln!(s, "nothing to do");
         }
         s
@@ -259,6 +278,8 @@ mod tests {
             (Action::Apply, "apply"),
             (Action::Remove, "remove"),
             (Action::Status, "status"),
+            (Action::Install, "install"),
+            (Action::Uninstall, "uninstall"),
         ] {
             assert_eq!(serde_json::to_value(a).unwrap(), word);
         }

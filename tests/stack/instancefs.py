@@ -1,10 +1,10 @@
 """An instance's own filesystem for the SSM Agent stand-ins (the demo's and run_document.py).
 
-The agent persists what it does (network configuration, systemd units, udev rules, its copy
-under /var/lib); on this machine that would land in the host's own /etc and /var/lib. One holder
-process keeps a mount namespace, inside the instance's network namespace, in which /etc and
-/var/lib are copy-on-write overlays over a tmpfs and the network configuration directories are
-empty; every command runs in it (nsenter), so what one command persists the next one sees, as
+The agent persists what it does (network configuration, systemd units, udev rules, the on-host
+trigger, its copy in /usr/local/sbin); on this machine that would land in the host's own /etc,
+/var/lib and /usr/local. One holder process keeps a mount namespace, inside the instance's
+network namespace, in which /etc, /var/lib and /usr/local are copy-on-write overlays over a
+tmpfs and the network configuration directories are empty; every command runs in it (nsenter), so what one command persists the next one sees, as
 on a real instance, and the host sees nothing.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ NETWORK_CONFIG = ["/etc/systemd/network", "/run/systemd/network", "/etc/network"
                   "/etc/NetworkManager", "/run/NetworkManager", "/etc/sysconfig"]
 
 _HOLDER = ('s=$1; shift; mount -t tmpfs symroute-instance "$s" || exit 125; '
-           'for d in /etc /var/lib; do n=$(printf %s "$d" | tr / _); '
+           'for d in /etc /var/lib /usr/local; do n=$(printf %s "$d" | tr / _); '
            'mkdir -p "$s/u$n" "$s/w$n" && mount -t overlay symroute-instance '
            '-o "lowerdir=$d,upperdir=$s/u$n,workdir=$s/w$n" "$d" || exit 125; done; '
            'for d in "$@"; do [ -d "$d" ] && mount -t tmpfs symroute-instance "$d"; done; '

@@ -68,4 +68,5 @@ def test_cdk_stack_deploys_into_moto_and_its_document_runs_the_agent(aws, assemb
                         source=stack.s3_source, orchestration=d["tmp"] / "orchestration",
                         command_id="cdk-apply", env={"PATH": os.environ["PATH"]})
     assert result.exit_code == 0, result
-    assert d["marker"].read_text().split() == ["apply", "--eni", "eni-0123456789abcdef0", "--json"]
+    assert d["marker"].read_text().split() == [
+        "apply", "--eni", "eni-0123456789abcdef0", "--install-trigger", "--json"]

@@ -62,7 +62,8 @@ def test_deployed_document_carries_the_digests_and_bucket(deployed):
 def test_deployed_document_runs_the_uploaded_agent(deployed):
     result = run(deployed, "apply", action="apply", target="eni-0a9c4b60624c0e41d")
     assert [s.exit_code for s in result.steps] == [0, 0], result.steps
-    assert deployed["marker"].read_text().splitlines() == ["apply", "--eni", "eni-0a9c4b60624c0e41d", "--json"]
+    assert deployed["marker"].read_text().splitlines() == [
+        "apply", "--eni", "eni-0a9c4b60624c0e41d", "--install-trigger", "--json"]
 
 
 def test_a_tampered_object_in_the_bucket_is_refused(deployed):

@@ -25,8 +25,10 @@ def test_schema_and_precondition():
 
 def test_parameters_are_the_contract():
     params = DOC["parameters"]
-    assert set(params) == {"action", "target"}
+    assert set(params) == {"action", "target", "onHostTrigger"}
     assert params["action"]["allowedValues"] == ["apply", "remove", "status"]
+    assert params["onHostTrigger"]["allowedValues"] == ["true", "false"]
+    assert params["onHostTrigger"]["default"] == "true"
     assert params["action"]["default"] == "apply"
     assert params["target"]["default"] == "all"
     for name, spec in params.items():
@@ -87,11 +89,11 @@ def test_parameters_reach_the_shell_as_variables_with_the_documented_fallback():
     """SSM_<name> first; the substituted {{ name }} text only where the variable is unset
     (agents older than 3.3.2746.0), and nowhere else in the steps."""
     script = DOC["mainSteps"][-1]["inputs"]["runCommand"]
-    for name in ("action", "target"):
+    for name in ("action", "target", "onHostTrigger"):
         fallback = f'if [ -z "${{SSM_{name}+x}}" ]; then SSM_{name}="{{{{ {name} }}}}"; fi'
         assert fallback in script, name
     text = yaml.safe_dump(DOC["mainSteps"])
-    assert len(re.findall(r"{{\s*\w+\s*}}", text)) == 2, "a {{ parameter }} is pasted elsewhere"
+    assert len(re.findall(r"{{\s*\w+\s*}}", text)) == 3, "a {{ parameter }} is pasted elsewhere"
 
 
 def test_one_download_of_the_release_prefix_into_the_commands_own_directory():
@@ -144,7 +146,14 @@ def test_hostile_targets_are_refused(value):
 
 @pytest.mark.parametrize("value", ["apply", "remove", "status"])
 def test_valid_actions_pass(value):
-    assert ssmdoc.validate(DOC, {"action": value}) == {"action": value, "target": "all"}
+    assert ssmdoc.validate(DOC, {"action": value}) == {
+        "action": value, "target": "all", "onHostTrigger": "true"}
+
+
+@pytest.mark.parametrize("value", ["", "True", "yes", "1", "true ", "true\n", "false;id", "$(id)"])
+def test_hostile_trigger_switches_are_refused(value):
+    with pytest.raises(ssmdoc.InvalidParameters):
+        ssmdoc.validate(DOC, {"onHostTrigger": value})
 
 
 @pytest.mark.parametrize("value", ["", "Apply", "apply ", "apply\n", "apply;id", "$(id)", "`id`",

@@ -53,8 +53,13 @@ class Stage:
 
 @pytest.mark.parametrize("agent", AGENTS, ids=lambda a: a.value)
 @pytest.mark.parametrize("parameters,args", [
-    ({}, ["apply", "--all", "--json"]),
-    ({"action": "apply", "target": "eni-0a9c4b60624c0e41d"}, ["apply", "--eni", "eni-0a9c4b60624c0e41d", "--json"]),
+    # apply leaves the on-host trigger behind unless asked not to; remove and status never do.
+    ({}, ["apply", "--all", "--install-trigger", "--json"]),
+    ({"action": "apply", "target": "eni-0a9c4b60624c0e41d"},
+     ["apply", "--eni", "eni-0a9c4b60624c0e41d", "--install-trigger", "--json"]),
+    ({"action": "apply", "target": "eni-0a9c4b60624c0e41d", "onHostTrigger": "false"},
+     ["apply", "--eni", "eni-0a9c4b60624c0e41d", "--json"]),
+    ({"action": "remove", "target": "eni-0123abcd", "onHostTrigger": "true"}, ["remove", "--eni", "eni-0123abcd", "--json"]),
     ({"action": "remove", "target": "eni-0123abcd"}, ["remove", "--eni", "eni-0123abcd", "--json"]),
     ({"action": "remove", "target": "0a:1b:2c:3d:4e:5f"}, ["remove", "--mac", "0a:1b:2c:3d:4e:5f", "--json"]),
     ({"action": "remove", "target": "all"}, ["remove", "--all", "--json"]),
@@ -83,7 +88,7 @@ def test_new_agent_does_not_substitute_text_so_the_script_uses_the_variables(tmp
 def test_command_exits_with_the_agents_code(tmp_path, code):
     stage = Stage(tmp_path, body=f"exit {code}")
     assert stage.run(target="eni-0123abcd").exit_code == code
-    assert stage.agent_args() == ["apply", "--eni", "eni-0123abcd", "--json"]
+    assert stage.agent_args() == ["apply", "--eni", "eni-0123abcd", "--install-trigger", "--json"]
 
 
 @pytest.mark.parametrize("body", ["exit 194", "exit 168", "exit 169", "exit 4", "exit 127", "exit 255",
@@ -95,7 +100,7 @@ def test_no_agent_exit_reaches_ssm_outside_0_to_3(tmp_path, body):
     assert result.exit_code == 1, result.steps
     assert not result.reboot_requested
     assert "reported as 1" in result.step("runAgent").stderr
-    assert stage.agent_args() == ["apply", "--eni", "eni-0123abcd", "--json"]
+    assert stage.agent_args() == ["apply", "--eni", "eni-0123abcd", "--install-trigger", "--json"]
 
 
 def test_tampered_agent_is_refused_and_nothing_runs(tmp_path):
@@ -121,7 +126,7 @@ def test_a_missing_build_for_the_other_cpu_does_not_fail_the_command(tmp_path):
     (stage.bucket / OTHER_FILE).unlink()
     result = stage.run()
     assert result.status == "Success", result.steps
-    assert stage.agent_args() == ["apply", "--all", "--json"]
+    assert stage.agent_args() == ["apply", "--all", "--install-trigger", "--json"]
 
 
 def test_each_command_downloads_into_its_own_private_directory(tmp_path):
@@ -155,7 +160,7 @@ def test_stdout_is_cut_where_the_ssm_agent_cuts_it(tmp_path):
     ("apply", "0A:1B:2C:3D:4E:5F"), ("apply", "0a:1b:2c:3d:4e:5f "), ("apply", ""), ("apply", "--root=/"),
     ("apply", "*"), ("apply;touch {pwned}", "all"), ("$(touch {pwned})", "all"), ("", "all"), ("stale", "all"),
 ])
-def test_shell_rechecks_values_itself(tmp_path, action, target):
+def test_shell_rechecks_values_itself(tmp_path, action, target, trigger="true"):
     """Even a value that slipped past the service's checks is refused by the script, whole."""
     stage = Stage(tmp_path)
     pwned = tmp_path / "pwned"
@@ -166,8 +171,13 @@ def test_shell_rechecks_values_itself(tmp_path, action, target):
     for file in ARCH_FILE_ALL.values():
         (tmp_path / "agent" / file).write_bytes((stage.bucket / file).read_bytes())
     env = {"PATH": os.environ["PATH"], "SSM_action": action.format(pwned=pwned),
-           "SSM_target": target.format(pwned=pwned)}
+           "SSM_target": target.format(pwned=pwned), "SSM_onHostTrigger": trigger.format(pwned=pwned)}
     proc = subprocess.run(["sh", "-c", str(script)], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert stage.agent_args() is None
     assert not pwned.exists()
+
+
+@pytest.mark.parametrize("trigger", ["", "yes", "TRUE", "true;touch {pwned}", "$(touch {pwned})", "true\n"])
+def test_shell_rechecks_the_trigger_switch_too(tmp_path, trigger):
+    test_shell_rechecks_values_itself(tmp_path, "apply", "all", trigger)

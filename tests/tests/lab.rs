@@ -17,8 +17,13 @@ use symroute_testbed::lab::{Image, Lab};
 use symroute_testbed::{repo_root, require_root};
 
 const ENI_ID: &str = "eni-0a9c4b60624c0e41d";
+/// The second ENI, handled by the on-host trigger alone.
+const ENI2_ID: &str = "eni-0b1c2d3e4f5a6b7c8";
 const ETH0: &str = "10.0.1.10";
 const ETH1: &str = "10.0.1.11";
+const ETH2: &str = "10.0.1.12";
+/// The trigger's udev rule in the guest.
+const TRIGGER_RULE: &str = "/etc/udev/rules.d/81-symroute-hotplug.rules";
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -347,16 +352,45 @@ fn journal(lab: &Lab) -> String {
         .unwrap_or_default()
 }
 
-/// Everything of symroute's in the guest: rules, tables, files.
+/// Everything of symroute's in the guest that belongs to an ENI: rules, tables, files. The
+/// on-host trigger (its rule, units and the agent copy they run) belongs to the host and stays.
 fn leftovers(lab: &Lab) -> String {
     lab.guest
-        .sh("ip rule | grep -v 'lookup \\(local\\|main\\|default\\)$'; \
+        .sh(&format!(
+            "ip rule | grep -v 'lookup \\(local\\|main\\|default\\)$'; \
              ip route show table all | grep 'table 1[0-9][0-9][0-9][0-9]'; \
-             grep -rl symroute /etc/systemd/network /etc/network /etc/netplan \
+             for f in $(grep -rl symroute /etc/systemd/network /etc/network /etc/netplan \
                /etc/NetworkManager/system-connections /etc/systemd/system /etc/udev/rules.d \
-               2>/dev/null; ls /usr/local/sbin/symroute-boot 2>/dev/null; true")
+               2>/dev/null); do head -n 1 \"$f\" | grep -q '^# symroute: trigger' || echo \"$f\"; done; \
+             [ -e {TRIGGER_RULE} ] || ls /usr/local/sbin/symroute-boot 2>/dev/null; true"
+        ))
         .map(|o| o.stdout.trim().to_string())
         .unwrap_or_else(|e| e.to_string())
+}
+
+/// What symroute set up for the ENI holding `addr` and `mac`: its rules, and its files.
+fn eni_leftovers(lab: &Lab, addr: &str, mac: &str) -> String {
+    lab.guest
+        .sh(&format!(
+            "ip rule | grep -F 'from {addr} '; \
+             grep -rlF 'mac={mac}' /etc/systemd/network /etc/network /etc/netplan \
+               /etc/NetworkManager/system-connections /etc/udev/rules.d 2>/dev/null; true"
+        ))
+        .map(|o| o.stdout.trim().to_string())
+        .unwrap_or_else(|e| e.to_string())
+}
+
+/// How long until the client gets its first answer from `addr`: a 50 ms echo stream, watched.
+fn first_answer(lab: &Lab, addr: &str, since: Instant, bound: Duration) -> Option<Duration> {
+    let stream = lab.client.spawn_ping_stream(ip(addr), 50);
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if stream.progress().received > 0 {
+            return Some(since.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
 }
 
 /// Installs `manager` and waits (bounded) until eth0 has its DHCP address and answers.
@@ -442,6 +476,49 @@ fn grid(manager: Manager) {
         "attach: primary lost no packet",
         stats.lost() == 0,
         format!("{}/{} answered", stats.received, stats.sent),
+    );
+
+    // 1b. The first run left the on-host trigger behind: a second ENI is routed the moment it
+    // appears, with no document run, and its detach takes what was its own.
+    let trigger = lab
+        .guest
+        .sh(&format!("test -f {TRIGGER_RULE}"))
+        .is_ok_and(|o| o.success());
+    g.check(
+        "trigger: the first run installed it",
+        trigger,
+        TRIGGER_RULE.to_string(),
+    );
+    let t2 = Instant::now();
+    let eni2 = lab.attach(ETH2, ENI2_ID).expect("attach the second ENI");
+    let second = first_answer(&lab, ETH2, t2, Duration::from_secs(60));
+    g.figure(
+        "trigger: attach → first answer from the second ENI (no document run)",
+        second.map_or("never".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+    );
+    g.check(
+        "trigger: second ENI symmetric with no document run",
+        second.is_some(),
+        "ping 10.0.2.10 → second ENI address",
+    );
+    if second.is_none() {
+        eprintln!("second ENI:\n{}\n{}", state(&lab), journal(&lab));
+    }
+    let mac2 = eni2.eni.mac().to_string();
+    let td = Instant::now();
+    lab.detach(&eni2).expect("detach the second ENI");
+    let clean = wait_for(Duration::from_secs(30), || {
+        eni_leftovers(&lab, ETH2, &mac2).is_empty()
+    })
+    .map(|_| td.elapsed());
+    g.figure(
+        "trigger: detach → nothing of the second ENI left",
+        clean.map_or("never".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+    );
+    g.check(
+        "trigger: detach leaves nothing of the second ENI",
+        clean.is_some(),
+        eni_leftovers(&lab, ETH2, &mac2),
     );
 
     // 2. Reboot: the manager alone brings it back, no boot delay, primary untouched.
@@ -747,6 +824,80 @@ fn bench_boot_time_with_and_without_persisted_files() {
         fmt(&without),
         fmt(&with),
         mean(&with, |x| x.0) - mean(&without, |x| x.0),
+    );
+    eprintln!("{text}");
+    std::fs::write(out, text).expect("write bench results");
+}
+
+/// `make bench`: the on-host trigger's latency. One guest (systemd-networkd); the first ENI goes
+/// through the document, which leaves the trigger; then ten rounds of attaching a second ENI
+/// (attach → first answer from it, no document run) and detaching it (detach → nothing of it
+/// left). Writes a Markdown section to `$SYMROUTE_LAB_TRIGGER_OUT`.
+#[test]
+#[ignore = "VM lab benchmark: run by `make bench` (needs the image and the static agent)"]
+fn bench_trigger_attach_and_detach() {
+    let Some(p) = prerequisites() else { return };
+    let out = std::env::var_os("SYMROUTE_LAB_TRIGGER_OUT")
+        .expect("SYMROUTE_LAB_TRIGGER_OUT: where to write the results (make bench sets it)");
+    let lab = Lab::start(&p.image).expect("lab");
+    bring_up(&lab, Manager::Networkd);
+    let work = std::env::temp_dir().join(format!("symroute-lab-trigger-{}", lab.vpc.prefix()));
+    let _eni = lab.attach(ETH1, ENI_ID).expect("attach");
+    let (code, text) = run_document(
+        &p,
+        &lab,
+        &work,
+        &["action=apply", &format!("target={ENI_ID}")],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let mut attach = Vec::new();
+    let mut detach = Vec::new();
+    for round in 0..10 {
+        let t = Instant::now();
+        let eni2 = lab.attach(ETH2, ENI2_ID).expect("attach the second ENI");
+        let a = first_answer(&lab, ETH2, t, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("round {round}: never answered\n{}", state(&lab)));
+        let mac2 = eni2.eni.mac().to_string();
+        let t = Instant::now();
+        lab.detach(&eni2).expect("detach the second ENI");
+        let d = wait_for(Duration::from_secs(30), || {
+            eni_leftovers(&lab, ETH2, &mac2).is_empty()
+        })
+        .map(|_| t.elapsed())
+        .unwrap_or_else(|| panic!("round {round}: left {}", eni_leftovers(&lab, ETH2, &mac2)));
+        eprintln!(
+            "round {round}: attach → answer {:.2} s, detach → clean {:.2} s",
+            a.as_secs_f64(),
+            d.as_secs_f64()
+        );
+        attach.push(a.as_secs_f64());
+        detach.push(d.as_secs_f64());
+    }
+    let rounds = attach
+        .iter()
+        .zip(&detach)
+        .map(|(a, d)| format!("{a:.2}/{d:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        let median = (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0;
+        (median, v[v.len() - 1])
+    };
+    let (am, aw) = stats(&mut attach);
+    let (dm, dw) = stats(&mut detach);
+    let today = Command::new("date")
+        .args(["-u", "+%F"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let text = format!(
+        "## On-host trigger (Debian 12 guest, systemd-networkd, QEMU/TCG; measured {today})\n\n\
+         10 rounds; times from the QMP device_add (attach) or device_del (detach) call.\n\n\
+         | measured | median | worst | target |\n|---|---|---|---|\n\
+         | attach → first answer from the ENI, no document run | {am:.2} s | {aw:.2} s | ≤ 2 s |\n\
+         | detach → nothing of the ENI left (rules, files) | {dm:.2} s | {dw:.2} s | ≤ 2 s |\n\n\
+         Every round (attach/detach, s): {rounds}\n"
     );
     eprintln!("{text}");
     std::fs::write(out, text).expect("write bench results");

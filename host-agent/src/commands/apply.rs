@@ -30,7 +30,30 @@ pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
     let result = apply(args, &sel, &root, &imds, &mut kernel, report);
     report.netlink_requests = kernel.requests;
     report.imds_requests = imds.attempts();
+    if result.is_ok() && args.install_trigger {
+        install_trigger(&root, report);
+    }
     result
+}
+
+/// After a good run: the on-host trigger, so that later attaches need no CloudTrail event. Its
+/// failure is reported and leaves this run's routing (done, proved, persisted) as it is.
+fn install_trigger(root: &crate::persist::Root, report: &mut Report) {
+    report.trigger = Some(match crate::trigger::install(root, false, false) {
+        Ok(t) => {
+            info!("trigger: {} ({})", t.status.word(), t.reason);
+            t
+        }
+        Err(e) => {
+            warn!("installing the on-host trigger failed: {e}");
+            crate::trigger::TriggerReport {
+                status: crate::trigger::TriggerStatus::Failed,
+                reason: e.to_string(),
+                files: Vec::new(),
+                warnings: Vec::new(),
+            }
+        }
+    });
 }
 
 fn apply(
@@ -51,6 +74,14 @@ fn apply(
             && (inst.primary_mac == Some(e.mac)
                 || (inst.primary_mac.is_none() && e.is_primary_device()))
     }) {
+        if args.primary_is_noop && !args.force {
+            info!("{} is the primary interface: left alone", primary.eni_id);
+            report.notes.push(format!(
+                "{} is the primary interface (device 0 on network card 0): left alone",
+                primary.eni_id
+            ));
+            return Ok(());
+        }
         if !args.force {
             return Err(Error::Usage(format!(
                 "{} is the primary interface (device 0 on network card 0), which symroute leaves \

@@ -2,8 +2,10 @@
 //! SSM keeps says what failed.
 
 pub mod apply;
+pub mod hotplug;
 pub mod remove;
 pub mod status;
+pub mod trigger;
 
 use std::time::Instant;
 
@@ -36,6 +38,17 @@ pub fn run(command: &Command) -> Report {
             let res = status::run(&mut r);
             (r, res)
         }
+        Command::Install(a) => {
+            let mut r = Report::new(Action::Install, a.dry_run);
+            let res = trigger::install(a, &mut r);
+            (r, res)
+        }
+        Command::Uninstall(a) => {
+            let mut r = Report::new(Action::Uninstall, a.dry_run);
+            let res = trigger::uninstall(a, &mut r);
+            (r, res)
+        }
+        Command::Hotplug(a) => hotplug::run(a),
     };
     if let Err(e) = result {
         report.ok = false;

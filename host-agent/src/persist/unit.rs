@@ -29,7 +29,10 @@ pub(crate) fn template() -> String {
          # network is up so that instance metadata is reachable.\n\
          Wants=network-online.target\nAfter=network-online.target\n\
          StartLimitIntervalSec=600\nStartLimitBurst=5\n\n\
-         [Service]\nType=oneshot\n\
+         [Service]\n\
+         # simple, not oneshot: systemd before 244 (RHEL 8, Amazon Linux 2) refuses Restart= on\n\
+         # oneshot services.\n\
+         Type=simple\n\
          ExecStart={BIN} apply --eni %i --persist none --wait 60\n\
          # 1 (failed, host left as it was) and 3 (not there yet) are worth another try, bounded\n\
          # by the start limit; 2 (bad input) is not.\n\
@@ -94,7 +97,8 @@ pub(crate) fn shared_cleanup(
     let mut ops = vec![FileOp::Delete {
         path: TEMPLATE.into(),
     }];
-    if root.exists(BIN) {
+    // The on-host trigger's units run the same copy: it stays while they do.
+    if root.exists(BIN) && !crate::trigger::is_installed(root) {
         ops.push(FileOp::Delete { path: BIN.into() });
     }
     ops
