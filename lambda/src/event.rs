@@ -21,6 +21,11 @@ pub(crate) enum Trigger {
     Detach {
         attachment_id: String,
     },
+    /// Private IPv4/IPv6 addresses or prefixes assigned to or unassigned from an ENI.
+    AddressChange {
+        eni_id: String,
+        event_name: String,
+    },
     InstanceState {
         instance_id: String,
         state: String,
@@ -75,7 +80,29 @@ struct RequestParameters {
     network_interface_id: Option<String>,
     instance_id: Option<String>,
     attachment_id: Option<String>,
+    // CloudTrail records of the EC2 calls added after 2016 (AssignIpv6Addresses and its
+    // inverse) wrap the request as `{"<Call>Request": {"NetworkInterfaceId": ...}}`, in the
+    // API's own capitalisation; older calls put camelCase fields at the top.
+    #[serde(rename = "AssignIpv6AddressesRequest")]
+    assign_ipv6: Option<WrappedRequest>,
+    #[serde(rename = "UnassignIpv6AddressesRequest")]
+    unassign_ipv6: Option<WrappedRequest>,
 }
+
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
+#[serde(default)]
+struct WrappedRequest {
+    #[serde(rename = "NetworkInterfaceId")]
+    network_interface_id: Option<String>,
+}
+
+/// The calls that change an ENI's addresses (or prefixes) after it was attached.
+pub(crate) const ADDRESS_CALLS: &[&str] = &[
+    "AssignPrivateIpAddresses",
+    "UnassignPrivateIpAddresses",
+    "AssignIpv6Addresses",
+    "UnassignIpv6Addresses",
+];
 
 pub fn parse(raw: Value) -> Result<Event, Error> {
     if !raw.is_object() {
@@ -127,7 +154,10 @@ fn api_call(detail: Detail) -> Result<Trigger, Error> {
     let event_name = detail
         .event_name
         .ok_or_else(|| missing("detail.eventName"))?;
-    if event_name != "AttachNetworkInterface" && event_name != "DetachNetworkInterface" {
+    if event_name != "AttachNetworkInterface"
+        && event_name != "DetachNetworkInterface"
+        && !ADDRESS_CALLS.contains(&event_name.as_str())
+    {
         return Err(Error::Unsupported(format!(
             "eventName {:?}",
             clip(&event_name, 80)
@@ -148,6 +178,16 @@ fn api_call(detail: Detail) -> Result<Trigger, Error> {
     let params = detail
         .request_parameters
         .ok_or_else(|| missing("detail.requestParameters"))?;
+    if ADDRESS_CALLS.contains(&event_name.as_str()) {
+        let eni = params
+            .network_interface_id
+            .or(params.assign_ipv6.and_then(|w| w.network_interface_id))
+            .or(params.unassign_ipv6.and_then(|w| w.network_interface_id));
+        return Ok(Trigger::AddressChange {
+            eni_id: id_field(eni, "detail.requestParameters.networkInterfaceId", "eni-")?,
+            event_name,
+        });
+    }
     if event_name == "AttachNetworkInterface" {
         Ok(Trigger::Attach {
             eni_id: id_field(

@@ -62,8 +62,10 @@ pub async fn handle<A: Aws>(
         } => {
             trace.kind = if event_name.starts_with("Attach") {
                 "attach"
-            } else {
+            } else if event_name.starts_with("Detach") {
                 "detach"
+            } else {
+                "addresses"
             };
             Ok(Decision::Skipped(Skip::FailedCall {
                 event_name,
@@ -83,6 +85,14 @@ pub async fn handle<A: Aws>(
         Trigger::Detach { attachment_id } => {
             trace.kind = "detach";
             detach(aws, s, &event.id, &attachment_id, trace).await
+        }
+        Trigger::AddressChange {
+            eni_id,
+            event_name: _,
+        } => {
+            trace.kind = "addresses";
+            trace.eni_id = Some(eni_id.clone());
+            addresses(aws, s, &event.id, &eni_id, trace).await
         }
         Trigger::InstanceState { instance_id, state } => {
             trace.kind = "instance-state";
@@ -171,6 +181,44 @@ async fn attach<A: Aws>(
     aws.tag_eni(eni_id, &[(tag.as_str(), instance_id)]).await?;
     let comment = Comment::new(event_id, eni_id);
     let sent = command::send_once(aws, s, instance_id, Action::Apply, eni_id, &comment).await?;
+    Ok(Decision::Sent(vec![sent]))
+}
+
+/// Addresses or prefixes of an ENI changed: if it is attached (as a secondary, to a Linux
+/// instance that can take a command, with no skip tag), apply that ENI again, as on attach. An
+/// unattached ENI has nothing on any host to change; its next attach configures it whole.
+async fn addresses<A: Aws>(
+    aws: &A,
+    s: &Settings,
+    event_id: &str,
+    eni_id: &str,
+    trace: &mut Trace,
+) -> Result<Decision, Error> {
+    let Some(eni) = aws.describe_eni(eni_id).await? else {
+        return Ok(Decision::Skipped(Skip::EniGone(eni_id.into())));
+    };
+    let instance_id = match &eni.attachment {
+        Some(a) if a.status == AttachmentStatus::Attached => a.instance_id.clone(),
+        other => {
+            let now = match other {
+                Some(a) => format!("{} {} to {}", a.id, a.status, a.instance_id),
+                None => "not attached".into(),
+            };
+            return Ok(Decision::Skipped(Skip::NotAttached {
+                eni: eni_id.into(),
+                now,
+            }));
+        }
+    };
+    trace.instance_id = Some(instance_id.clone());
+    if let Some(skip) = check_eni(&eni, &s.skip_tag, &s.owner_markers) {
+        return Ok(Decision::Skipped(skip));
+    }
+    if let Some(skip) = not_ready(aws, s, &instance_id).await? {
+        return Ok(Decision::Skipped(skip));
+    }
+    let comment = Comment::new(event_id, eni_id);
+    let sent = command::send_once(aws, s, &instance_id, Action::Apply, eni_id, &comment).await?;
     Ok(Decision::Sent(vec![sent]))
 }
 

@@ -58,7 +58,7 @@ def test_cdk_stack_deploys_into_moto_and_its_document_runs_the_agent(aws, assemb
                     "--bucket", outputs["AgentBucket"]], capture_output=True, text=True, check=True)
     events = boto3.client("events")
     rules = [r for r in events.list_rules()["Rules"] if r["Name"].startswith("symroute-cdk")]
-    assert len(rules) == 4 and all(r["State"] == "ENABLED" for r in rules)
+    assert len(rules) == 5 and all(r["State"] == "ENABLED" for r in rules)
     function = boto3.client("lambda").get_function_configuration(FunctionName=outputs["FunctionName"])
     assert function["Environment"]["Variables"]["SYMROUTE_DOCUMENT_NAME"] == outputs["DocumentName"]
     content = boto3.client("ssm").get_document(Name=outputs["DocumentName"])["Content"]

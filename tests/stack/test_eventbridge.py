@@ -7,7 +7,8 @@ from moto.events.models import EventPattern
 
 from conftest import FIXTURES, PATTERNS
 
-NAMES = ["attach-network-interface", "detach-network-interface", "instance-running", "command-status"]
+NAMES = ["attach-network-interface", "detach-network-interface", "address-change", "instance-running",
+         "command-status"]
 # The stack's own document, as the deployed command-status pattern names it.
 DOCUMENT_NAME = "symroute-Document-AbCdEf123456"
 
@@ -39,7 +40,8 @@ def variant(name, **detail):
 
 
 def test_fixtures_are_present():
-    for name in ["attach", "attach-failed", "detach", "instance-running", "command-invocation"]:
+    for name in ["attach", "attach-failed", "detach", "instance-running", "command-invocation",
+                 "assign-private-ip", "assign-ipv6"]:
         assert (FIXTURES / f"{name}.json").is_file(), f"missing {FIXTURES}/{name}.json"
 
 
@@ -60,6 +62,18 @@ def test_failed_detach_matches_nothing():
     assert matching(variant("detach", errorCode="Client.InvalidAttachmentID.NotFound")) == []
 
 
+@pytest.mark.parametrize("call", ["AssignPrivateIpAddresses", "UnassignPrivateIpAddresses",
+                                  "AssignIpv6Addresses", "UnassignIpv6Addresses"])
+def test_address_calls_match_the_address_pattern_only(call):
+    assert matching(variant("assign-private-ip", eventName=call)) == ["address-change"]
+    assert matching(variant("assign-ipv6", eventName=call)) == ["address-change"]
+
+
+def test_failed_address_calls_match_nothing():
+    event = variant("assign-private-ip", errorCode="Client.PrivateIpAddressLimitExceeded")
+    assert matching(event) == []
+
+
 def test_running_matches_the_running_pattern_only():
     assert matching(fixture("instance-running")) == ["instance-running"]
 
@@ -70,8 +84,9 @@ def test_other_states_match_nothing(state):
 
 
 @pytest.mark.parametrize("call", ["CreateNetworkInterface", "DeleteNetworkInterface",
-                                  "ModifyNetworkInterfaceAttribute", "AssignPrivateIpAddresses",
-                                  "RunInstances", "attachNetworkInterface"])
+                                  "ModifyNetworkInterfaceAttribute", "AssociateAddress",
+                                  "RunInstances", "attachNetworkInterface",
+                                  "assignPrivateIpAddresses", "AssignIpv6Address"])
 def test_other_calls_match_nothing(call):
     assert matching(variant("attach", eventName=call)) == []
 

@@ -75,6 +75,7 @@ def pattern_file(name):
 
 @pytest.mark.parametrize("event,name", [("Attach", "attach-network-interface"),
                                         ("Detach", "detach-network-interface"),
+                                        ("Addresses", "address-change"),
                                         ("Running", "instance-running"),
                                         ("CommandStatus", "command-status")])
 def test_rules_use_the_pattern_files(event, name):

@@ -111,7 +111,7 @@ fn the_cdk_stack_makes_the_new_address_answer_as_the_sam_stack_does() {
     let mut tl = Timeline::new(false);
     demo::run(&opts, &mut tl).unwrap_or_else(|e| panic!("{e}"));
     let step = |name: &str, nth: usize| tl.data(name, nth);
-    assert_eq!(step("stack", 0)["rules"].as_array().map(Vec::len), Some(4));
+    assert_eq!(step("stack", 0)["rules"].as_array().map(Vec::len), Some(5));
     assert_eq!(step("agent", 0)["action"], "apply");
     assert_eq!(step("agent", 0)["enis"][0]["table"], 10001);
     assert_eq!(step("after", 0)["replied"], true);

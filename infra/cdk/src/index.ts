@@ -103,6 +103,8 @@ interface RuleSpec {
 const RULES: RuleSpec[] = [
   { id: 'Attach', patternFile: 'attach-network-interface.json' },
   { id: 'Detach', patternFile: 'detach-network-interface.json' },
+  // Addresses or prefixes assigned to or unassigned from an attached ENI: apply it again.
+  { id: 'Addresses', patternFile: 'address-change.json' },
   { id: 'Running', patternFile: 'instance-running.json' },
   // Outcome of the commands it sent: 3 is sent again, 1 and 2 end in the failure queue.
   { id: 'CommandStatus', patternFile: 'command-status.json' },

@@ -81,12 +81,12 @@ const DIFFERENCES: Record<string, (properties: any, side: 'sam' | 'cdk') => any>
   // The code is a stand-in on both sides; SAM tags what it creates.
   Function: ({ Code: _code, Tags: _tags, ...rest }) => rest,
   // CDK names the target; the rule's target is the same function with the same retry policy.
-  ...Object.fromEntries(['Attach', 'Detach', 'Running', 'CommandStatus'].map((event) => [
+  ...Object.fromEntries(['Attach', 'Detach', 'Addresses', 'Running', 'CommandStatus'].map((event) => [
     `Function${event}`,
     (p: any) => ({ ...p, Targets: p.Targets.map(({ Id: _id, ...t }: any) => t) }),
   ])),
   // SAM names the function by Ref, CDK by ARN: Lambda takes either.
-  ...Object.fromEntries(['Attach', 'Detach', 'Running', 'CommandStatus'].map((event) => [
+  ...Object.fromEntries(['Attach', 'Detach', 'Addresses', 'Running', 'CommandStatus'].map((event) => [
     `Function${event}Permission`,
     (p: any) => ({ ...p, FunctionName: '<Function>' }),
   ])),
@@ -148,7 +148,7 @@ describe.each(SCENARIOS)('CDK and SAM declare the same stack: $name', (scenario)
     expect(samGrants[0].Condition.ArnLike['aws:SourceArn']).toBe('arn:<AWS::Partition>:events:<AWS::Region>:<AWS::AccountId>:rule/*');
     const cdkGrants = grants(cdkResources, ctx);
     const sources = cdkGrants.map((s: any) => s.Condition.ArnEquals['aws:SourceArn']).sort();
-    expect(sources).toEqual(['<FunctionAttach.Arn>', '<FunctionCommandStatus.Arn>', '<FunctionDetach.Arn>', '<FunctionRunning.Arn>']);
+    expect(sources).toEqual(['<FunctionAddresses.Arn>', '<FunctionAttach.Arn>', '<FunctionCommandStatus.Arn>', '<FunctionDetach.Arn>', '<FunctionRunning.Arn>']);
     for (const grant of [...samGrants, ...cdkGrants]) {
       expect(grant.Effect).toBe('Allow');
       expect(grant.Action).toEqual(['sqs:SendMessage']);

@@ -38,7 +38,7 @@ stack.node.try_remove_child("Bad")
 app.synth()
 template = json.loads((work / "out" / "PythonBinding.template.json").read_text())
 types = sorted(r["Type"] for r in template["Resources"].values())
-want = {"AWS::Events::Rule": 4, "AWS::SSM::Document": 1, "AWS::SSM::Association": 1,
+want = {"AWS::Events::Rule": 5, "AWS::SSM::Document": 1, "AWS::SSM::Association": 1,
         "AWS::CloudTrail::Trail": 1, "AWS::S3::Bucket": 2, "AWS::Lambda::Function": 1,
         "AWS::IAM::Policy": 1}
 for kind, count in want.items():

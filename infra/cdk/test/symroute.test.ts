@@ -31,12 +31,12 @@ test('the document runs the agent with the digests fixed at synth time, from the
   expect(JSON.stringify(document)).not.toContain('@@');
 });
 
-test('the four rules carry the patterns of eventbridge/ and the status rule names this document', () => {
+test('the five rules carry the patterns of eventbridge/ and the status rule names this document', () => {
   const { template } = synth();
   const rules = Object.values(template.findResources('AWS::Events::Rule'));
-  expect(rules).toHaveLength(4);
+  expect(rules).toHaveLength(5);
   const patterns = rules.map((r: any) => JSON.stringify(r.Properties.EventPattern));
-  for (const file of ['attach-network-interface.json', 'detach-network-interface.json', 'instance-running.json']) {
+  for (const file of ['attach-network-interface.json', 'detach-network-interface.json', 'address-change.json', 'instance-running.json']) {
     const want = JSON.parse(fs.readFileSync(path.join(ROOT, 'eventbridge', file), 'utf8'));
     expect(patterns).toContain(JSON.stringify(want));
   }

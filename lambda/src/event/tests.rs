@@ -62,6 +62,39 @@ fn detach_fixture() {
 }
 
 #[test]
+fn address_change_fixtures_name_the_eni_in_either_request_shape() {
+    for (file, call) in [
+        ("assign-private-ip.json", "AssignPrivateIpAddresses"),
+        ("assign-ipv6.json", "AssignIpv6Addresses"),
+    ] {
+        let ev = parse(fixture(file)).unwrap();
+        assert_eq!(
+            ev.trigger,
+            Trigger::AddressChange {
+                eni_id: "eni-0a9c4b60624c0e41d".into(),
+                event_name: call.into()
+            },
+            "{file}"
+        );
+    }
+    for call in ["UnassignPrivateIpAddresses", "UnassignIpv6Addresses"] {
+        let mut raw = fixture("assign-private-ip.json");
+        raw["detail"]["eventName"] = json!(call);
+        assert!(matches!(
+            parse(raw).unwrap().trigger,
+            Trigger::AddressChange { .. }
+        ));
+    }
+    // No ENI id in either shape, or a hostile one: refused, naming the field.
+    let mut raw = fixture("assign-ipv6.json");
+    raw["detail"]["requestParameters"] = json!({"AssignIpv6AddressesRequest": {}});
+    assert!(bad(raw).contains("networkInterfaceId"));
+    let mut raw = fixture("assign-private-ip.json");
+    raw["detail"]["requestParameters"]["networkInterfaceId"] = json!("eni-$(reboot)");
+    assert!(bad(raw).contains("networkInterfaceId"));
+}
+
+#[test]
 fn instance_running_fixture() {
     let ev = parse(fixture("instance-running.json")).unwrap();
     assert_eq!(ev.id, "ee376907-2647-4179-9203-343cfb3017a4");

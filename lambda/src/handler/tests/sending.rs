@@ -167,3 +167,67 @@ async fn hostile_events_give_errors_not_panics() {
     }
     assert!(fake.state().calls.is_empty());
 }
+
+fn address_event(id: &str, eni: &str) -> Value {
+    json!({
+        "id": id, "detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2",
+        "detail": {
+            "eventName": "AssignPrivateIpAddresses",
+            "requestParameters": {"networkInterfaceId": eni, "secondaryPrivateIpAddressCount": 1},
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_address_change_sends_apply_for_that_eni_to_the_instance_it_is_attached_to() {
+    let fake = Fake::new();
+    let s = sent(run(&fake, &settings(), address_event("ev-addr", E1)).await);
+    assert_eq!(s.len(), 1);
+    assert_eq!((s[0].action, s[0].target.as_str()), (Action::Apply, E1));
+    let cmds = fake.sent();
+    assert_eq!(cmds.len(), 1);
+    assert_eq!(cmds[0].instance_id, I);
+    assert_eq!(cmds[0].comment, format!("symroute ev-addr {E1} #1"));
+    // Once per event, like an attach.
+    sent(run(&fake, &settings(), address_event("ev-addr", E1)).await);
+    assert_eq!(fake.sent().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_address_change_skips_what_an_attach_skips() {
+    // The primary interface.
+    let fake = Fake::new();
+    assert_eq!(
+        skip_code(&fake, &settings(), address_event("ev-a", E0)).await,
+        Skip::PrimaryInterface.code()
+    );
+    // An ENI that is not attached: nothing on any host to change.
+    let fake = Fake::new().with(|s| {
+        s.enis.get_mut(E1).unwrap().attachment = None;
+    });
+    assert_eq!(
+        skip_code(&fake, &settings(), address_event("ev-b", E1)).await,
+        "not-attached"
+    );
+    // Gone.
+    let fake = Fake::new().with(|s| {
+        s.enis.remove(E1);
+    });
+    assert_eq!(
+        skip_code(&fake, &settings(), address_event("ev-c", E1)).await,
+        "eni-gone"
+    );
+    // The skip tag on the ENI.
+    let fake = Fake::new().with(|s| {
+        s.enis
+            .get_mut(E1)
+            .unwrap()
+            .tags
+            .insert("symroute:skip".into(), "true".into());
+    });
+    assert_eq!(
+        skip_code(&fake, &settings(), address_event("ev-d", E1)).await,
+        "skip-tag"
+    );
+    assert!(fake.sent().is_empty());
+}
