@@ -11,6 +11,11 @@
 //!   udev database at add time, since sysfs is gone by then), which runs `symroute hotplug remove
 //!   --mac <mac>`.
 //!
+//! - `symroute-check.timer` runs `apply --all` 5 minutes after boot and then every 15 minutes,
+//!   each time up to 5 minutes late at random (so a fleet does not call IMDS in step): what no
+//!   event reported is put right. The attach units pull it in (`Wants=`), so it runs wherever the
+//!   trigger has run once, with no `systemctl enable`.
+//!
 //! Where a native tool already reacts to hot-plugged ENIs (amazon-ec2-net-utils, cloud-init's
 //! hotplug hook, nm-cloud-setup), symroute steps aside unless `--force`.
 //!
@@ -27,6 +32,12 @@ use crate::persist::{self, unit, FileAction, FileChange, FileOp, PersistReport, 
 pub const RULE: &str = "/etc/udev/rules.d/81-symroute-hotplug.rules";
 pub const ATTACH_UNIT: &str = "/etc/systemd/system/symroute-attach@.service";
 pub const DETACH_UNIT: &str = "/etc/systemd/system/symroute-detach@.service";
+/// The periodic check: `apply --all`, which changes nothing when nothing drifted, catches what
+/// no event reported (a manager that dropped a rule, addresses changed with no trail).
+pub const CHECK_SERVICE: &str = "/etc/systemd/system/symroute-check.service";
+pub const CHECK_TIMER: &str = "/etc/systemd/system/symroute-check.timer";
+/// Every file of the trigger but the agent copy, rule last (see `render_with`).
+const FILES: [&str; 5] = [ATTACH_UNIT, DETACH_UNIT, CHECK_SERVICE, CHECK_TIMER, RULE];
 /// First line of the trigger's files: not an ENI's, not a backend's shared file, so neither
 /// `remove` nor another backend's cleanup ever deletes them; `uninstall` does.
 pub const HEADER: &str =
@@ -120,7 +131,7 @@ pub fn native_owner(root: &Root) -> Option<String> {
 }
 
 pub fn is_installed(root: &Root) -> bool {
-    [RULE, ATTACH_UNIT, DETACH_UNIT]
+    FILES
         .iter()
         .any(|f| std::fs::symlink_metadata(root.path(f)).is_ok())
 }
@@ -172,6 +183,8 @@ pub(crate) fn attach_unit() -> String {
          Description=symroute: symmetric routing for the ENI with MAC %i, as it appears\n\
          # Instance metadata is reached through the primary interface, up by then.\n\
          After=network.target\n\
+         # The periodic check runs wherever the trigger has run once.\n\
+         Wants=symroute-check.timer\n\
          StartLimitIntervalSec=600\n\
          StartLimitBurst=5\n\n\
          [Service]\n\
@@ -202,6 +215,38 @@ pub(crate) fn detach_unit() -> String {
     )
 }
 
+pub(crate) fn check_service() -> String {
+    format!(
+        "{HEADER}\
+         [Unit]\n\
+         Description=symroute: put right what no event reported (apply for every secondary ENI)\n\
+         After=network.target\n\n\
+         [Service]\n\
+         Type=oneshot\n\
+         # No waiting: an ENI that is not there yet is the attach path's, and 3 says only that.\n\
+         ExecStart={bin} apply --all --wait 0\n\
+         SuccessExitStatus=3\n\
+         {HARDENING}",
+        bin = unit::BIN
+    )
+}
+
+pub(crate) fn check_timer() -> String {
+    format!(
+        "{HEADER}\
+         [Unit]\n\
+         Description=symroute: periodic check of every secondary ENI's routing\n\n\
+         [Timer]\n\
+         OnBootSec=5min\n\
+         OnUnitActiveSec=15min\n\
+         # Spread over the fleet: no two hosts need to ask instance metadata at once.\n\
+         RandomizedDelaySec=5min\n\
+         AccuracySec=1min\n\n\
+         [Install]\n\
+         WantedBy=timers.target\n"
+    )
+}
+
 /// The trigger's files; `bin` is the agent's own executable, copied for the units.
 pub fn render_with(bin: Vec<u8>) -> Vec<FileOp> {
     vec![
@@ -212,6 +257,8 @@ pub fn render_with(bin: Vec<u8>) -> Vec<FileOp> {
         },
         FileOp::text(ATTACH_UNIT, attach_unit(), 0o644),
         FileOp::text(DETACH_UNIT, detach_unit(), 0o644),
+        FileOp::text(CHECK_SERVICE, check_service(), 0o644),
+        FileOp::text(CHECK_TIMER, check_timer(), 0o644),
         // The rule last: the units it starts exist before it can fire.
         FileOp::text(RULE, udev_rule(), 0o644),
     ]
@@ -255,7 +302,11 @@ pub fn install(root: &Root, dry_run: bool, force: bool) -> Result<TriggerReport>
         .files
         .iter()
         .any(|f| f.action != FileAction::Unchanged);
-    let warnings = if changed { reload(root) } else { Vec::new() };
+    let warnings = if changed {
+        reload(root, &[&["start", "--no-block", "symroute-check.timer"]])
+    } else {
+        Vec::new()
+    };
     Ok(TriggerReport {
         status: if changed {
             TriggerStatus::Installed
@@ -274,7 +325,7 @@ pub fn install(root: &Root, dry_run: bool, force: bool) -> Result<TriggerReport>
 /// `symroute uninstall`: deletes the trigger's files (and the agent copy unless the unit
 /// backend still uses it).
 pub fn uninstall(root: &Root, dry_run: bool) -> Result<TriggerReport> {
-    let mut ops: Vec<FileOp> = [RULE, ATTACH_UNIT, DETACH_UNIT]
+    let mut ops: Vec<FileOp> = FILES
         .iter()
         .filter(|f| ours(root, f))
         .map(|f| FileOp::Delete { path: f.into() })
@@ -303,8 +354,10 @@ pub fn uninstall(root: &Root, dry_run: bool) -> Result<TriggerReport> {
             warnings: Vec::new(),
         });
     }
+    // The timer goes first, so that no check starts from a unit file about to disappear.
+    let mut warnings = systemctl(root, &["stop", "symroute-check.timer"]);
     persist::execute(root, &ops, &mut files)?;
-    let warnings = reload(root);
+    warnings.extend(reload(root, &[]));
     Ok(TriggerReport {
         status: TriggerStatus::Uninstalled,
         reason: "hot-plugged ENIs are left to the CloudTrail path again".into(),
@@ -319,28 +372,34 @@ fn ours(root: &Root, f: &str) -> bool {
 }
 
 /// On the running host (not under `--root`, and only where systemd runs): systemd reads the new
-/// units, udev the new rule. Failures are warnings: the files are right, and both read them at
-/// the next boot anyway.
-fn reload(root: &Root) -> Vec<String> {
+/// units, udev the new rule, then `then` (systemctl arguments). Failures are warnings: the files
+/// are right, and both read them at the next boot anyway.
+fn reload(root: &Root, then: &[&[&str]]) -> Vec<String> {
+    let mut warnings = systemctl(root, &["daemon-reload"]);
+    warnings.extend(run(root, "udevadm", &["control", "--reload"]));
+    for args in then {
+        warnings.extend(systemctl(root, args));
+    }
+    warnings
+}
+
+fn systemctl(root: &Root, args: &[&str]) -> Vec<String> {
+    run(root, "systemctl", args)
+}
+
+fn run(root: &Root, prog: &str, args: &[&str]) -> Vec<String> {
     if root.path("/") != Path::new("/") || !Path::new("/run/systemd/system").exists() {
         return Vec::new();
     }
-    let mut warnings = Vec::new();
-    for (prog, args) in [
-        ("systemctl", &["daemon-reload"][..]),
-        ("udevadm", &["control", "--reload"][..]),
-    ] {
-        match std::process::Command::new(prog).args(args).output() {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => warnings.push(format!(
-                "{prog} {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&o.stderr).trim()
-            )),
-            Err(e) => warnings.push(format!("{prog} {}: {e}", args.join(" "))),
-        }
+    match std::process::Command::new(prog).args(args).output() {
+        Ok(o) if o.status.success() => Vec::new(),
+        Ok(o) => vec![format!(
+            "{prog} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        )],
+        Err(e) => vec![format!("{prog} {}: {e}", args.join(" "))],
     }
-    warnings
 }
 
 #[cfg(test)]
@@ -357,6 +416,18 @@ mod tests {
         // Every rule line is guarded: no add rule without the driver match.
         for l in r.lines().filter(|l| l.starts_with("ACTION==\"add\"")) {
             assert!(l.contains("DRIVERS=="), "{l}");
+        }
+    }
+
+    #[test]
+    fn the_check_runs_apply_all_on_a_jittered_timer_pulled_in_by_the_attach_units() {
+        assert!(attach_unit().contains("Wants=symroute-check.timer"));
+        let svc = check_service();
+        assert!(svc.contains(&format!("ExecStart={} apply --all --wait 0", unit::BIN)));
+        assert!(svc.contains("SuccessExitStatus=3"));
+        let t = check_timer();
+        for k in ["OnBootSec=", "OnUnitActiveSec=", "RandomizedDelaySec="] {
+            assert!(t.contains(k), "{k}");
         }
     }
 

@@ -104,6 +104,28 @@ fn the_trigger_routes_an_eni_as_it_appears_and_cleans_up_as_it_goes() {
     );
     systemd_accepts(&t, "symroute-attach@.service", &mac);
     systemd_accepts(&t, "symroute-detach@.service", &mac);
+    // The periodic check: the timer and its service, read together by systemd's parser.
+    let dir = TempTree::new();
+    let bin_real = t.path("/usr/local/sbin/symroute-boot");
+    let mut files = Vec::new();
+    for name in ["symroute-check.service", "symroute-check.timer"] {
+        let file = dir.path(&format!("/{name}"));
+        fs::write(
+            &file,
+            t.read(&format!("/etc/systemd/system/{name}"))
+                .replace("/usr/local/sbin/symroute-boot", bin_real.to_str().unwrap()),
+        )
+        .unwrap();
+        files.push(file);
+    }
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&files)
+        .output()
+        .expect("systemd-analyze");
+    let complaints = String::from_utf8_lossy(&verify.stderr).into_owned();
+    assert!(verify.status.success(), "{complaints}");
+    assert!(!complaints.contains("symroute"), "{complaints}");
 
     // udev at boot announces the primary too: its unit's command leaves it alone, exit 0.
     let (bin, args) = exec_start(&t, "symroute-attach@.service", &primary_mac);

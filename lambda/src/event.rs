@@ -114,9 +114,11 @@ pub fn parse(raw: Value) -> Result<Event, Error> {
     let envelope: EventBridgeEvent<Detail> = serde_path_to_error::deserialize(raw)
         .map_err(|e| Error::BadEvent(clip(&e.to_string(), 300)))?;
     let detail = envelope.detail;
+    // An empty id names nothing: the next one, or "-" (found by the mutation fuzzer).
     let id = envelope
         .id
-        .or(detail.event_id.clone())
+        .filter(|s| !s.is_empty())
+        .or(detail.event_id.clone().filter(|s| !s.is_empty()))
         .map(|id| clip(&id, 80))
         .unwrap_or_else(|| "-".into());
     let trigger = match envelope.detail_type.as_str() {

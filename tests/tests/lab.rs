@@ -608,6 +608,34 @@ fn grid(manager: Manager) {
     );
     g.check("reload: primary answers", answers(&lab, ETH0), "");
 
+    // 3b. The periodic check: its timer runs wherever the trigger ran (here since the boot), and
+    // it puts back what drifted with no event (a rule dropped behind symroute's back).
+    let timer = lab
+        .guest
+        .sh("systemctl is-active symroute-check.timer")
+        .map(|o| o.stdout.trim().to_string())
+        .unwrap_or_else(|e| e.to_string());
+    g.check("check: its timer is active", timer == "active", timer);
+    // Every rule for the ENI's address (the VPC's blocks go by their own rule, so dropping the
+    // last one alone would not break an answer to the client, which is in the VPC).
+    let dropped = lab
+        .guest
+        .sh(&format!(
+            "n=0; while ip rule del from {ETH1} 2>/dev/null; do n=$((n+1)); done; [ $n -ge 3 ]"
+        ))
+        .is_ok_and(|o| o.success());
+    let broken = dropped && !answers(&lab, ETH1);
+    let ran = lab
+        .guest
+        .sh("systemctl start symroute-check.service")
+        .map(|o| o.code)
+        .unwrap_or(None);
+    g.check(
+        "check: puts back a rule dropped with no event",
+        broken && wait_for(Duration::from_secs(30), || answers(&lab, ETH1)).is_some(),
+        format!("rule dropped: {dropped}, ENI broken then: {broken}, check exit {ran:?}"),
+    );
+
     // 4. Detach, then `remove`: nothing of ours left; reboot: nothing waits for the device.
     lab.detach(&eni).expect("detach");
     let (code, out) = run_document(

@@ -43,16 +43,23 @@ pub fn run(args: &RemoveArgs, report: &mut Report) -> Result<()> {
     report.enis = plan.enis.iter().map(EniReport::from_plan).collect();
     report.pruned = plan.prune.iter().map(|o| o.to_string()).collect();
     let _held = crate::signals::hold();
-    // Files first: if the live removal then fails, they are put back with it.
-    let mut files = super::persist_remove(args, &root, &inst, &sel, report)?;
-    if !args.dry_run {
-        let applied = execute::run(&mut kernel, &plan.ops());
-        report.netlink_requests = kernel.requests;
-        report.imds_requests = imds.attempts();
-        if applied.is_err() {
-            files.rollback();
-        }
-        report.changes = applied?.changed.len();
+    if args.dry_run {
+        super::persist_remove(args, &root, &inst, &sel, report)?;
+        return Ok(());
     }
+    // The kernel first: its part is quick, and a detached ENI's rules should not outlive it by
+    // the seconds a `netplan generate` can take. If the files then fail, the live state is put
+    // back with them, so a failed remove leaves the host as it was.
+    let mut applied = execute::run(&mut kernel, &plan.ops())?;
+    report.netlink_requests = kernel.requests;
+    report.imds_requests = imds.attempts();
+    if let Err(e) = super::persist_remove(args, &root, &inst, &sel, report) {
+        let rollback = applied.rollback(&mut kernel);
+        return Err(crate::error::Error::PersistRolledBack {
+            source: Box::new(e),
+            rollback,
+        });
+    }
+    report.changes = applied.changed.len();
     Ok(())
 }

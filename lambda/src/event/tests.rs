@@ -95,6 +95,13 @@ fn address_change_fixtures_name_the_eni_in_either_request_shape() {
 }
 
 #[test]
+fn an_empty_event_id_is_not_an_id() {
+    let mut raw = fixture("command-invocation.json");
+    raw["id"] = json!("");
+    assert_eq!(parse(raw).unwrap().id, "-");
+}
+
+#[test]
 fn instance_running_fixture() {
     let ev = parse(fixture("instance-running.json")).unwrap();
     assert_eq!(ev.id, "ee376907-2647-4179-9203-343cfb3017a4");
@@ -331,6 +338,8 @@ fn fixtures() -> Vec<Value> {
         "detach.json",
         "instance-running.json",
         "command-invocation.json",
+        "assign-private-ip.json",
+        "assign-ipv6.json",
     ]
     .iter()
     .map(|f| fixture(f))
@@ -361,7 +370,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_fixtures_never_panic(which in 0usize..5, pick in any::<prop::sample::Index>(), value in arb_json(), delete in any::<bool>()) {
+    fn mutated_fixtures_never_panic(which in 0usize..7, pick in any::<prop::sample::Index>(), value in arb_json(), delete in any::<bool>()) {
         let mut raw = fixtures().swap_remove(which);
         let mut all = Vec::new();
         paths(&raw, Vec::new(), &mut all);
