@@ -636,3 +636,63 @@ fn the_reported_changes_are_ip_commands_that_ip_accepts() {
     assert!(client.ping(ip("10.0.2.51"), 1, 2));
     assert!(client.ping(ip("10.0.2.52"), 1, 2));
 }
+
+/// The primary opt-in (`--eni <primary> --force`): two ENIs in one subnet, and the kernel
+/// preferring eth1's connected route. eth0's replies to its own subnet then leave by eth1 and
+/// the VPC drops them (what amazon-ec2-net-utils users see, its #174, since it puts no rules on
+/// the primary). With the primary opted in, eth0's replies keep to eth0; the main table's
+/// default route is not touched.
+#[test]
+fn the_primary_opted_in_answers_its_subnet_when_the_kernel_prefers_eth1() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.20"),
+        1,
+        0,
+        "eni-0a9c4b60624c0e41d",
+    );
+    let near = bed.vpc.add_client(&bed.a, "10.0.1.50").expect("client a");
+    let eth0_ip = ip("10.0.1.10");
+    // eth1's connected route first, eth0's behind it.
+    for cmd in [
+        "ip route del 10.0.1.0/24 dev eth0",
+        "ip route replace 10.0.1.0/24 dev eth0 proto kernel scope link src 10.0.1.10 metric 100",
+        "ip route replace 10.0.1.0/24 dev eth1 proto kernel scope link src 10.0.1.20 metric 0",
+    ] {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        bed.inst
+            .exec(&words)
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    }
+    assert!(
+        !near.ping(eth0_ip, 2, 1),
+        "eth0 must NOT answer its own subnet while the kernel prefers eth1 (testbed sanity)"
+    );
+    let main_before = bed.ip_json(&["-4", "route", "show", "table", "main"]);
+
+    // Naming the primary alone is refused; asked twice, it gets its table and rules.
+    let refused = bed.agent(&["apply", "--eni", "eni-00000000000000000", "--json"]);
+    assert_eq!(refused.code, 2, "{}", refused.stdout);
+    let run = bed.agent(&[
+        "apply",
+        "--eni",
+        "eni-00000000000000000",
+        "--force",
+        "--json",
+        "--persist",
+        "none",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.json["enis"][0]["table"], 10000, "{}", run.stdout);
+    assert_eq!(run.json["enis"][0]["symmetric"], true, "{}", run.stdout);
+    assert!(
+        near.ping(eth0_ip, 2, 2),
+        "eth0 answers its subnet once opted in"
+    );
+    assert_eq!(
+        bed.ip_json(&["-4", "route", "show", "table", "main"]),
+        main_before,
+        "the main table is left as it was"
+    );
+}
