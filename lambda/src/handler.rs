@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::{AttachmentStatus, InstanceStateName};
 use serde_json::Value;
 use tokio::time::{sleep, Instant};
 
-use crate::aws::{Action, Aws, Eni};
+use crate::aws::{Action, Attachment, Aws, Eni};
 use crate::command::{self, classify, Comment, Outcome, Sent, DOWNLOAD_STEP, RUN_STEP};
 use crate::config::Settings;
 use crate::decide::{check_eni, check_instance, check_managed, is_primary, Skip};
@@ -158,29 +158,48 @@ async fn attach<A: Aws>(
     };
     let attachment = match &eni.attachment {
         Some(a) if a.instance_id == instance_id && a.status == AttachmentStatus::Attached => {
-            a.clone()
+            a.id.clone()
         }
-        other => {
-            let now = match other {
-                Some(a) => format!("{} {} to {}", a.id, a.status, a.instance_id),
-                None => "not attached".into(),
-            };
-            return Ok(Decision::Skipped(Skip::NotAttached {
-                eni: eni_id.into(),
-                now,
-            }));
-        }
+        other => return Ok(not_attached(eni_id, other.as_ref())),
     };
-    if let Some(skip) = check_eni(&eni, &s.skip_tag, &s.owner_markers) {
+    send_apply(aws, s, event_id, &eni, instance_id, Some(&attachment)).await
+}
+
+/// The skip for an ENI that is not attached where the event says, with what it is now.
+fn not_attached(eni_id: &str, now: Option<&Attachment>) -> Decision {
+    let now = match now {
+        Some(a) => format!("{} {} to {}", a.id, a.status, a.instance_id),
+        None => "not attached".into(),
+    };
+    Decision::Skipped(Skip::NotAttached {
+        eni: eni_id.into(),
+        now,
+    })
+}
+
+/// The attach and address paths' end: the ENI's and the instance's skips, then `apply` for
+/// that ENI, sent once per event. `tag_attachment`: the attachment to record first (attach
+/// only), so that its detach can be traced back.
+async fn send_apply<A: Aws>(
+    aws: &A,
+    s: &Settings,
+    event_id: &str,
+    eni: &Eni,
+    instance_id: &str,
+    tag_attachment: Option<&str>,
+) -> Result<Decision, Error> {
+    if let Some(skip) = check_eni(eni, &s.skip_tag, &s.owner_markers) {
         return Ok(Decision::Skipped(skip));
     }
     if let Some(skip) = not_ready(aws, s, instance_id).await? {
         return Ok(Decision::Skipped(skip));
     }
-    let tag = attachment_tag(&attachment.id);
-    aws.tag_eni(eni_id, &[(tag.as_str(), instance_id)]).await?;
-    let comment = Comment::new(event_id, eni_id);
-    let sent = command::send_once(aws, s, instance_id, Action::Apply, eni_id, &comment).await?;
+    if let Some(attachment) = tag_attachment {
+        let tag = attachment_tag(attachment);
+        aws.tag_eni(&eni.id, &[(tag.as_str(), instance_id)]).await?;
+    }
+    let comment = Comment::new(event_id, &eni.id);
+    let sent = command::send_once(aws, s, instance_id, Action::Apply, &eni.id, &comment).await?;
     Ok(Decision::Sent(vec![sent]))
 }
 
@@ -199,27 +218,10 @@ async fn addresses<A: Aws>(
     };
     let instance_id = match &eni.attachment {
         Some(a) if a.status == AttachmentStatus::Attached => a.instance_id.clone(),
-        other => {
-            let now = match other {
-                Some(a) => format!("{} {} to {}", a.id, a.status, a.instance_id),
-                None => "not attached".into(),
-            };
-            return Ok(Decision::Skipped(Skip::NotAttached {
-                eni: eni_id.into(),
-                now,
-            }));
-        }
+        other => return Ok(not_attached(eni_id, other.as_ref())),
     };
     trace.instance_id = Some(instance_id.clone());
-    if let Some(skip) = check_eni(&eni, &s.skip_tag, &s.owner_markers) {
-        return Ok(Decision::Skipped(skip));
-    }
-    if let Some(skip) = not_ready(aws, s, &instance_id).await? {
-        return Ok(Decision::Skipped(skip));
-    }
-    let comment = Comment::new(event_id, eni_id);
-    let sent = command::send_once(aws, s, &instance_id, Action::Apply, eni_id, &comment).await?;
-    Ok(Decision::Sent(vec![sent]))
+    send_apply(aws, s, event_id, &eni, &instance_id, None).await
 }
 
 /// The attach API returns before the attachment is complete: wait, bounded, for `attaching` to end.
