@@ -90,14 +90,7 @@ fn nm_keyfile_is_read_and_verified_by_libnm() {
 fn unit_command_brings_it_back() {
     need_root!();
     let (bed, far) = bed();
-    let t = TempTree::new();
-    for d in [
-        "/etc/systemd/system",
-        "/etc/udev/rules.d",
-        "/usr/local/sbin",
-    ] {
-        fs::create_dir_all(t.path(d)).unwrap();
-    }
+    let t = systemd_tree();
     let before = snapshot(&t.dir);
     apply(&bed, "unit", &t.dir);
     let rule = t.read(&format!("/etc/udev/rules.d/90-symroute-{ENI}.rules"));
@@ -112,49 +105,14 @@ fn unit_command_brings_it_back() {
     );
     // systemd's own parser accepts the unit as instantiated for this ENI (with the copied
     // agent as ExecStart, where it lies in this tree).
-    let inst_dir = TempTree::new();
-    let unit_file = inst_dir.path(&format!("/symroute@{ENI}.service"));
-    let bin_real = t.path("/usr/local/sbin/symroute-boot");
-    fs::write(
-        &unit_file,
-        t.read("/etc/systemd/system/symroute@.service")
-            .replace("/usr/local/sbin/symroute-boot", bin_real.to_str().unwrap()),
-    )
-    .unwrap();
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&unit_file)
-        .output()
-        .expect("systemd-analyze");
-    let complaints = String::from_utf8_lossy(&verify.stderr).into_owned();
-    assert!(verify.status.success(), "{complaints}");
-    assert!(
-        !complaints.contains("symroute@"),
-        "systemd-analyze verify: {complaints}"
+    systemd_accepts(
+        &t,
+        &[("symroute@.service", format!("symroute@{ENI}.service"))],
     );
 
     wipe(&bed, &far);
     // What systemd runs for symroute@<eni>.service: ExecStart with %i, the copied agent.
-    let unit = t.read("/etc/systemd/system/symroute@.service");
-    let exec = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .expect("ExecStart")
-        .replace("%i", ENI);
-    let mut words = exec.split_whitespace();
-    let bin = t.path(words.next().unwrap());
-    let out = bed
-        .inst
-        .command(bin.to_str().unwrap())
-        .args(words)
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", bed.imds.endpoint())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_unit(&bed, &t, "symroute@.service", ENI, &[]);
     assert!(
         answers(&far),
         "eth1 does not answer after the unit's command"

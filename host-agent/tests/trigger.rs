@@ -7,69 +7,11 @@ mod common;
 mod persist_bed;
 mod persist_fixtures;
 
-use std::fs;
-use std::process::Command;
-
 use common::Bed;
 use persist_bed::*;
-use persist_fixtures::{snapshot, TempTree};
+use persist_fixtures::snapshot;
 use serde_json::Value;
 use symroute_testbed::EniSpec;
-
-/// An image builder's tree: the directories a systemd host has.
-fn host_tree() -> TempTree {
-    let t = TempTree::new();
-    for d in [
-        "/etc/systemd/system",
-        "/etc/udev/rules.d",
-        "/usr/local/sbin",
-    ] {
-        fs::create_dir_all(t.path(d)).unwrap();
-    }
-    t
-}
-
-/// What systemd runs for `<template>` instantiated with `instance`: its ExecStart, with the
-/// agent copy where it lies in `t`.
-fn exec_start(t: &TempTree, template: &str, instance: &str) -> (String, Vec<String>) {
-    let unit = t.read(&format!("/etc/systemd/system/{template}"));
-    let exec = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .expect("ExecStart")
-        .replace("%i", instance);
-    let mut words = exec.split_whitespace().map(str::to_string);
-    let bin = t.path(&words.next().unwrap());
-    (bin.to_str().unwrap().to_string(), words.collect())
-}
-
-/// systemd's own parser accepts the template as instantiated for `instance`. (A MAC's colons
-/// are valid in a unit name, and udev starts the units by them, but `systemd-analyze verify`
-/// (252) cannot take a colon in a file path: "Couldn't process aliases". The file it checks is
-/// named with dashes; the content is the same.)
-fn systemd_accepts(t: &TempTree, template: &str, instance: &str) {
-    let dir = TempTree::new();
-    let name = template.replace("@.", &format!("@{}.", instance.replace(':', "-")));
-    let file = dir.path(&format!("/{name}"));
-    let bin_real = t.path("/usr/local/sbin/symroute-boot");
-    fs::write(
-        &file,
-        t.read(&format!("/etc/systemd/system/{template}"))
-            .replace("/usr/local/sbin/symroute-boot", bin_real.to_str().unwrap()),
-    )
-    .unwrap();
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&file)
-        .output()
-        .expect("systemd-analyze");
-    let complaints = String::from_utf8_lossy(&verify.stderr).into_owned();
-    assert!(verify.status.success(), "{name}: {complaints}");
-    assert!(
-        !complaints.contains("symroute"),
-        "systemd-analyze verify {name}: {complaints}"
-    );
-}
 
 #[test]
 fn the_trigger_routes_an_eni_as_it_appears_and_cleans_up_as_it_goes() {
@@ -84,7 +26,7 @@ fn the_trigger_routes_an_eni_as_it_appears_and_cleans_up_as_it_goes() {
     let far = bed.vpc.add_client(&bed.b, "10.0.2.50").expect("client");
     let mac = eth1.mac().to_string();
     let primary_mac = bed.eth0.mac().to_string();
-    let t = host_tree();
+    let t = systemd_tree();
     let before = snapshot(&t.dir);
 
     let r = bed.agent(&["install", "--json", "--root", t.dir.to_str().unwrap()]);
@@ -102,67 +44,45 @@ fn the_trigger_routes_an_eni_as_it_appears_and_cleans_up_as_it_goes() {
         "{}",
         again.stdout
     );
-    systemd_accepts(&t, "symroute-attach@.service", &mac);
-    systemd_accepts(&t, "symroute-detach@.service", &mac);
-    // The periodic check: the timer and its service, read together by systemd's parser.
-    let dir = TempTree::new();
-    let bin_real = t.path("/usr/local/sbin/symroute-boot");
-    let mut files = Vec::new();
-    for name in ["symroute-check.service", "symroute-check.timer"] {
-        let file = dir.path(&format!("/{name}"));
-        fs::write(
-            &file,
-            t.read(&format!("/etc/systemd/system/{name}"))
-                .replace("/usr/local/sbin/symroute-boot", bin_real.to_str().unwrap()),
-        )
-        .unwrap();
-        files.push(file);
+    // systemd's own parser: the templates as instantiated for this MAC, and the periodic
+    // check's timer with its service, read together.
+    let instance = mac.replace(':', "-");
+    for template in ["symroute-attach@.service", "symroute-detach@.service"] {
+        let name = template.replace("@.", &format!("@{instance}."));
+        systemd_accepts(&t, &[(template, name)]);
     }
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .args(&files)
-        .output()
-        .expect("systemd-analyze");
-    let complaints = String::from_utf8_lossy(&verify.stderr).into_owned();
-    assert!(verify.status.success(), "{complaints}");
-    assert!(!complaints.contains("symroute"), "{complaints}");
+    systemd_accepts(
+        &t,
+        &[
+            ("symroute-check.service", "symroute-check.service".into()),
+            ("symroute-check.timer", "symroute-check.timer".into()),
+        ],
+    );
 
     // udev at boot announces the primary too: its unit's command leaves it alone, exit 0.
-    let (bin, args) = exec_start(&t, "symroute-attach@.service", &primary_mac);
-    let out = bed
-        .inst
-        .command(&bin)
-        .args(&args)
-        .arg("--json")
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", bed.imds.endpoint())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_unit(
+        &bed,
+        &t,
+        "symroute-attach@.service",
+        &primary_mac,
+        &["--json"],
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["changes"], 0, "{v}");
     assert!(v["notes"][0].as_str().unwrap().contains("primary"), "{v}");
     assert!(bed.our_rules().is_empty());
 
     // The ENI appears: the attach unit's command routes it.
     assert!(!answers(&far), "eth1 answers before anything ran (testbed)");
-    let (bin, args) = exec_start(&t, "symroute-attach@.service", &mac);
+    let (_, args) = exec_start(&t, "symroute-attach@.service", &mac);
     assert_eq!(args, ["hotplug", "add", "--mac", mac.as_str()]);
-    let out = bed
-        .inst
-        .command(&bin)
-        .args(&args)
-        .args(["--root", t.dir.to_str().unwrap()])
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", bed.imds.endpoint())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let root = t.dir.to_str().unwrap();
+    run_unit(
+        &bed,
+        &t,
+        "symroute-attach@.service",
+        &mac,
+        &["--root", root],
     );
     assert!(
         answers(&far),
@@ -173,42 +93,29 @@ fn the_trigger_routes_an_eni_as_it_appears_and_cleans_up_as_it_goes() {
     // later. The detach unit's command removes the rest while IMDS still lists it...
     bed.vpc.detach_eni(&eth1).unwrap();
     assert!(!bed.our_rules().is_empty(), "rules outlive the link");
-    let (bin, args) = exec_start(&t, "symroute-detach@.service", &mac);
-    let out = bed
-        .inst
-        .command(&bin)
-        .args(&args)
-        .args(["--root", t.dir.to_str().unwrap()])
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", bed.imds.endpoint())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_unit(
+        &bed,
+        &t,
+        "symroute-detach@.service",
+        &mac,
+        &["--root", root],
     );
     assert!(bed.our_rules().is_empty(), "{:?}", bed.our_rules());
     assert!(bed.our_routes().is_empty(), "{:?}", bed.our_routes());
 
     // ...and, run again once metadata forgot it, finds nothing left to do.
     bed.imds.remove_eni(&mac);
-    let out = bed
-        .inst
-        .command(&bin)
-        .args(&args)
-        .args(["--json", "--root", t.dir.to_str().unwrap()])
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", bed.imds.endpoint())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_unit(
+        &bed,
+        &t,
+        "symroute-detach@.service",
+        &mac,
+        &["--json", "--root", root],
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["changes"], 0, "{v}");
 
-    let r = bed.agent(&["uninstall", "--json", "--root", t.dir.to_str().unwrap()]);
+    let r = bed.agent(&["uninstall", "--json", "--root", root]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.json["trigger"]["status"], "uninstalled", "{}", r.stdout);
     assert_eq!(snapshot(&t.dir), before, "uninstall left the tree changed");
@@ -218,7 +125,7 @@ fn the_trigger_routes_an_eni_as_it_appears_and_cleans_up_as_it_goes() {
 fn a_first_good_apply_leaves_the_trigger_and_a_failed_one_does_not() {
     need_root!();
     let (bed, _far) = bed();
-    let t = host_tree();
+    let t = systemd_tree();
     let root = t.dir.to_str().unwrap();
     // Bad input fails before anything: no trigger either.
     let r = bed.agent(&[
@@ -256,7 +163,7 @@ fn a_first_good_apply_leaves_the_trigger_and_a_failed_one_does_not() {
         .exists());
 
     // Where cloud-init's hotplug hook is enabled, it handles new ENIs: symroute steps aside.
-    let t2 = host_tree();
+    let t2 = systemd_tree();
     t2.write(
         "/etc/udev/rules.d/90-cloud-init-hook-hotplug.rules",
         "# cloud-init\n",

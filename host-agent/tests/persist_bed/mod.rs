@@ -213,3 +213,85 @@ pub fn remove_eni(bed: &Bed, backend: &str, root: &Path, eni: &str) {
     ]);
     assert_eq!(r.code, 0, "remove:\n{}\n{}", r.stdout, r.stderr);
 }
+
+/// A tree with the directories a systemd host has, for the unit backend and the trigger.
+pub fn systemd_tree() -> TempTree {
+    let t = TempTree::new();
+    for d in [
+        "/etc/systemd/system",
+        "/etc/udev/rules.d",
+        "/usr/local/sbin",
+    ] {
+        fs::create_dir_all(t.path(d)).unwrap();
+    }
+    t
+}
+
+/// systemd's own parser (`systemd-analyze verify`, all at once) accepts these units of `t`'s
+/// /etc/systemd/system, each given as (its file there, the name to check it under, e.g. a
+/// template's instance), with the agent copy as ExecStart where it lies in `t`; and says nothing
+/// about any of them. (A MAC's colons are valid in a unit name, and udev starts units by them,
+/// but `systemd-analyze verify` (252) cannot take a colon in a file path: "Couldn't process
+/// aliases". Name instances with dashes here.)
+pub fn systemd_accepts(t: &TempTree, units: &[(&str, String)]) {
+    let dir = TempTree::new();
+    let bin_real = t.path("/usr/local/sbin/symroute-boot");
+    let files: Vec<_> = units
+        .iter()
+        .map(|(file, name)| {
+            let copy = dir.path(&format!("/{name}"));
+            fs::write(
+                &copy,
+                t.read(&format!("/etc/systemd/system/{file}"))
+                    .replace("/usr/local/sbin/symroute-boot", bin_real.to_str().unwrap()),
+            )
+            .unwrap();
+            copy
+        })
+        .collect();
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&files)
+        .output()
+        .expect("systemd-analyze");
+    let complaints = String::from_utf8_lossy(&verify.stderr).into_owned();
+    assert!(verify.status.success(), "{units:?}: {complaints}");
+    assert!(
+        !complaints.contains("symroute"),
+        "systemd-analyze verify {units:?}: {complaints}"
+    );
+}
+
+/// Runs in the instance what systemd runs for `template` instantiated with `instance`: its
+/// ExecStart with `%i` replaced, the agent copy where it lies in `t`, plus `extra` arguments.
+/// Asserts it succeeded; returns its stdout.
+pub fn run_unit(bed: &Bed, t: &TempTree, template: &str, instance: &str, extra: &[&str]) -> String {
+    let (bin, args) = exec_start(t, template, instance);
+    let out = bed
+        .inst
+        .command(&bin)
+        .args(&args)
+        .args(extra)
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", bed.imds.endpoint())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{template} for {instance}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `template`'s ExecStart instantiated with `instance`: the program (in `t`) and its arguments.
+pub fn exec_start(t: &TempTree, template: &str, instance: &str) -> (String, Vec<String>) {
+    let unit = t.read(&format!("/etc/systemd/system/{template}"));
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart")
+        .replace("%i", instance);
+    let mut words = exec.split_whitespace().map(str::to_string);
+    let bin = t.path(&words.next().unwrap());
+    (bin.to_str().unwrap().to_string(), words.collect())
+}
