@@ -264,10 +264,6 @@ pub fn render_with(bin: Vec<u8>) -> Vec<FileOp> {
     ]
 }
 
-fn files_of(p: &PersistReport) -> Vec<FileChange> {
-    p.files.clone()
-}
-
 /// `symroute install`: writes the trigger (or says why not), then has systemd and udev read it.
 pub fn install(root: &Root, dry_run: bool, force: bool) -> Result<TriggerReport> {
     if let Some(who) = native_owner(root) {
@@ -293,7 +289,7 @@ pub fn install(root: &Root, dry_run: bool, force: bool) -> Result<TriggerReport>
         return Ok(TriggerReport {
             status: TriggerStatus::WouldInstall,
             reason: "dry run: nothing written".into(),
-            files: files_of(&files),
+            files: files.files,
             warnings: Vec::new(),
         });
     }
@@ -317,7 +313,7 @@ pub fn install(root: &Root, dry_run: bool, force: bool) -> Result<TriggerReport>
             "udev starts symroute-attach@<mac>.service for each new ENI ({}) and symroute-detach@<mac>.service when it goes",
             DRIVERS.replace('|', ", ")
         ),
-        files: files_of(&files),
+        files: files.files,
         warnings,
     })
 }
@@ -350,7 +346,7 @@ pub fn uninstall(root: &Root, dry_run: bool) -> Result<TriggerReport> {
         return Ok(TriggerReport {
             status: TriggerStatus::Uninstalled,
             reason: "dry run: nothing deleted".into(),
-            files: files_of(&files),
+            files: files.files,
             warnings: Vec::new(),
         });
     }
@@ -361,7 +357,7 @@ pub fn uninstall(root: &Root, dry_run: bool) -> Result<TriggerReport> {
     Ok(TriggerReport {
         status: TriggerStatus::Uninstalled,
         reason: "hot-plugged ENIs are left to the CloudTrail path again".into(),
-        files: files_of(&files),
+        files: files.files,
         warnings,
     })
 }

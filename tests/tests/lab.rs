@@ -783,6 +783,24 @@ fn grid_unit_backend() {
     grid(Manager::Unit);
 }
 
+/// The benches' first ENI: attached and configured through the document (which leaves the
+/// on-host trigger behind).
+fn attach_by_document(p: &Prereqs, lab: &Lab, work: &Path) -> symroute_testbed::lab::Attached {
+    let eni = lab.attach(ETH1, ENI_ID).expect("attach");
+    let (code, text) = run_document(p, lab, work, &["action=apply", &format!("target={ENI_ID}")]);
+    assert_eq!(code, Some(0), "{text}");
+    eni
+}
+
+/// The day a bench measured, as `date -u +%F` prints it.
+fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%F"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 /// `make bench`: what symroute's persisted files cost a boot, and attach → first answer.
 /// Same guest, same NICs (eth0, eth1 attached): boots alternate between no file of ours
 /// (after `remove`) and the files `apply` persisted, two of each; TCG makes single boots noisy.
@@ -797,14 +815,7 @@ fn bench_boot_time_with_and_without_persisted_files() {
     bring_up(&lab, Manager::Networkd);
     let work = std::env::temp_dir().join(format!("symroute-lab-bench-{}", lab.vpc.prefix()));
     let t0 = Instant::now();
-    let _eni = lab.attach(ETH1, ENI_ID).expect("attach");
-    let (code, out_text) = run_document(
-        &p,
-        &lab,
-        &work,
-        &["action=apply", &format!("target={ENI_ID}")],
-    );
-    assert_eq!(code, Some(0), "{out_text}");
+    let _eni = attach_by_document(&p, &lab, &work);
     let first = wait_for(Duration::from_secs(30), || answers(&lab, ETH1)).map(|_| t0.elapsed());
     let attach_to_answer = first.expect("the ENI never answered");
     let mut with = Vec::new();
@@ -836,11 +847,7 @@ fn bench_boot_time_with_and_without_persisted_files() {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let today = Command::new("date")
-        .args(["-u", "+%F"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let today = today();
     let text = format!(
         "## VM lab (Debian 12 guest, systemd-networkd, QEMU/TCG; measured {today})\n\n\
          | measured | value |\n|---|---|\n\
@@ -870,14 +877,7 @@ fn bench_trigger_attach_and_detach() {
     let lab = Lab::start(&p.image).expect("lab");
     bring_up(&lab, Manager::Networkd);
     let work = std::env::temp_dir().join(format!("symroute-lab-trigger-{}", lab.vpc.prefix()));
-    let _eni = lab.attach(ETH1, ENI_ID).expect("attach");
-    let (code, text) = run_document(
-        &p,
-        &lab,
-        &work,
-        &["action=apply", &format!("target={ENI_ID}")],
-    );
-    assert_eq!(code, Some(0), "{text}");
+    let _eni = attach_by_document(&p, &lab, &work);
     let mut attach = Vec::new();
     let mut detach = Vec::new();
     for round in 0..10 {
@@ -914,11 +914,7 @@ fn bench_trigger_attach_and_detach() {
     };
     let (am, aw) = stats(&mut attach);
     let (dm, dw) = stats(&mut detach);
-    let today = Command::new("date")
-        .args(["-u", "+%F"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let today = today();
     let text = format!(
         "## On-host trigger (Debian 12 guest, systemd-networkd, QEMU/TCG; measured {today})\n\n\
          10 rounds; times from the QMP device_add (attach) or device_del (detach) call.\n\n\
