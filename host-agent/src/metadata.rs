@@ -126,34 +126,22 @@ pub(crate) fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> 
     // ENI. Metadata publishes them on every ENI; should it not (an old IMDS, a stand-in), the
     // subnet alone still covers the classic same-subnet case. A subnet outside every block
     // cannot happen on AWS; it is added rather than trusted less.
-    let mut vpc_v4: Vec<Ipv4Net> = match src.field("vpc-ipv4-cidr-blocks")? {
-        Some(v) => parse_nets(&p("vpc-ipv4-cidr-blocks"), &v)?,
-        None => Vec::new(),
-    };
-    if let Some(n) = vpc_v4.iter().find(|n| n.prefix_len() < 16) {
-        return Err(Error::bad_metadata(
-            p("vpc-ipv4-cidr-blocks"),
-            format!("{n} is not a VPC block (AWS VPC blocks are /16 to /28)"),
-        ));
-    }
-    if !vpc_v4.iter().any(|n| n.contains(&subnet_v4)) {
-        vpc_v4.push(subnet_v4);
-    }
-    let mut vpc_v6: Vec<Ipv6Net> = match src.field("vpc-ipv6-cidr-blocks")? {
-        Some(v) => parse_nets(&p("vpc-ipv6-cidr-blocks"), &v)?,
-        None => Vec::new(),
-    };
-    if let Some(n) = vpc_v6.iter().find(|n| n.prefix_len() < 44) {
-        return Err(Error::bad_metadata(
-            p("vpc-ipv6-cidr-blocks"),
-            format!("{n} is not a VPC block (AWS VPC IPv6 blocks are /44 to /60)"),
-        ));
-    }
-    for s in &subnets_v6 {
-        if !vpc_v6.iter().any(|n| n.contains(s)) {
-            vpc_v6.push(*s);
-        }
-    }
+    let vpc_v4 = vpc_blocks(
+        src,
+        &base,
+        "vpc-ipv4-cidr-blocks",
+        &[subnet_v4],
+        16,
+        "AWS VPC blocks are /16 to /28",
+    )?;
+    let vpc_v6 = vpc_blocks(
+        src,
+        &base,
+        "vpc-ipv6-cidr-blocks",
+        &subnets_v6,
+        44,
+        "AWS VPC IPv6 blocks are /44 to /60",
+    )?;
 
     Ok(ImdsEni {
         mac,
@@ -169,6 +157,39 @@ pub(crate) fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> 
         vpc_v4,
         vpc_v6,
     })
+}
+
+/// The VPC's blocks of one family (`key` under the ENI's metadata directory `base`), refusing
+/// any wider than `/min_len` (`rule` says why), with every subnet of the ENI among them.
+fn vpc_blocks<N>(
+    src: &mut dyn FieldSource,
+    base: &str,
+    key: &str,
+    subnets: &[N],
+    min_len: u8,
+    rule: &str,
+) -> Result<Vec<N>>
+where
+    N: std::str::FromStr + Copy + PartialEq + std::fmt::Display + Network,
+{
+    let path = format!("{base}{key}");
+    let path = path.as_str();
+    let mut blocks: Vec<N> = match src.field(key)? {
+        Some(v) => parse_nets(path, &v)?,
+        None => Vec::new(),
+    };
+    if let Some(n) = blocks.iter().find(|n| n.prefix_len() < min_len) {
+        return Err(Error::bad_metadata(
+            path,
+            format!("{n} is not a VPC block ({rule})"),
+        ));
+    }
+    for s in subnets {
+        if !blocks.iter().any(|n| n.holds(s)) {
+            blocks.push(*s);
+        }
+    }
+    Ok(blocks)
 }
 
 pub(crate) fn is_link_local(ip: &Ipv6Addr) -> bool {
@@ -279,15 +300,30 @@ where
 /// What the parser needs of `Ipv4Net`/`Ipv6Net`.
 pub trait Network: Sized {
     fn truncated(&self) -> Self;
+    fn prefix_len(&self) -> u8;
+    /// `other` lies within this network.
+    fn holds(&self, other: &Self) -> bool;
 }
 impl Network for Ipv4Net {
     fn truncated(&self) -> Self {
         self.trunc()
     }
+    fn prefix_len(&self) -> u8 {
+        Ipv4Net::prefix_len(self)
+    }
+    fn holds(&self, other: &Self) -> bool {
+        self.contains(other)
+    }
 }
 impl Network for Ipv6Net {
     fn truncated(&self) -> Self {
         self.trunc()
+    }
+    fn prefix_len(&self) -> u8 {
+        Ipv6Net::prefix_len(self)
+    }
+    fn holds(&self, other: &Self) -> bool {
+        self.contains(other)
     }
 }
 
