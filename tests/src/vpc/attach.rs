@@ -159,7 +159,10 @@ fn configure(eni: &Eni) -> Result<()> {
     let (primary, len) = (eni.primary_ipv4(), eni.subnet().cidr().prefix_len());
     // The kernel's own subnet route (metric 0): with two ENIs in one subnet the older route
     // wins, so replies to same-subnet hosts leave by the first interface, as in the field.
-    cmd::ipl(i, &format!("addr add {primary}/{len} brd + dev {dev}"))?;
+    // `replace`, as a DHCP client does (networkd sends RTM_NEWADDR with NLM_F_REPLACE): an
+    // agent already waiting for this ENI may have added the address first, and in the field
+    // that race does not fail the OS's own configuration either.
+    cmd::ipl(i, &format!("addr replace {primary}/{len} brd + dev {dev}"))?;
     if let Some(metric) = default_metric {
         let gateway = eni.subnet().gateway();
         cmd::ipl(
@@ -168,7 +171,7 @@ fn configure(eni: &Eni) -> Result<()> {
         )?;
     }
     for a in eni.ipv6s() {
-        cmd::ipl(i, &format!("-6 addr add {a}/128 dev {dev} nodad"))?;
+        cmd::ipl(i, &format!("-6 addr replace {a}/128 dev {dev} nodad"))?;
     }
     Ok(())
 }
