@@ -18,9 +18,9 @@ default route via the subnet's router, and per address of the ENI three rules: `
 block> lookup <table>` (priority table-2000), `lookup main suppress_prefixlength 0` (table-1000:\n\
 local peers such as docker0 or a VPN keep the main table's routes) and `lookup <table>` (priority\n\
 = table). The primary ENI and the main table's default route are left alone.",
-    after_help = "Examples:\n  symroute apply                  configure every secondary ENI\n  symroute apply --eni eni-0a9c4b60624c0e41d --wait 60\n  symroute apply --dry-run        show the changes, make none\n  symroute status --json\n  symroute remove --stale         clean up after detached ENIs\n  symroute install                handle every later attach on the host, at once\n\n\
+    after_help = "Examples:\n  symroute apply                  configure every secondary ENI\n  symroute apply --eni eni-0a9c4b60624c0e41d --wait 60\n  symroute apply --dry-run        show the changes, make none\n  symroute status --json\n  symroute remove --stale         clean up after detached ENIs\n  symroute install                handle every later attach on the host, at once\n  symroute apply --connmark on    answer DNAT'd services (Docker published ports) by their ENI too\n\n\
 Exit codes: 0 done or nothing to do; 1 failed (the host is left as it was); 2 bad usage or input;\n3 the ENI did not appear within --wait.\n\
-Environment: AWS_EC2_METADATA_SERVICE_ENDPOINT overrides the IMDS address (default http://169.254.169.254);\nSYMROUTE_LOG=debug|info|warn|error sets the log level (default info; logs go to stderr)."
+Environment: AWS_EC2_METADATA_SERVICE_ENDPOINT overrides the IMDS address (default http://169.254.169.254);\nSYMROUTE_LOG=debug|info|warn|error sets the log level (default info; logs go to stderr);\nSYMROUTE_NFT names the nft the connmark mode runs."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -108,9 +108,22 @@ pub struct ApplyArgs {
     /// a native tool handles hot-plugged ENIs here. The SSM document passes it.
     #[arg(long, conflicts_with = "dry_run")]
     pub install_trigger: bool,
+    /// The connmark mode for the ENIs of this run: `on` answers every connection that arrived
+    /// on an ENI through that ENI whatever the reply's source address, so DNAT'd services
+    /// (Docker published ports, port-forwards) answer too; conntrack marks the flow on arrival
+    /// (an nftables table per ENI, needs `nft`) and a `fwmark` rule sends its replies to the
+    /// ENI's table. `off` removes it. Without the option, each ENI keeps the mode it has.
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub connmark: Option<Switch>,
     /// Naming the primary is a no-op rather than an error (`hotplug add` at boot).
     #[arg(skip)]
     pub primary_is_noop: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Args, Debug)]

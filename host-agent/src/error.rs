@@ -69,6 +69,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("connmark mode: {context}: {detail}")]
+    Connmark { context: String, detail: String },
+
+    /// A connmark failure after which the run's live changes were undone.
+    #[error("{source}; live changes: {rollback}")]
+    ConnmarkRolledBack {
+        #[source]
+        source: Box<Error>,
+        rollback: Rollback,
+    },
+
     /// A persistence failure after which the live changes were undone too.
     #[error("{source}; live changes: {rollback}")]
     PersistRolledBack {
@@ -110,7 +121,9 @@ impl Error {
             | Error::Verify(_)
             | Error::Persist(_)
             | Error::PersistIo { .. }
-            | Error::PersistRolledBack { .. } => EXIT_FAILED,
+            | Error::PersistRolledBack { .. }
+            | Error::Connmark { .. }
+            | Error::ConnmarkRolledBack { .. } => EXIT_FAILED,
         }
     }
 

@@ -21,7 +21,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::{Error, Result};
 use crate::model::{Mac, RTPROT_SYMROUTE};
-use crate::ops::{AddrSpec, KernelRule, Link, Op, RouteSpec, RuleSpec};
+use crate::ops::{AddrSpec, KernelRule, Link, MarkRuleSpec, Op, RouteSpec, RuleSpec};
 
 use libc::{EADDRNOTAVAIL, EEXIST, ENODEV, ENOENT, ESRCH};
 
@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub links: Vec<Link>,
     pub addrs: Vec<AddrSpec>,
     pub rules: Vec<KernelRule>,
+    /// Rules `fwmark <mark>/<mask> lookup <table>` (no other selector): the connmark mode's.
+    pub marks: Vec<MarkRuleSpec>,
     pub routes: Vec<RouteSpec>,
 }
 
@@ -117,10 +119,12 @@ impl Kernel {
 
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         let links = self.links()?;
+        let (rules, marks) = self.rules()?;
         Ok(Snapshot {
             ifa_proto: kernel_keeps_ifa_proto(),
             addrs: self.addrs(&links)?,
-            rules: self.rules()?,
+            rules,
+            marks,
             routes: self.routes(&links)?,
             links,
         })
@@ -155,18 +159,21 @@ impl Kernel {
             .collect())
     }
 
-    pub fn rules(&mut self) -> Result<Vec<KernelRule>> {
+    /// Every rule, and apart the `fwmark` rules the connmark mode reads.
+    pub fn rules(&mut self) -> Result<(Vec<KernelRule>, Vec<MarkRuleSpec>)> {
         let mut out = Vec::new();
+        let mut marks = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut msg = RuleMessage::default();
             msg.header.family = family;
             for m in self.dump(RouteNetlinkMessage::GetRule(msg), "rules")? {
                 if let RouteNetlinkMessage::NewRule(r) = m {
                     out.push(parse_rule(&r));
+                    marks.extend(parse_mark_rule(&r));
                 }
             }
         }
-        Ok(out)
+        Ok((out, marks))
     }
 
     /// `links` names the devices in the result.
@@ -216,6 +223,16 @@ impl Kernel {
             ),
             Op::AddRule(r) => (RouteNetlinkMessage::NewRule(rule_msg(r)), create, &[EEXIST]),
             Op::DelRule(r) => (RouteNetlinkMessage::DelRule(rule_msg(r)), delete, &[ENOENT]),
+            Op::AddMarkRule(r) => (
+                RouteNetlinkMessage::NewRule(mark_rule_msg(r)),
+                create,
+                &[EEXIST],
+            ),
+            Op::DelMarkRule(r) => (
+                RouteNetlinkMessage::DelRule(mark_rule_msg(r)),
+                delete,
+                &[ENOENT],
+            ),
         };
         match self.request(msg, flags) {
             Ok(_) => Ok(Outcome::Changed),
@@ -239,6 +256,26 @@ impl Kernel {
             .push(RouteAttribute::Destination(RouteAddress::from(dst)));
         msg.attributes
             .push(RouteAttribute::Source(RouteAddress::from(src)));
+        self.route_get_msg(msg)
+    }
+
+    /// Which link the kernel would send a packet to `dst` carrying firewall mark `mark` out of:
+    /// the lookup a marked reply gets (no packet is sent).
+    pub(crate) fn route_get_marked(
+        &mut self,
+        dst: IpAddr,
+        mark: u32,
+    ) -> std::result::Result<Option<u32>, NlError> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family_of(&dst);
+        msg.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+        msg.attributes.push(RouteAttribute::Mark(mark));
+        self.route_get_msg(msg)
+    }
+
+    fn route_get_msg(&mut self, msg: RouteMessage) -> std::result::Result<Option<u32>, NlError> {
         let answer = self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_REQUEST)?;
         Ok(answer.iter().find_map(|m| match m {
             RouteNetlinkMessage::NewRoute(r) => r.attributes.iter().find_map(|a| match a {
@@ -447,6 +484,70 @@ fn parse_rule(r: &RuleMessage) -> KernelRule {
         _ => None,
     };
     KernelRule { spec }
+}
+
+/// A rule `fwmark <mark>/<mask> lookup <table>` with no other selector (no source, no
+/// destination, no interface), which is all the connmark mode installs.
+fn parse_mark_rule(r: &RuleMessage) -> Option<MarkRuleSpec> {
+    if r.header.action != RuleAction::ToTable
+        || r.header.src_len != 0
+        || r.header.dst_len != 0
+        || r.header.tos != 0
+    {
+        return None;
+    }
+    let mut table = r.header.table as u32;
+    let (mut priority, mut mark, mut mask, mut protocol) = (0, None, u32::MAX, 0u8);
+    for a in &r.attributes {
+        match a {
+            RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::Priority(p) => priority = *p,
+            RuleAttribute::FwMark(m) => mark = Some(*m),
+            RuleAttribute::FwMask(m) => mask = *m,
+            RuleAttribute::Protocol(p) => protocol = u8::from(*p),
+            RuleAttribute::SuppressPrefixLen(u32::MAX) => {}
+            RuleAttribute::Iifname(_)
+            | RuleAttribute::Oifname(_)
+            | RuleAttribute::SuppressPrefixLen(_)
+            | RuleAttribute::UidRange(_)
+            | RuleAttribute::IpProtocol(_)
+            | RuleAttribute::SourcePortRange(_)
+            | RuleAttribute::DestinationPortRange(_) => return None,
+            _ => {}
+        }
+    }
+    Some(MarkRuleSpec {
+        priority,
+        v6: r.header.family == AddressFamily::Inet6,
+        mark: mark?,
+        mask,
+        table,
+        protocol,
+    })
+}
+
+fn mark_rule_msg(r: &MarkRuleSpec) -> RuleMessage {
+    let mut m = RuleMessage::default();
+    m.header.family = if r.v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    m.header.action = RuleAction::ToTable;
+    m.header.table = if r.table <= 255 {
+        r.table as u8
+    } else {
+        RouteHeader::RT_TABLE_UNSPEC
+    };
+    m.attributes.push(RuleAttribute::Table(r.table));
+    m.attributes.push(RuleAttribute::Priority(r.priority));
+    m.attributes.push(RuleAttribute::FwMark(r.mark));
+    m.attributes.push(RuleAttribute::FwMask(r.mask));
+    if r.protocol != 0 {
+        m.attributes
+            .push(RuleAttribute::Protocol(RouteProtocol::from(r.protocol)));
+    }
+    m
 }
 
 fn rule_msg(r: &RuleSpec) -> RuleMessage {

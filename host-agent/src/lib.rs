@@ -2,6 +2,7 @@
 //! `main.rs` only parses the command line and prints; everything else lives here.
 pub mod cli;
 pub mod commands;
+pub mod connmark;
 pub(crate) mod discover;
 pub mod error;
 pub(crate) mod execute;

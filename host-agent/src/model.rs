@@ -25,6 +25,17 @@ pub const VPC_RULE_OFFSET: u32 = 2_000;
 /// selectors never overlap.
 pub const LOCAL_RULE_OFFSET: u32 = 1_000;
 
+/// How far below an ENI's own rule its connmark rules `fwmark <mark>/<mask> lookup <table>`
+/// sit (connmark mode only): before every `from` rule, since a marked reply is a reply to a
+/// flow that arrived on that ENI whatever its source address.
+pub const MARK_RULE_OFFSET: u32 = 3_000;
+
+/// The firewall-mark bits the connmark mode uses: an ENI's mark is its table number (at most
+/// 19999, 15 bits) shifted into bits 16–30. Bits 0–15 stay free for the tools that use them
+/// (kube-proxy 0x4000/0x8000, the VPC CNI 0x80, Cilium 0x0f00); Calico's default 0xffff0000
+/// overlaps, so do not combine the mode with Calico's iptables dataplane.
+pub const CONNMARK_MASK: u32 = 0x7fff_0000;
+
 /// The routing protocol number stamped on every rule, route and address the agent installs, so
 /// it can find and prune exactly its own state. Unassigned in the kernel's rtnetlink.h list.
 pub const RTPROT_SYMROUTE: u8 = 177;
@@ -195,6 +206,16 @@ impl ImdsEni {
     /// Priority of the rules that keep VPC destinations in this ENI's table.
     pub fn vpc_rule_priority(&self) -> u32 {
         self.table() - VPC_RULE_OFFSET
+    }
+
+    /// Priority of the connmark mode's `fwmark` rules for this ENI.
+    pub fn mark_rule_priority(&self) -> u32 {
+        self.table() - MARK_RULE_OFFSET
+    }
+
+    /// The connmark mode's mark for flows that arrive on this ENI (see [`CONNMARK_MASK`]).
+    pub fn flow_mark(&self) -> u32 {
+        self.table() << 16
     }
 
     /// Priority of the rule that lets the main table's non-default routes (local peers) win.

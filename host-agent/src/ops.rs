@@ -125,6 +125,29 @@ impl RuleSpec {
     }
 }
 
+/// A rule `fwmark <mark>/<mask> lookup <table>` for one family: replies of a flow that arrived
+/// on an ENI, marked by the connmark mode's nftables table (connmark.rs), take its table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MarkRuleSpec {
+    pub priority: u32,
+    pub v6: bool,
+    pub mark: u32,
+    pub mask: u32,
+    pub table: u32,
+    pub protocol: u8,
+}
+
+impl MarkRuleSpec {
+    /// Same selector and target (protocol aside).
+    pub fn same_rule(&self, other: &MarkRuleSpec) -> bool {
+        self.priority == other.priority
+            && self.v6 == other.v6
+            && self.mark == other.mark
+            && self.mask == other.mask
+            && self.table == other.table
+    }
+}
+
 /// A rule as dumped from the kernel; only `from <src> [to <dst>] lookup <table>
 /// [suppress_prefixlength <n>]` rules become `spec`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +167,8 @@ pub enum Op {
     DelRoute(RouteSpec),
     AddRule(RuleSpec),
     DelRule(RuleSpec),
+    AddMarkRule(MarkRuleSpec),
+    DelMarkRule(MarkRuleSpec),
 }
 
 impl Op {
@@ -157,6 +182,8 @@ impl Op {
             Op::DelRoute(r) => Op::AddRoute(r),
             Op::AddRule(r) => Op::DelRule(r),
             Op::DelRule(r) => Op::AddRule(r),
+            Op::AddMarkRule(r) => Op::DelMarkRule(r),
+            Op::DelMarkRule(r) => Op::AddMarkRule(r),
         }
     }
 }
@@ -232,6 +259,20 @@ impl fmt::Display for RuleSpec {
     }
 }
 
+impl fmt::Display for MarkRuleSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fwmark {:#x}/{:#x} lookup {} pref {} proto {}",
+            self.mark,
+            self.mask,
+            self.table,
+            self.priority,
+            proto_name(self.protocol)
+        )
+    }
+}
+
 impl fmt::Display for AddrSpec {
     /// As `ip` (iproute2 6.1, which has no `proto` for addresses) can say it: with the label
     /// where the agent sets one (kernels that drop `IFA_PROTO`).
@@ -255,6 +296,8 @@ impl fmt::Display for Op {
             Op::DelRoute(r) => write!(f, "ip {}route del {r}", family(&r.dst)),
             Op::AddRule(r) => write!(f, "ip {}rule add {r}", family(&r.src)),
             Op::DelRule(r) => write!(f, "ip {}rule del {r}", family(&r.src)),
+            Op::AddMarkRule(r) => write!(f, "ip {}rule add {r}", if r.v6 { "-6 " } else { "" }),
+            Op::DelMarkRule(r) => write!(f, "ip {}rule del {r}", if r.v6 { "-6 " } else { "" }),
         }
     }
 }

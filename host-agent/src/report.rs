@@ -68,6 +68,10 @@ pub struct EniReport {
     pub verify: Vec<Check>,
     /// Every checked address leaves by its own link.
     pub symmetric: Option<bool>,
+    /// In the connmark mode: replies to flows that arrived on the ENI leave by it, whatever
+    /// their source (apply and status; absent where the ENI was not looked at).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connmark: Option<bool>,
 }
 
 impl EniReport {
@@ -94,6 +98,7 @@ impl EniReport {
             warnings: p.warnings.clone(),
             verify: Vec::new(),
             symmetric: None,
+            connmark: None,
         }
     }
 

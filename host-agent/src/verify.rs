@@ -1,13 +1,14 @@
 //! Proof after apply: for every address of an ENI, the kernel's own route lookup `from <ip>`
 //! must leave by the ENI's link, both to its subnet router and to somewhere off the subnet;
 //! and to a local peer (a main-table route that is not the VPC's: docker0, a VPN, a bridge) it
-//! must leave by that peer's link, as it did before symroute.
+//! must leave by that peer's link, as it did before symroute. In the connmark mode, a reply
+//! carrying the ENI's mark must leave by the ENI's link whatever its source.
 
 use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernel::{Kernel, Snapshot};
 use crate::model::ImdsEni;
 use crate::ops::Link;
@@ -21,9 +22,63 @@ const MAX_LOCAL_PEERS: usize = 4;
 pub struct Check {
     pub source: IpAddr,
     pub destination: IpAddr,
+    /// The firewall mark the lookup carried: a reply of a flow that arrived on the ENI, in the
+    /// connmark mode (the source is then unspecified: any, a container's included).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "hex")]
+    pub mark: Option<u32>,
     /// The link the kernel chose, if any.
     pub via: Option<String>,
     pub ok: bool,
+}
+
+fn hex<S: serde::Serializer>(mark: &Option<u32>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match mark {
+        Some(m) => s.serialize_str(&format!("{m:#x}")),
+        None => s.serialize_none(),
+    }
+}
+
+/// In the connmark mode: a reply marked for this ENI, whatever its source, leaves by its link
+/// (to the subnet router and off the subnet). Nothing when the ENI is not in the mode.
+pub fn mark_checks(kernel: &mut Kernel, snap: &Snapshot, eni: &ImdsEni, link: &Link) -> Vec<Check> {
+    if !crate::connmark::is_on(snap, eni.table()) {
+        return Vec::new();
+    }
+    let (off4, _) = probe_destinations(eni);
+    let mark = eni.flow_mark();
+    [IpAddr::V4(eni.gateway_v4()), IpAddr::V4(off4)]
+        .into_iter()
+        .map(|dst| {
+            let (via, ok) = via(snap, kernel.route_get_marked(dst, mark), link.index);
+            Check {
+                source: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                destination: dst,
+                mark: Some(mark),
+                via,
+                ok,
+            }
+        })
+        .collect()
+}
+
+/// The link a lookup chose, and whether it is `want`. No route at all is a failed check, not
+/// a failed run.
+fn via(
+    snap: &Snapshot,
+    oif: std::result::Result<Option<u32>, crate::kernel::NlError>,
+    want: u32,
+) -> (Option<String>, bool) {
+    match oif {
+        Ok(Some(i)) => (
+            Some(
+                snap.link_by_index(i)
+                    .map(|l| l.name.clone())
+                    .unwrap_or_else(|| format!("if{i}")),
+            ),
+            i == want,
+        ),
+        Ok(None) | Err(_) => (None, false),
+    }
 }
 
 pub fn checks(
@@ -56,28 +111,16 @@ pub fn checks(
     }
     let mut out = Vec::with_capacity(pairs.len());
     for (src, dst, want) in pairs {
-        let oif = kernel
-            .route_get(src, dst)
-            .map_err(|e| Error::netlink(format!("route lookup from {src} to {dst}"), e));
-        let (via, ok) = match oif {
-            Ok(Some(i)) => (
-                Some(
-                    snap.link_by_index(i)
-                        .map(|l| l.name.clone())
-                        .unwrap_or_else(|| format!("if{i}")),
-                ),
-                i == want,
-            ),
-            // No route at all is a failed check, not a failed run.
-            Ok(None) | Err(_) => (None, false),
-        };
+        let (via, ok) = via(snap, kernel.route_get(src, dst), want);
         out.push(Check {
             source: src,
             destination: dst,
+            mark: None,
             via,
             ok,
         });
     }
+    out.extend(mark_checks(kernel, snap, eni, link));
     Ok(out)
 }
 

@@ -121,3 +121,72 @@ fn unit_command_brings_it_back() {
     remove(&bed, "unit", &t.dir);
     assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
 }
+
+/// The connmark mode after a reboot: the kernel forgets the `fwmark` rule and the nftables
+/// table, but a persisting run kept the choice under /etc/symroute/connmark, so the first run
+/// after boot (the on-host trigger's `hotplug add`) turns the mode back on; `remove` forgets it.
+#[test]
+fn the_connmark_choice_is_kept_for_the_first_run_after_a_reboot() {
+    need_root!();
+    let (bed, far) = bed();
+    let t = systemd_tree();
+    let dir = t.dir.to_str().unwrap().to_owned();
+    let before = snapshot(&t.dir);
+    let r = bed.agent(&[
+        "apply",
+        "--json",
+        "--persist",
+        "unit",
+        "--root",
+        &dir,
+        "--eni",
+        ENI,
+        "--connmark",
+        "on",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let mac = eth1_mac(&bed);
+    let kept = t.path(&format!("/etc/symroute/connmark/{mac}"));
+    assert!(kept.is_file(), "the choice was not kept");
+    let marked = |bed: &common::Bed| {
+        bed.inst
+            .output(&["ip", "rule", "show", "pref", "7001"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("fwmark 0x27110000/0x7fff0000"))
+            .unwrap_or(false)
+            && bed
+                .inst
+                .output(&["nft", "list", "table", "inet", "symroute_10001"])
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+    };
+    assert!(marked(&bed));
+
+    // A reboot: the kernel's rules and nftables tables are gone.
+    wipe(&bed, &far);
+    bed.inst
+        .exec(&["ip", "rule", "del", "pref", "7001"])
+        .expect("ip rule del");
+    bed.inst
+        .exec(&["nft", "delete", "table", "inet", "symroute_10001"])
+        .expect("nft delete");
+    assert!(!marked(&bed));
+    let r = bed.agent(&["hotplug", "add", "--mac", &mac, "--root", &dir]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        marked(&bed),
+        "the first run after the reboot did not turn the mode back on"
+    );
+    assert!(answers(&far), "eth1 does not answer after the reboot");
+    let status = bed.agent(&["status", "--json"]);
+    let eth1 = status.json["enis"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["table"] == 10001))
+        .expect("eth1 in the status");
+    assert_eq!(eth1["connmark"], true, "{}", status.stdout);
+
+    remove(&bed, "unit", &t.dir);
+    assert!(!kept.exists(), "remove did not forget the choice");
+    assert!(!marked(&bed));
+    let _ = fs::remove_dir_all(t.path("/etc/symroute"));
+    assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
+}

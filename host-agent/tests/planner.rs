@@ -32,6 +32,7 @@ fn host(secondaries: &[(u8, bool)]) -> Snapshot {
             Some(100),
         )],
         rules: vec![],
+        marks: vec![],
     };
     snap.links
         .extend(secondaries.iter().map(|&(d, up)| link(d, up)));
@@ -335,6 +336,15 @@ fn run(snap: &mut Snapshot, op: &Op) {
                 })
                 .expect("rule to delete");
             snap.rules.remove(i);
+        }
+        Op::AddMarkRule(r) => snap.marks.push(r.clone()),
+        Op::DelMarkRule(r) => {
+            let i = snap
+                .marks
+                .iter()
+                .position(|k| k.same_rule(r) && k.protocol == r.protocol)
+                .expect("mark rule to delete");
+            snap.marks.remove(i);
         }
     }
 }

@@ -34,6 +34,7 @@ fn world() -> (Instance, Snapshot) {
             addr(2, "10.0.1.30", DHCP),
         ],
         rules: vec![rule(32765, "10.0.1.30/32", 200, KERNEL)],
+        marks: vec![],
         routes: vec![route(200, "0.0.0.0/0", Some("10.0.1.1"), 2, KERNEL, None)],
     };
     (inst, snap)
@@ -56,12 +57,14 @@ fn checks(ok: bool) -> Vec<Check> {
         Check {
             source: "10.0.1.20".parse().unwrap(),
             destination: "10.0.1.1".parse().unwrap(),
+            mark: None,
             via: Some("eth1".into()),
             ok: true,
         },
         Check {
             source: "10.0.1.20".parse().unwrap(),
             destination: "198.51.100.1".parse().unwrap(),
+            mark: None,
             via: Some(if ok { "eth1" } else { "eth0" }.into()),
             ok,
         },

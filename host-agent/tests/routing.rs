@@ -203,6 +203,180 @@ fn a_container_on_docker0_gets_replies_from_the_secondary_address() {
     assert!(container.ping(eth1_ip, 1, 2), "re-apply restores it");
 }
 
+/// 1c. A DNAT'd service on a secondary ENI (a Docker published port): pings to eth1's address
+/// are forwarded to a container on docker0. Its replies are routed with the container's
+/// source, before conntrack puts eth1's address back, so no `from` rule sees them: they leave
+/// by eth0 and the VPC's source/destination check drops them. `--connmark on` marks the flow
+/// as it arrives on eth1 and sends its replies to eth1's table; later runs keep the mode, `off`
+/// and `remove` take it (rules and nftables table) away.
+#[test]
+fn a_dnatted_container_answers_through_the_eni_it_was_reached_on_with_connmark() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.20"),
+        1,
+        0,
+        "eni-0a9c4b60624c0e41d",
+    );
+    let _container = bed
+        .vpc
+        .add_local_peer(&bed.inst, "docker0", "172.17.0.1/16", "172.17.0.2")
+        .expect("container on docker0");
+    bed.inst
+        .sysctl("net.ipv4.ip_forward", "1")
+        .expect("forwarding");
+    // Docker's DNAT for a published port, in nftables: what arrives for eth1's address goes
+    // to the container, counted.
+    for cmd in [
+        &["nft", "add", "table", "ip", "published"][..],
+        &[
+            "nft",
+            "add chain ip published pre { type nat hook prerouting priority -100 ; }",
+        ][..],
+        &[
+            "nft",
+            "add rule ip published pre ip daddr 10.0.1.20 icmp type echo-request counter dnat to 172.17.0.2",
+        ][..],
+    ] {
+        bed.inst.exec(cmd).expect("nft");
+    }
+    let dnatted = || {
+        let out = bed
+            .inst
+            .exec(&["nft", "list", "chain", "ip", "published", "pre"])
+            .expect("nft list");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split("counter packets ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .expect("the DNAT rule's counter")
+    };
+    let near = bed.vpc.add_client(&bed.a, "10.0.1.50").expect("client a");
+    let far = bed.vpc.add_client(&bed.b, "10.0.2.50").expect("client b");
+    let eth1_ip = ip("10.0.1.20");
+    let nft_tables = || {
+        let out = bed.inst.exec(&["nft", "list", "tables"]).expect("nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let plain = bed.apply(&[]);
+    assert_eq!(plain.json["enis"][0]["connmark"], false, "{}", plain.stdout);
+    let drops = bed.vpc.srcdst_drops().expect("drops");
+    assert!(
+        !near.ping(eth1_ip, 1, 1),
+        "without the mode the container's replies leave by eth0 (testbed sanity)"
+    );
+    assert!(dnatted() >= 1, "the ping was not DNAT'd to the container");
+    assert!(
+        bed.vpc.srcdst_drops().expect("drops") > drops,
+        "the VPC's source/destination check did not drop the replies"
+    );
+
+    let on = bed.apply(&["--connmark", "on"]);
+    assert_eq!(on.json["enis"][0]["connmark"], true, "{}", on.stdout);
+    assert_eq!(on.json["changes"], 1, "one fwmark rule (eth1 has no IPv6)");
+    let before = dnatted();
+    assert!(
+        near.ping(eth1_ip, 1, 2),
+        "the same subnet gets the container's replies by eth1"
+    );
+    assert!(
+        far.ping(eth1_ip, 1, 2),
+        "another subnet gets the container's replies by eth1"
+    );
+    assert!(
+        dnatted() >= before + 2,
+        "the container answered, not the host"
+    );
+    let checks = on.json["enis"][0]["verify"].as_array().expect("verify");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["mark"] == "0x27110000" && c["via"] == "eth1" && c["ok"] == true),
+        "{checks:?}"
+    );
+    let marks: Vec<String> = bed
+        .our_rules()
+        .iter()
+        .filter(|r| r.get("fwmark").is_some())
+        .map(|r| {
+            format!(
+                "{} fwmark {}/{} lookup {}",
+                r["priority"],
+                r["fwmark"].as_str().unwrap_or(""),
+                r["fwmask"].as_str().unwrap_or(""),
+                r["table"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        marks,
+        vec!["7001 fwmark 0x27110000/0x7fff0000 lookup \"10001\"".to_string()]
+    );
+    assert!(
+        nft_tables().contains("inet symroute_10001"),
+        "{}",
+        nft_tables()
+    );
+
+    // A run without the option keeps the mode, and puts back a flushed nftables table.
+    bed.inst
+        .exec(&["nft", "delete", "table", "inet", "symroute_10001"])
+        .expect("nft delete");
+    let again = bed.apply(&[]);
+    assert_eq!(again.json["changes"], 0, "{}", again.stdout);
+    assert_eq!(again.json["enis"][0]["connmark"], true);
+    assert!(near.ping(eth1_ip, 1, 2), "kept, and the table is back");
+
+    let off = bed.apply(&["--connmark", "off"]);
+    assert_eq!(off.json["enis"][0]["connmark"], false);
+    assert_eq!(off.json["changes"], 1);
+    assert!(!nft_tables().contains("symroute_"), "{}", nft_tables());
+    assert!(
+        !near.ping(eth1_ip, 1, 1),
+        "off: the replies are lost again, so it was the mode that made them work"
+    );
+
+    bed.apply(&["--connmark", "on"]);
+    let rm = bed.agent(&["remove", "--all", "--json", "--persist", "none"]);
+    assert_eq!(rm.code, 0, "{}\n{}", rm.stdout, rm.stderr);
+    assert!(bed.our_rules().is_empty(), "{:?}", bed.our_rules());
+    assert!(!nft_tables().contains("symroute_"), "{}", nft_tables());
+}
+
+/// Without nftables' command the mode cannot be switched on: bad input before any change.
+#[test]
+fn connmark_on_without_nft_changes_nothing_and_says_what_is_missing() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.20"),
+        1,
+        0,
+        "eni-0a9c4b60624c0e41d",
+    );
+    let before = bed.routing_state();
+    let r = bed.agent_env(
+        &[
+            "apply",
+            "--json",
+            "--persist",
+            "none",
+            "--connmark",
+            "on",
+            "--wait",
+            "5",
+        ],
+        &[("SYMROUTE_NFT", "/nonexistent/nft")],
+    );
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("nftables"), "{}", r.stderr);
+    assert_eq!(r.json["ok"], false);
+    assert_eq!(bed.routing_state(), before, "nothing changed");
+}
+
 /// 2. Dual-homed: eth1 in another subnet, arriving down and unconfigured with three IPs.
 #[test]
 fn dual_homed_unconfigured_eni_gets_every_address() {

@@ -25,10 +25,12 @@ def test_schema_and_precondition():
 
 def test_parameters_are_the_contract():
     params = DOC["parameters"]
-    assert set(params) == {"action", "target", "onHostTrigger"}
+    assert set(params) == {"action", "target", "onHostTrigger", "connmark"}
     assert params["action"]["allowedValues"] == ["apply", "remove", "status"]
     assert params["onHostTrigger"]["allowedValues"] == ["true", "false"]
     assert params["onHostTrigger"]["default"] == "true"
+    assert params["connmark"]["allowedValues"] == ["keep", "on", "off"]
+    assert params["connmark"]["default"] == "keep"
     assert params["action"]["default"] == "apply"
     assert params["target"]["default"] == "all"
     for name, spec in params.items():
@@ -89,11 +91,11 @@ def test_parameters_reach_the_shell_as_variables_with_the_documented_fallback():
     """SSM_<name> first; the substituted {{ name }} text only where the variable is unset
     (agents older than 3.3.2746.0), and nowhere else in the steps."""
     script = DOC["mainSteps"][-1]["inputs"]["runCommand"]
-    for name in ("action", "target", "onHostTrigger"):
+    for name in ("action", "target", "onHostTrigger", "connmark"):
         fallback = f'if [ -z "${{SSM_{name}+x}}" ]; then SSM_{name}="{{{{ {name} }}}}"; fi'
         assert fallback in script, name
     text = yaml.safe_dump(DOC["mainSteps"])
-    assert len(re.findall(r"{{\s*\w+\s*}}", text)) == 3, "a {{ parameter }} is pasted elsewhere"
+    assert len(re.findall(r"{{\s*\w+\s*}}", text)) == 4, "a {{ parameter }} is pasted elsewhere"
 
 
 def test_one_download_of_the_release_prefix_into_the_commands_own_directory():
@@ -147,13 +149,25 @@ def test_hostile_targets_are_refused(value):
 @pytest.mark.parametrize("value", ["apply", "remove", "status"])
 def test_valid_actions_pass(value):
     assert ssmdoc.validate(DOC, {"action": value}) == {
-        "action": value, "target": "all", "onHostTrigger": "true"}
+        "action": value, "target": "all", "onHostTrigger": "true", "connmark": "keep"}
 
 
 @pytest.mark.parametrize("value", ["", "True", "yes", "1", "true ", "true\n", "false;id", "$(id)"])
 def test_hostile_trigger_switches_are_refused(value):
     with pytest.raises(ssmdoc.InvalidParameters):
         ssmdoc.validate(DOC, {"onHostTrigger": value})
+
+
+@pytest.mark.parametrize("value", ["", "ON", "On", "true", "yes", "on ", "on\n", "off;id", "$(id)", "--root=/"])
+def test_hostile_connmark_switches_are_refused(value):
+    with pytest.raises(ssmdoc.InvalidParameters):
+        ssmdoc.validate(DOC, {"connmark": value})
+
+
+def test_connmark_values_survive_yaml_as_strings():
+    """Unquoted, YAML 1.1 reads on/off as booleans; the service would then offer true/false."""
+    assert all(isinstance(v, str) for v in DOC["parameters"]["connmark"]["allowedValues"])
+    assert ssmdoc.validate(DOC, {"connmark": "on"})["connmark"] == "on"
 
 
 @pytest.mark.parametrize("value", ["", "Apply", "apply ", "apply\n", "apply;id", "$(id)", "`id`",

@@ -60,6 +60,13 @@ class Stage:
     ({"action": "apply", "target": "eni-0a9c4b60624c0e41d", "onHostTrigger": "false"},
      ["apply", "--eni", "eni-0a9c4b60624c0e41d", "--json"]),
     ({"action": "remove", "target": "eni-0123abcd", "onHostTrigger": "true"}, ["remove", "--eni", "eni-0123abcd", "--json"]),
+    # The connmark mode is switched by apply only; keep passes nothing (each ENI keeps its mode).
+    ({"action": "apply", "target": "all", "connmark": "on"},
+     ["apply", "--all", "--install-trigger", "--connmark", "on", "--json"]),
+    ({"action": "apply", "target": "all", "onHostTrigger": "false", "connmark": "off"},
+     ["apply", "--all", "--connmark", "off", "--json"]),
+    ({"action": "apply", "target": "all", "connmark": "keep"}, ["apply", "--all", "--install-trigger", "--json"]),
+    ({"action": "remove", "target": "all", "connmark": "on"}, ["remove", "--all", "--json"]),
     ({"action": "remove", "target": "eni-0123abcd"}, ["remove", "--eni", "eni-0123abcd", "--json"]),
     ({"action": "remove", "target": "0a:1b:2c:3d:4e:5f"}, ["remove", "--mac", "0a:1b:2c:3d:4e:5f", "--json"]),
     ({"action": "remove", "target": "all"}, ["remove", "--all", "--json"]),
@@ -160,7 +167,7 @@ def test_stdout_is_cut_where_the_ssm_agent_cuts_it(tmp_path):
     ("apply", "0A:1B:2C:3D:4E:5F"), ("apply", "0a:1b:2c:3d:4e:5f "), ("apply", ""), ("apply", "--root=/"),
     ("apply", "*"), ("apply;touch {pwned}", "all"), ("$(touch {pwned})", "all"), ("", "all"), ("stale", "all"),
 ])
-def test_shell_rechecks_values_itself(tmp_path, action, target, trigger="true"):
+def test_shell_rechecks_values_itself(tmp_path, action, target, trigger="true", connmark="keep"):
     """Even a value that slipped past the service's checks is refused by the script, whole."""
     stage = Stage(tmp_path)
     pwned = tmp_path / "pwned"
@@ -171,7 +178,8 @@ def test_shell_rechecks_values_itself(tmp_path, action, target, trigger="true"):
     for file in ARCH_FILE_ALL.values():
         (tmp_path / "agent" / file).write_bytes((stage.bucket / file).read_bytes())
     env = {"PATH": os.environ["PATH"], "SSM_action": action.format(pwned=pwned),
-           "SSM_target": target.format(pwned=pwned), "SSM_onHostTrigger": trigger.format(pwned=pwned)}
+           "SSM_target": target.format(pwned=pwned), "SSM_onHostTrigger": trigger.format(pwned=pwned),
+           "SSM_connmark": connmark.format(pwned=pwned)}
     proc = subprocess.run(["sh", "-c", str(script)], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert stage.agent_args() is None
@@ -181,3 +189,8 @@ def test_shell_rechecks_values_itself(tmp_path, action, target, trigger="true"):
 @pytest.mark.parametrize("trigger", ["", "yes", "TRUE", "true;touch {pwned}", "$(touch {pwned})", "true\n"])
 def test_shell_rechecks_the_trigger_switch_too(tmp_path, trigger):
     test_shell_rechecks_values_itself(tmp_path, "apply", "all", trigger)
+
+
+@pytest.mark.parametrize("connmark", ["", "ON", "yes", "on;touch {pwned}", "$(touch {pwned})", "on\n", "--root=/"])
+def test_shell_rechecks_the_connmark_switch_too(tmp_path, connmark):
+    test_shell_rechecks_values_itself(tmp_path, "apply", "all", "true", connmark)

@@ -2,7 +2,8 @@ use std::time::Duration;
 
 use log::{debug, info, warn};
 
-use crate::cli::{ApplyArgs, PersistMode};
+use crate::cli::{ApplyArgs, PersistMode, Switch};
+use crate::connmark;
 use crate::discover::wait_until_ready;
 use crate::error::{Error, Result};
 use crate::execute;
@@ -19,6 +20,10 @@ pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
     let root = super::persist_root(args.root.as_deref())?;
     if !args.dry_run {
         crate::platform::check(&root.path("/"), args.persist != PersistMode::None)?;
+    }
+    // Before any change: the mode cannot be switched on without nftables.
+    if args.connmark == Some(Switch::On) && !args.dry_run {
+        connmark::require_nft()?;
     }
     let _lock = if args.dry_run {
         None
@@ -115,6 +120,8 @@ fn apply(
         );
     }
     if args.dry_run {
+        let flows = plan_flows(args, sel, root, &inst, &plan, &snap)?;
+        report_flows(&flows, &plan, report);
         super::persist_apply(args, root, &inst, &plan, &snap, sel, report)?;
         return Ok(());
     }
@@ -206,8 +213,36 @@ fn apply(
         return Err(Error::Verify(failures.join("; ")));
     }
 
+    // The connmark mode, for what is configured now: its rules, one nftables transaction and
+    // its proof. A failure undoes the whole run, as a failed persist does.
+    let flows = match plan_flows(args, sel, root, &inst, &plan, &snap) {
+        Ok(f) => {
+            report_flows(&f, &plan, report);
+            run_flows(kernel, &f, &plan, report)
+        }
+        Err(e) => Err(e),
+    };
+    let mut flows = match flows {
+        Ok(a) => a,
+        Err(e) => {
+            let mut rollback = pruned.rollback(kernel);
+            for a in applied.iter_mut().rev() {
+                let r = a.rollback(kernel);
+                rollback.undone += r.undone;
+                rollback.errors.extend(r.errors);
+            }
+            report.changes = 0;
+            return Err(Error::ConnmarkRolledBack {
+                source: Box::new(e),
+                rollback,
+            });
+        }
+    };
+    report.changes += flows.changed.len();
+
     // Persist what now works, so the host's own network stack brings it back after a reboot.
     if let Err(e) = super::persist_apply(args, root, &inst, &plan, &snap, sel, report) {
+        let _ = flows.rollback(kernel);
         let mut rollback = pruned.rollback(kernel);
         for a in applied.iter_mut().rev() {
             let r = a.rollback(kernel);
@@ -219,6 +254,9 @@ fn apply(
             source: Box::new(e),
             rollback,
         });
+    }
+    if args.persist != PersistMode::None {
+        remember_flows(root, report);
     }
     if !failures.is_empty() {
         return Err(Error::Verify(format!(
@@ -247,4 +285,149 @@ fn apply(
         });
     }
     Ok(())
+}
+
+/// The connmark mode's plan for the ENIs this run configured (their links from `snap`).
+fn plan_flows(
+    args: &ApplyArgs,
+    sel: &Target,
+    root: &crate::persist::Root,
+    inst: &crate::model::Instance,
+    plan: &crate::plan::Plan,
+    snap: &crate::kernel::Snapshot,
+) -> Result<connmark::FlowPlan> {
+    let configured: Vec<_> = plan
+        .enis
+        .iter()
+        .filter(|p| p.status == EniStatus::Configure)
+        .filter_map(|p| Some((&p.eni, snap.link_by_mac(p.eni.mac)?)))
+        .collect();
+    let choice = match args.connmark {
+        Some(Switch::On) => connmark::Choice::On,
+        Some(Switch::Off) => connmark::Choice::Off,
+        None => connmark::Choice::Keep,
+    };
+    // Over every ENI, the mode of ENIs no longer attached goes; an unsettled ENI's table is
+    // not known yet, so while one is, nothing is dropped.
+    let keep: Option<Vec<u32>> = (*sel == Target::All
+        && inst.enis.iter().all(|e| inst.is_settled(e)))
+    .then(|| inst.enis.iter().map(|e| e.table()).collect());
+    connmark::plan(
+        &configured,
+        snap,
+        choice,
+        &connmark::remembered(root),
+        keep.as_deref(),
+    )
+}
+
+/// A persisting run keeps each configured ENI's mode for the first run after a reboot. Failing
+/// that costs only the mode after a reboot: a warning, not a failed run.
+fn remember_flows(root: &crate::persist::Root, report: &mut Report) {
+    for r in &report.enis {
+        let (Some(on), Ok(mac)) = (r.connmark, r.mac.parse()) else {
+            continue;
+        };
+        if let Err(e) = connmark::remember(root, mac, on) {
+            report.persist.warnings.push(format!(
+                "{}: keeping the connmark mode for after a reboot failed: {}: {e}",
+                r.eni_id,
+                connmark::STATE_DIR
+            ));
+        }
+    }
+}
+
+/// Each configured ENI's mode, and the planned rule changes, in the report.
+fn report_flows(flows: &connmark::FlowPlan, plan: &crate::plan::Plan, report: &mut Report) {
+    for (p, r) in plan.enis.iter().zip(report.enis.iter_mut()) {
+        if p.status != EniStatus::Configure || p.link.is_none() {
+            continue;
+        }
+        let t = p.eni.table();
+        r.connmark = Some(flows.marks(t));
+        r.changes.extend(flows.ops.iter().filter_map(|o| match o {
+            crate::ops::Op::AddMarkRule(m) | crate::ops::Op::DelMarkRule(m) if m.table == t => {
+                Some(o.to_string())
+            }
+            _ => None,
+        }));
+    }
+    let run: Vec<u32> = plan.enis.iter().map(|p| p.eni.table()).collect();
+    report
+        .pruned
+        .extend(flows.ops.iter().filter_map(|o| match o {
+            crate::ops::Op::DelMarkRule(m) if !run.contains(&m.table) => Some(o.to_string()),
+            _ => None,
+        }));
+    for t in &flows.drop {
+        report.notes.push(format!(
+            "connmark: nftables table inet {} deleted",
+            connmark::nft_table(*t)
+        ));
+    }
+}
+
+/// Runs the mode's plan: the rules, then nftables, then the proof that marked replies leave by
+/// their ENI. On any failure this step's own changes are undone before the error returns.
+fn run_flows(
+    kernel: &mut Kernel,
+    flows: &connmark::FlowPlan,
+    plan: &crate::plan::Plan,
+    report: &mut Report,
+) -> Result<execute::Applied> {
+    if flows.is_empty() {
+        return Ok(execute::Applied::default());
+    }
+    // Tables can only exist where nft ran: without it, deleting them is nothing to do.
+    let nft = match connmark::nft_command() {
+        Some(n) => Some(n),
+        None if flows.write.is_empty() => None,
+        None => Some(connmark::require_nft()?),
+    };
+    let mut applied = execute::run(kernel, &flows.ops)?;
+    if let Some(nft) = &nft {
+        if let Err(e) = connmark::run_nft(nft, &connmark::script(flows)) {
+            applied.rollback(kernel);
+            return Err(e);
+        }
+    }
+    if flows.write.is_empty() {
+        return Ok(applied);
+    }
+    let snap = kernel.snapshot()?;
+    let mut bad = Vec::new();
+    for (p, r) in plan.enis.iter().zip(report.enis.iter_mut()) {
+        let Some(link) = snap.link_by_mac(p.eni.mac) else {
+            continue;
+        };
+        if !flows.marks(p.eni.table()) {
+            continue;
+        }
+        let checks = verify::mark_checks(kernel, &snap, &p.eni, link);
+        bad.extend(checks.iter().filter(|c| !c.ok).map(|c| {
+            format!(
+                "{}: a reply marked {:#x} to {} leaves via {}",
+                p.eni.eni_id,
+                p.eni.flow_mark(),
+                c.destination,
+                c.via.as_deref().unwrap_or("nothing")
+            )
+        }));
+        let mut all: Vec<_> = r.verify.drain(..).filter(|c| c.mark.is_none()).collect();
+        all.extend(checks);
+        r.set_checks(all);
+    }
+    if !bad.is_empty() {
+        let undo = connmark::FlowPlan {
+            drop: flows.write.iter().map(|m| m.table).collect(),
+            ..Default::default()
+        };
+        if let Some(nft) = &nft {
+            let _ = connmark::run_nft(nft, &connmark::script(&undo));
+        }
+        let rollback = applied.rollback(kernel);
+        return Err(Error::Verify(format!("{} ({rollback})", bad.join("; "))));
+    }
+    Ok(applied)
 }

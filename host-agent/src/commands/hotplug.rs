@@ -24,6 +24,7 @@ pub fn run(args: &HotplugArgs) -> (Report, crate::error::Result<()>) {
                 dry_run: false,
                 force: false,
                 install_trigger: false,
+                connmark: None,
                 primary_is_noop: true,
             };
             let mut r = Report::new(Action::Apply, false);

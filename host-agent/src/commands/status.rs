@@ -57,6 +57,13 @@ pub fn run(report: &mut Report) -> Result<()> {
                     .map(|k| k.to_string())
                     .collect();
             r.set_checks(verify::checks(&mut kernel, &snap, eni, link)?);
+            r.connmark = Some(crate::connmark::is_on(&snap, t));
+            r.rules.extend(
+                snap.marks
+                    .iter()
+                    .filter(|m| m.table == t)
+                    .map(|m| m.to_string()),
+            );
         }
         report.enis.push(r);
     }

@@ -77,6 +77,15 @@ impl Bed {
     }
 
     pub fn agent_with(&self, args: &[&str], endpoint: &str) -> Run {
+        self.agent_full(args, endpoint, &[])
+    }
+
+    /// The agent with extra environment variables.
+    pub fn agent_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.agent_full(args, &self.imds.endpoint(), env)
+    }
+
+    fn agent_full(&self, args: &[&str], endpoint: &str, env: &[(&str, &str)]) -> Run {
         // The tests' network namespaces share this machine's filesystem: unless a test says
         // where to persist (--persist/--root), apply and remove stay live only, so that no
         // run writes this machine's network configuration.
@@ -92,6 +101,7 @@ impl Bed {
             .args(&args)
             .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint)
             .env("SYMROUTE_LOG", "debug")
+            .envs(env.iter().copied())
             .output()
             .expect("run agent");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
