@@ -320,6 +320,46 @@ fn local_peer_answers(lab: &Lab, addr: &str) -> (bool, String) {
     }
 }
 
+/// A published port, the way Docker makes one: pings to `addr` are DNAT'd to the bridge's peer
+/// (made by [`local_peer_answers`]). True when the client in the other subnet gets the peer's
+/// replies, counted at the DNAT rule so that an answer from the guest itself does not count;
+/// the DNAT is taken away afterwards, so later cells see the guest answer again.
+fn published_port_answers(lab: &Lab, addr: &str) -> (bool, String) {
+    let forwarding = lab
+        .guest
+        .sh_ok("sysctl -n net.ipv4.ip_forward")
+        .unwrap_or_default();
+    let setup = format!(
+        "sysctl -qw net.ipv4.ip_forward=1 && nft add table ip lab_published && \
+         nft 'add chain ip lab_published pre {{ type nat hook prerouting priority -100 ; }}' && \
+         nft add rule ip lab_published pre ip daddr {addr} icmp type echo-request counter \
+           dnat to 172.30.0.2"
+    );
+    if let Err(e) = lab.guest.sh_ok(&setup) {
+        return (false, format!("DNAT setup: {e}"));
+    }
+    let answered = answers(lab, addr);
+    let counted = lab
+        .guest
+        .sh("nft list chain ip lab_published pre")
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let packets: u64 = counted
+        .split("counter packets ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let _ = lab.guest.sh(&format!(
+        "nft delete table ip lab_published; sysctl -qw net.ipv4.ip_forward={}",
+        forwarding.trim()
+    ));
+    (
+        answered && packets > 0,
+        format!("ping 10.0.2.10 → {addr}, DNAT'd to 172.30.0.2: {packets} flow(s) counted at the DNAT rule"),
+    )
+}
+
 /// Symmetric: the client in the other subnet reaches `addr` (its replies left by the right
 /// ENI, or the src/dst check would have dropped them).
 fn answers(lab: &Lab, addr: &str) -> bool {
@@ -521,6 +561,23 @@ fn grid(manager: Manager) {
         eni_leftovers(&lab, ETH2, &mac2),
     );
 
+    // 1c. The connmark mode, switched on through the document (for the published-port cell
+    // after the reboot, where only the kept choice can bring it back).
+    let (code, out) = run_document(
+        &p,
+        &lab,
+        &work,
+        &["action=apply", &format!("target={ENI_ID}"), "connmark=on"],
+    );
+    g.check(
+        "connmark: document with connmark=on exits 0",
+        code == Some(0) && out.contains("\"connmark\": true"),
+        format!("exit {code:?}"),
+    );
+    if code != Some(0) {
+        eprintln!("{out}\n{}", state(&lab));
+    }
+
     // 2. Reboot: the manager alone brings it back, no boot delay, primary untouched.
     let before = boot_figure(&lab);
     let eth1_at_reboot = acks(&lab, ETH1);
@@ -557,6 +614,21 @@ fn grid(manager: Manager) {
     );
     if !peer_ok {
         eprintln!("local peer after the reboot:\n{}", state(&lab));
+    }
+    // A published port (DNAT to the bridge's peer): its replies leave by the ENI only through
+    // the connmark mode, which the first run after the boot brought back from the kept choice.
+    let (dnat_ok, dnat_detail) = published_port_answers(&lab, ETH1);
+    g.check(
+        "reboot: a DNAT'd peer answers through the ENI (connmark kept)",
+        dnat_ok,
+        dnat_detail,
+    );
+    if !dnat_ok {
+        eprintln!(
+            "published port after the reboot:\n{}\n{}",
+            state(&lab),
+            journal(&lab)
+        );
     }
     g.figure("slowest units of that boot", blame(&lab));
     let waits = lab
