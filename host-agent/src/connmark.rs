@@ -122,10 +122,15 @@ pub fn mark_rules(eni: &ImdsEni) -> Vec<MarkRuleSpec> {
     out
 }
 
+/// The mode's rules, by their shape rather than their protocol: after a boot, networkd
+/// installs them from symroute's files under its own protocol number.
 fn ours(snap: &Snapshot) -> impl Iterator<Item = &MarkRuleSpec> {
-    snap.marks
-        .iter()
-        .filter(|m| m.protocol == RTPROT_SYMROUTE && m.mask == CONNMARK_MASK)
+    snap.marks.iter().filter(|m| {
+        m.mask == CONNMARK_MASK
+            && m.table >= crate::model::TABLE_BASE
+            && m.mark == m.table << 16
+            && m.priority + crate::model::MARK_RULE_OFFSET == m.table
+    })
 }
 
 /// Whether ENI `table` is in the mode now.

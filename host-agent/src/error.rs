@@ -4,11 +4,13 @@
 use std::time::Duration;
 
 /// Exit codes (the documented contract, README and --help): 0 done or nothing to do; 1 failed, host left as it
-/// was; 2 bad usage or input; 3 the ENI did not appear within `--wait`.
+/// was; 2 bad usage or input; 3 the ENI did not appear within `--wait`; 4 the routing works but
+/// could not be persisted (the files were left as they were).
 pub(crate) const EXIT_OK: u8 = 0;
 pub(crate) const EXIT_FAILED: u8 = 1;
 pub(crate) const EXIT_BAD_INPUT: u8 = 2;
 pub(crate) const EXIT_NOT_APPEARED: u8 = 3;
+pub(crate) const EXIT_NOT_PERSISTED: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -80,6 +82,14 @@ pub enum Error {
         rollback: Rollback,
     },
 
+    /// A persistence failure after a good apply: the live routing works and is kept (undoing it
+    /// would break the ENI now for a file problem that only matters at the next boot).
+    #[error("{source}; the live routing works and was kept, but will not survive a reboot until this is fixed and apply runs again")]
+    NotPersisted {
+        #[source]
+        source: Box<Error>,
+    },
+
     /// A persistence failure after which the live changes were undone too.
     #[error("{source}; live changes: {rollback}")]
     PersistRolledBack {
@@ -112,6 +122,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::BadMetadata { .. } => EXIT_BAD_INPUT,
             Error::NotAppeared { .. } => EXIT_NOT_APPEARED,
+            Error::NotPersisted { .. } => EXIT_NOT_PERSISTED,
             Error::Imds { .. }
             | Error::Netlink { .. }
             | Error::Locked(_)

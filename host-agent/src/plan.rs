@@ -45,6 +45,9 @@ pub struct Plan {
     pub enis: Vec<EniPlan>,
     /// Agent-owned state that no ENI wants any more (`apply --all`, `remove`).
     pub prune: Vec<Op>,
+    /// Tables of the ENIs in the connmark mode after this run (set once the mode is planned;
+    /// persistence writes their `fwmark` rules where the network manager needs them).
+    pub marked: Vec<u32>,
 }
 
 impl Plan {

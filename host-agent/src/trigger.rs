@@ -192,11 +192,12 @@ pub(crate) fn attach_unit() -> String {
          # oneshot services.\n\
          Type=simple\n\
          ExecStart={bin} hotplug add --mac %i\n\
-         # 1 (failed, host left as it was) is worth another try; 2 (bad input) and 3 (not an ENI\n\
-         # of this instance after the wait) are not.\n\
+         # 1 (failed, host left as it was) is worth another try; 2 (bad input), 3 (not an ENI\n\
+         # of this instance after the wait) and 4 (routing works, a file problem kept it from\n\
+         # being persisted) are not.\n\
          Restart=on-failure\n\
          RestartSec=5\n\
-         RestartPreventExitStatus=2 3\n\
+         RestartPreventExitStatus=2 3 4\n\
          {HARDENING}",
         bin = unit::BIN
     )
@@ -430,7 +431,7 @@ mod tests {
     #[test]
     fn units_never_restart_on_bad_input_and_run_sandboxed() {
         let a = attach_unit();
-        assert!(a.contains("RestartPreventExitStatus=2 3"));
+        assert!(a.contains("RestartPreventExitStatus=2 3 4"));
         assert!(
             a.contains("Type=simple"),
             "oneshot + Restart= is refused before systemd 244"

@@ -147,6 +147,48 @@ fn golden_netplan_own_definition() {
     );
 }
 
+/// The connmark mode's `fwmark` rules, for an ENI in it (both families where it has IPv6).
+fn in_connmark_mode(mut e: EniConfig) -> EniConfig {
+    let v6 = !e.addrs_v6.is_empty();
+    e.marks = [false, true]
+        .into_iter()
+        .filter(|f| !f || v6)
+        .map(|f| symroute_agent::ops::MarkRuleSpec {
+            priority: e.table - 3000,
+            v6: f,
+            mark: e.table << 16,
+            mask: 0x7fff_0000,
+            table: e.table,
+            protocol: 177,
+        })
+        .collect();
+    e
+}
+
+/// networkd deletes rules it did not create: in the mode, the `fwmark` rules are in the file.
+#[test]
+fn golden_networkd_connmark() {
+    let t = TempTree::new();
+    check_golden(
+        "networkd-connmark",
+        rendered(
+            Backend::Networkd,
+            &t.root(),
+            &[in_connmark_mode(dual_stack())],
+        ),
+    );
+}
+
+/// netplan's `mark` takes no mask: the `fwmark` rules join the networkd drop-in.
+#[test]
+fn golden_netplan_connmark() {
+    let t = TempTree::new();
+    check_golden(
+        "netplan-connmark",
+        rendered(Backend::Netplan, &t.root(), &[in_connmark_mode(classic())]),
+    );
+}
+
 #[test]
 fn golden_nm_keyfiles() {
     let t = TempTree::new();

@@ -291,3 +291,123 @@ fn networkd_own_file_takes_the_place_of_a_shared_match() {
     remove(&bed, "networkd", &t.dir);
     assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
 }
+
+/// networkd deletes rules it did not create when it configures a link: the connmark mode's
+/// `fwmark` rule, live only, is gone after a reconfigure. Persisted, it is in symroute's drop-in,
+/// networkd installs it itself (at boot too), and the next apply takes networkd's copy for the
+/// mode's own: nothing added beside it, the mode reported on.
+#[test]
+fn networkd_keeps_the_connmark_rule_from_the_dropin() {
+    need_root!();
+    let (bed, far) = bed();
+    let t = TempTree::new();
+    let mac = eth1_mac(&bed);
+    t.write(
+        "/etc/systemd/network/10-eth1.network",
+        &format!("[Match]\nMACAddress={mac}\n\n[Network]\nAddress={PRIMARY}/24\nIPv6AcceptRA=no\n"),
+    );
+    let conf = t.path("/etc/systemd/network");
+    let dir = t.dir.to_str().unwrap().to_owned();
+    let mark_steps = |tag: &str| format!("ip rule show pref 7001 | sed 's/^/{tag}_MARK /'\n");
+
+    // Live only: networkd's reconfigure takes the rule away.
+    bed.apply(&["--eni", ENI, "--connmark", "on"]);
+    let out = with_networkd(&bed, &conf, &format!("{RECONFIGURE}{}", mark_steps("LIVE")));
+    assert!(out.contains("RECONFIGURE_SENT"), "{out}");
+    assert!(
+        !out.contains("LIVE_MARK"),
+        "networkd kept a foreign rule?\n{out}"
+    );
+
+    let r = bed.agent(&[
+        "apply",
+        "--json",
+        "--persist",
+        "networkd",
+        "--root",
+        &dir,
+        "--eni",
+        ENI,
+        "--connmark",
+        "on",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let dropin = t.read("/etc/systemd/network/10-eth1.network.d/90-symroute.conf");
+    assert!(
+        dropin.contains(
+            "[RoutingPolicyRule]\nFirewallMark=0x27110000/0x7fff0000\nFamily=ipv4\nTable=10001\nPriority=7001\n"
+        ),
+        "{dropin}"
+    );
+    // A boot (rules wiped, networkd started afresh), then a reconfigure: networkd's own.
+    wipe(&bed, &far);
+    bed.inst
+        .exec(&["ip", "rule", "del", "pref", "7001"])
+        .expect("ip rule del");
+    let out = with_networkd(
+        &bed,
+        &conf,
+        &format!(
+            "{}{RECONFIGURE}{}",
+            mark_steps("BOOT"),
+            mark_steps("RECONF")
+        ),
+    );
+    for tag in ["BOOT", "RECONF"] {
+        assert!(
+            out.contains(&format!(
+                "{tag}_MARK 7001:\tfrom all fwmark 0x27110000/0x7fff0000 lookup 10001"
+            )),
+            "{tag}:\n{out}"
+        );
+    }
+    // networkd stopped, its rule stays in the kernel: the next apply sees the mode on through
+    // it (networkd's protocol, not 177) and adds nothing beside it.
+    let again = bed.agent(&[
+        "apply",
+        "--json",
+        "--persist",
+        "networkd",
+        "--root",
+        &dir,
+        "--eni",
+        ENI,
+    ]);
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    assert_eq!(again.json["enis"][0]["connmark"], true, "{}", again.stdout);
+    assert!(
+        again.json["enis"][0]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| !c.as_str().unwrap().contains("fwmark")),
+        "{}",
+        again.stdout
+    );
+    let off = bed.agent(&[
+        "apply",
+        "--json",
+        "--persist",
+        "networkd",
+        "--root",
+        &dir,
+        "--eni",
+        ENI,
+        "--connmark",
+        "off",
+    ]);
+    assert_eq!(off.code, 0, "{}\n{}", off.stdout, off.stderr);
+    assert!(!t
+        .read("/etc/systemd/network/10-eth1.network.d/90-symroute.conf")
+        .contains("FirewallMark"));
+    let rules = bed
+        .inst
+        .exec(&["ip", "rule", "show", "pref", "7001"])
+        .unwrap();
+    assert!(
+        rules.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&rules.stdout)
+    );
+    remove(&bed, "networkd", &t.dir);
+}

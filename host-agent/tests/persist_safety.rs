@@ -1,5 +1,5 @@
-//! Persistence never leaves a host half done: a failure undoes the live changes, a dry run writes
-//! nothing, `remove` deletes only symroute's files, a read-only root is refused before any change.
+//! Persistence never leaves a host half done: a failure leaves the files as they were and keeps
+//! the working live routing (exit 4), a dry run writes nothing, `remove` deletes only symroute's files, a read-only root is refused before any change.
 //! The routing is wiped as a reboot would and brought back by the backend's own tool; a client
 //! in another subnet must get answers again. Needs root (fails under CI=true).
 
@@ -7,14 +7,14 @@ mod common;
 mod persist_bed;
 mod persist_fixtures;
 
-use common::{ip, Bed};
+use common::Bed;
 use persist_bed::*;
 use persist_fixtures::{snapshot, TempTree};
 use serde_json::Value;
 use symroute_testbed::EniSpec;
 
 #[test]
-fn failed_persistence_rolls_back_the_live_changes_and_dry_run_writes_nothing() {
+fn failed_persistence_keeps_the_live_routing_and_the_files_and_dry_run_writes_nothing() {
     need_root!();
     let (bed, far) = bed();
     let t = TempTree::new();
@@ -58,17 +58,16 @@ fn failed_persistence_rolls_back_the_live_changes_and_dry_run_writes_nothing() {
         "--eni",
         ENI,
     ]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    // Exit 4: the cause named, the files as they were, the ENI working (undoing it would break
+    // it now for a problem that only matters at the next boot).
+    assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
     let err = r.json["error"].as_str().unwrap();
     assert!(err.contains("source /etc/network/interfaces.d/*"), "{err}");
-    assert!(err.contains("rolled back"), "{err}");
-    assert_eq!(
-        bed.routing_state(),
-        state,
-        "live changes were not rolled back"
-    );
+    assert!(err.contains("live routing works and was kept"), "{err}");
+    assert_ne!(bed.routing_state(), state, "the live routing was undone");
+    assert!(answers(&far), "the ENI does not answer after exit 4");
     assert_eq!(snapshot(&t.dir), before);
-    assert!(!far.ping(ip(PRIMARY), 1, 1));
+    wipe(&bed, &far);
 
     // netplan refuses the merged configuration (here: a broken file beside ours): rolled back.
     t.write(
@@ -86,16 +85,13 @@ fn failed_persistence_rolls_back_the_live_changes_and_dry_run_writes_nothing() {
         "--eni",
         ENI,
     ]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
     let err = r.json["error"].as_str().unwrap();
     assert!(err.contains("generate rejected the configuration"), "{err}");
-    assert!(err.contains("rolled back"), "{err}");
-    assert_eq!(
-        bed.routing_state(),
-        state,
-        "live changes were not rolled back"
-    );
+    assert!(err.contains("live routing works and was kept"), "{err}");
+    assert!(answers(&far), "the ENI does not answer after exit 4");
     assert_eq!(snapshot(&t.path("/etc")), before);
+    wipe(&bed, &far);
 
     // auto on this tree picks ifupdown (and fails the same way); with netplan present, netplan.
     t.write(

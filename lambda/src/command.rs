@@ -165,6 +165,11 @@ pub(crate) fn classify(run: &Invocation) -> Outcome {
         (_, 2) => {
             Outcome::Failed("the agent refused its input (exit 2: bad usage or input)".into())
         }
+        (_, 4) => Outcome::Failed(
+            "the routing works but could not be persisted: it will not survive a reboot (exit 4; \
+             the agent report names the cause)"
+                .into(),
+        ),
         (Some(S::TimedOut), _) => Outcome::Failed(format!(
             "the command timed out ({}): the instance did not run it in time",
             run.details
@@ -241,6 +246,7 @@ mod tests {
         for (status, code, says) in [
             ("Failed", 1, "exit 1"),
             ("Failed", 2, "exit 2"),
+            ("Failed", 4, "not survive a reboot"),
             ("TimedOut", -1, "timed out"),
             ("Cancelled", -1, "cancelled"),
             ("Failed", -1, "exit code -1"),

@@ -91,16 +91,16 @@ def test_new_agent_does_not_substitute_text_so_the_script_uses_the_variables(tmp
     assert stage.agent_args() is None
 
 
-@pytest.mark.parametrize("code", [0, 1, 2, 3])
+@pytest.mark.parametrize("code", [0, 1, 2, 3, 4])
 def test_command_exits_with_the_agents_code(tmp_path, code):
     stage = Stage(tmp_path, body=f"exit {code}")
     assert stage.run(target="eni-0123abcd").exit_code == code
     assert stage.agent_args() == ["apply", "--eni", "eni-0123abcd", "--install-trigger", "--json"]
 
 
-@pytest.mark.parametrize("body", ["exit 194", "exit 168", "exit 169", "exit 4", "exit 127", "exit 255",
+@pytest.mark.parametrize("body", ["exit 194", "exit 168", "exit 169", "exit 5", "exit 127", "exit 255",
                                   "kill -TERM $$", "kill -KILL $$"])
-def test_no_agent_exit_reaches_ssm_outside_0_to_3(tmp_path, body):
+def test_no_agent_exit_reaches_ssm_outside_0_to_4(tmp_path, body):
     """194 would reboot the host, 168/169 end the document: the script reports them as 1."""
     stage = Stage(tmp_path, body=body)
     result = stage.run(target="eni-0123abcd")

@@ -689,11 +689,13 @@ fn grid(manager: Manager) {
         .unwrap_or_else(|e| e.to_string());
     g.check("check: its timer is active", timer == "active", timer);
     // Every rule for the ENI's address (the VPC's blocks go by their own rule, so dropping the
-    // last one alone would not break an answer to the client, which is in the VPC).
+    // last one alone would not break an answer to the client, which is in the VPC), and the
+    // connmark mode's rule, which answers through the ENI whatever the rules `from` say.
     let dropped = lab
         .guest
         .sh(&format!(
-            "n=0; while ip rule del from {ETH1} 2>/dev/null; do n=$((n+1)); done; [ $n -ge 3 ]"
+            "n=0; while ip rule del from {ETH1} 2>/dev/null; do n=$((n+1)); done; \
+             ip rule del pref 7001 && [ $n -ge 3 ]"
         ))
         .is_ok_and(|o| o.success());
     let broken = dropped && !answers(&lab, ETH1);
@@ -702,10 +704,18 @@ fn grid(manager: Manager) {
         .sh("systemctl start symroute-check.service")
         .map(|o| o.code)
         .unwrap_or(None);
+    let back = broken && wait_for(Duration::from_secs(30), || answers(&lab, ETH1)).is_some();
+    let mark_back = lab
+        .guest
+        .sh("ip rule show pref 7001")
+        .is_ok_and(|o| o.stdout.contains("fwmark 0x27110000/0x7fff0000"));
     g.check(
         "check: puts back a rule dropped with no event",
-        broken && wait_for(Duration::from_secs(30), || answers(&lab, ETH1)).is_some(),
-        format!("rule dropped: {dropped}, ENI broken then: {broken}, check exit {ran:?}"),
+        back && mark_back,
+        format!(
+            "rules dropped: {dropped}, ENI broken then: {broken}, check exit {ran:?}, \
+             connmark rule back: {mark_back}"
+        ),
     );
 
     // 4. Detach, then `remove`: nothing of ours left; reboot: nothing waits for the device.

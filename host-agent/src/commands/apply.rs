@@ -122,6 +122,8 @@ fn apply(
     if args.dry_run {
         let flows = plan_flows(args, sel, root, &inst, &plan, &snap)?;
         report_flows(&flows, &plan, report);
+        let mut plan = plan;
+        plan.marked = flows.write.iter().map(|m| m.table).collect();
         super::persist_apply(args, root, &inst, &plan, &snap, sel, report)?;
         return Ok(());
     }
@@ -218,11 +220,12 @@ fn apply(
     let flows = match plan_flows(args, sel, root, &inst, &plan, &snap) {
         Ok(f) => {
             report_flows(&f, &plan, report);
+            plan.marked = f.write.iter().map(|m| m.table).collect();
             run_flows(kernel, &f, &plan, report)
         }
         Err(e) => Err(e),
     };
-    let mut flows = match flows {
+    let flows = match flows {
         Ok(a) => a,
         Err(e) => {
             let mut rollback = pruned.rollback(kernel);
@@ -241,19 +244,21 @@ fn apply(
     report.changes += flows.changed.len();
 
     // Persist what now works, so the host's own network stack brings it back after a reboot.
+    // A failure here (a broken foreign netplan file, an interfaces file that does not read
+    // interfaces.d) leaves the files as they were and keeps the live routing: undoing it would
+    // break the ENI now for a problem that only matters at the next boot. Exit 4 says so.
     if let Err(e) = super::persist_apply(args, root, &inst, &plan, &snap, sel, report) {
-        let _ = flows.rollback(kernel);
-        let mut rollback = pruned.rollback(kernel);
-        for a in applied.iter_mut().rev() {
-            let r = a.rollback(kernel);
-            rollback.undone += r.undone;
-            rollback.errors.extend(r.errors);
-        }
-        report.changes = 0;
-        return Err(Error::PersistRolledBack {
+        let e = Error::NotPersisted {
             source: Box::new(e),
-            rollback,
-        });
+        };
+        warn!("{e}");
+        if !failures.is_empty() {
+            return Err(Error::Verify(format!(
+                "{} (the other ENIs were configured; {e})",
+                failures.join("; ")
+            )));
+        }
+        return Err(e);
     }
     if args.persist != PersistMode::None {
         remember_flows(root, report);

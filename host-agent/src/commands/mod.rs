@@ -122,11 +122,11 @@ pub(crate) fn persist_apply(
         .filter(|p| p.status == EniStatus::Configure)
         .filter_map(|p| {
             let link = snap.link_by_mac(p.eni.mac).or(p.link.as_ref())?;
-            Some(persist::EniConfig::new(
-                &p.eni,
-                link,
-                &desired(&p.eni, link, snap),
-            ))
+            let mut e = persist::EniConfig::new(&p.eni, link, &desired(&p.eni, link, snap));
+            if plan.marked.contains(&p.eni.table()) {
+                e.marks = crate::connmark::mark_rules(&p.eni);
+            }
+            Some(e)
         })
         .collect();
     let ifaces: Vec<(String, Mac)> = enis.iter().map(|e| (e.ifname.clone(), e.mac)).collect();

@@ -125,6 +125,10 @@ pub struct EniConfig {
     pub addrs_v6: Vec<Ipv6Net>,
     pub routes: Vec<RouteSpec>,
     pub rules: Vec<RuleSpec>,
+    /// The connmark mode's `fwmark` rules, where the ENI is in the mode: only networkd needs
+    /// them written (it deletes rules it did not create when it configures a link); the other
+    /// managers leave the live rule alone, and the first run after a boot brings it back.
+    pub marks: Vec<crate::ops::MarkRuleSpec>,
 }
 
 impl EniConfig {
@@ -143,6 +147,7 @@ impl EniConfig {
             addrs_v6: eni.ipv6s.iter().map(|ip| Ipv6Net::from(*ip)).collect(),
             routes: desired.routes.clone(),
             rules: desired.rules.clone(),
+            marks: Vec::new(),
         }
     }
 

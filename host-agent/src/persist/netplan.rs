@@ -315,7 +315,8 @@ pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
     // let local peers win go into a networkd drop-in for the file netplan generates for this
     // definition (`10-netplan-<id>.network` in /run/systemd/network); networkd merges drop-ins
     // from /etc for a .network file in /run.
-    if !local.is_empty() {
+    // The connmark mode's rules go there too: netplan's `mark` takes no mask.
+    if !local.is_empty() || !eni.marks.is_empty() {
         let mut d = eni.header();
         let _ = writeln!(
             d,
@@ -325,6 +326,14 @@ pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
         );
         for r in local {
             networkd::rule(&mut d, r);
+        }
+        if !eni.marks.is_empty() {
+            d.push_str(
+                "\n# The connmark mode's rules: netplan's routing-policy `mark` takes no mask.\n",
+            );
+        }
+        for m in &eni.marks {
+            networkd::mark_rule(&mut d, m);
         }
         ops.push(FileOp::text(
             Path::new(networkd::DIR)

@@ -243,6 +243,9 @@ fn sections(s: &mut String, eni: &EniConfig, skip: usize) {
     for r in &eni.rules {
         rule(s, r);
     }
+    for m in &eni.marks {
+        mark_rule(s, m);
+    }
     // A default route this ENI learns again after a reboot or a lease renewal (DHCP, router
     // advertisements) must stay behind the primary's: a tie at networkd's default metric 1024
     // sends the primary's replies out of this ENI, where the VPC drops them. Same metric as the
@@ -289,6 +292,20 @@ pub(crate) fn rule(s: &mut String, r: &RuleSpec) {
         let _ = writeln!(s, "SuppressPrefixLength={n}");
     }
     let _ = writeln!(s, "Priority={}", r.priority);
+}
+
+/// The connmark mode's rule, `FirewallMark=mark/mask` (networkd 252 takes the mask: proven in
+/// tests/persist_networkd.rs).
+pub(crate) fn mark_rule(s: &mut String, m: &crate::ops::MarkRuleSpec) {
+    let _ = writeln!(
+        s,
+        "\n[RoutingPolicyRule]\nFirewallMark={:#x}/{:#x}\nFamily={}\nTable={}\nPriority={}",
+        m.mark,
+        m.mask,
+        if m.v6 { "ipv6" } else { "ipv4" },
+        m.table,
+        m.priority
+    );
 }
 
 #[cfg(test)]
