@@ -1,6 +1,7 @@
 //! `make bench` for the agent: live apply of 7 ENIs x 5 IPs from a clean state, side by side
 //! with the shell baseline (bench/agent/shell-apply.sh: curl + ip, as the published SSM
-//! documents do), on the same simulated VPC in one run; the no-op re-apply; peak RSS.
+//! documents do), on the same simulated VPC in one run; the no-op re-apply; peak RSS; what the
+//! connmark mode costs (one `nft -f` per run for the ENIs in it).
 //! Prints a table and writes bench/results/agent.md. Needs root.
 
 use std::path::{Path, PathBuf};
@@ -191,6 +192,37 @@ fn main() {
     }
     let status = measure(agent_cmd(&["status", "--json"]));
     assert_eq!(status.code, 0);
+
+    // The connmark mode on every ENI (from the configured state), then re-applies that keep it:
+    // each rewrites the ENIs' nftables tables in one `nft -f`.
+    let on_args: Vec<&str> = APPLY_ALL
+        .iter()
+        .copied()
+        .chain(["--connmark", "on"])
+        .collect();
+    let on = measure(agent_cmd(&on_args));
+    assert_eq!(on.code, 0, "apply --connmark on failed: {}", on.stdout);
+    let mut kept = Vec::new();
+    let mut kept_rss = 0;
+    for _ in 0..NOOP_RUNS {
+        let m = measure(agent_cmd(APPLY_ALL));
+        assert_eq!(m.code, 0);
+        let v: serde_json::Value = serde_json::from_str(&m.stdout).unwrap();
+        assert_eq!(
+            v["changes"], 0,
+            "a re-apply in the mode must change no rule"
+        );
+        assert_eq!(v["enis"][0]["connmark"], true);
+        kept_rss = kept_rss.max(m.max_rss_kib);
+        kept.push(m.wall);
+    }
+    let off_args: Vec<&str> = APPLY_ALL
+        .iter()
+        .copied()
+        .chain(["--connmark", "off"])
+        .collect();
+    let off = measure(agent_cmd(&off_args));
+    assert_eq!(off.code, 0);
     reset();
 
     let ours_med = median(ours.clone());
@@ -213,7 +245,11 @@ median of {RUNS} runs each, alternating; agent = the shipped static binary (dist
 | live apply (min / max) | {} / {} | {} / {} | |\n\
 | no-op re-apply (median of {NOOP_RUNS}) | {} | | < 20 ms {} |\n\
 | peak RSS (apply, re-apply, status) | {:.2} MiB | | < 10 MiB {} |\n\
-| binary size, stripped (x86_64 / aarch64) | {:.2} / {:.2} MiB | | <= 3 MiB, aim < 2 MiB {} |\n",
+| binary size, stripped (x86_64 / aarch64) | {:.2} / {:.2} MiB | | <= 3 MiB, aim < 2 MiB {} |\n\
+| connmark on, 7 ENIs (7 fwmark rules, one nft transaction) | {} | | (none set) |\n\
+| re-apply with the mode on (median of {NOOP_RUNS}; nft rewrites 7 tables) | {} | | (none set) |\n\
+| connmark off, 7 ENIs | {} | | |\n\
+| peak RSS with the mode (the larger of the agent and the nft it runs: wait4 counts reaped children) | {:.2} MiB | | (the agent's < 10 MiB is the row above; this is nft's) |\n",
         ms(ours_med),
         ms(theirs_med),
         speedup,
@@ -229,6 +265,10 @@ median of {RUNS} runs each, alternating; agent = the shipped static binary (dist
         size as f64 / 1048576.0,
         aarch64 as f64 / 1048576.0,
         ok(size <= 2 * 1048576 && aarch64 <= 2 * 1048576),
+        ms(on.wall),
+        ms(median(kept)),
+        ms(off.wall),
+        on.max_rss_kib.max(kept_rss) as f64 / 1024.0,
     );
     println!("{table}");
     let out = repo_root().join("bench/results/agent.md");
