@@ -354,6 +354,7 @@ mod tests {
             name: name.into(),
             mac: None,
             up: true,
+            mtu: 1500,
         }
     }
 

@@ -317,9 +317,11 @@ fn family_of(ip: &IpAddr) -> AddressFamily {
 fn parse_link(l: &LinkMessage) -> Link {
     let mut name = String::new();
     let mut mac = None;
+    let mut mtu = 0;
     for a in &l.attributes {
         match a {
             LinkAttribute::IfName(n) => name = n.clone(),
+            LinkAttribute::Mtu(m) => mtu = *m,
             LinkAttribute::Address(b) if b.len() == 6 => {
                 let mut m = [0u8; 6];
                 m.copy_from_slice(b);
@@ -333,6 +335,7 @@ fn parse_link(l: &LinkMessage) -> Link {
         name,
         mac,
         up: l.header.flags.contains(LinkFlags::Up),
+        mtu,
     }
 }
 

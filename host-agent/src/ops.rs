@@ -18,6 +18,8 @@ pub struct Link {
     pub name: String,
     pub mac: Option<Mac>,
     pub up: bool,
+    /// The link's MTU (0: not known). A VPC's DHCP hands out 9001.
+    pub mtu: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -685,6 +685,7 @@ mod tests {
             name: name.into(),
             mac: Some(mac.parse().unwrap()),
             up: true,
+            mtu: 1500,
         }
     }
 

@@ -28,6 +28,10 @@ fn ifupdown_stanza_brings_it_back_with_ifup() {
             t.write("/etc/network/interfaces.d/50-cloud-init", existing);
         }
         let before = snapshot(&t.dir);
+        // The VPC's MTU, as DHCP set it: our own stanza (static) must keep it.
+        bed.inst
+            .exec(&["ip", "link", "set", "eth1", "mtu", "9001"])
+            .unwrap();
         apply(&bed, "ifupdown", &t.dir);
         assert!(answers(&far));
         let ours = t.read("/etc/network/interfaces.d/symroute-eth1");
@@ -40,6 +44,9 @@ fn ifupdown_stanza_brings_it_back_with_ifup() {
         assert!(ours.contains("iface eth1 inet manual\n"), "{ours}");
 
         wipe(&bed, &far);
+        bed.inst
+            .exec(&["ip", "link", "set", "eth1", "mtu", "1500"])
+            .unwrap();
         let state = TempTree::new();
         let file = t.path("/etc/network/interfaces");
         let ifupdown = |verb: &str| {
@@ -61,6 +68,14 @@ fn ifupdown_stanza_brings_it_back_with_ifup() {
         };
         ifupdown("ifup");
         assert!(answers(&far), "eth1 does not answer after ifup ({method})");
+        let mtu = bed.inst.exec(&["cat", "/sys/class/net/eth1/mtu"]).unwrap();
+        // Our own stanza sets it; beside cloud-init's, its stanza configures the link.
+        let want = if existing.is_empty() { "9001" } else { "1500" };
+        assert_eq!(
+            String::from_utf8_lossy(&mtu.stdout).trim(),
+            want,
+            "MTU after ifup ({method})"
+        );
         assert_eq!(rules_in(&bed).lines().count(), 2, "{}", rules_in(&bed));
         // pre-down takes the rules away; ifup again (the second boot) brings them back once.
         ifupdown("ifdown");

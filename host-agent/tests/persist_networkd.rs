@@ -167,6 +167,10 @@ fn networkd_own_file_brings_an_unconfigured_dual_stack_eni_back() {
     );
     let before = snapshot(&t.dir);
     let root = t.dir.to_str().unwrap();
+    // The VPC's MTU, as DHCP (or the image) set it: the static file must keep it.
+    bed.inst
+        .exec(&["ip", "link", "set", "eth1", "mtu", "9001"])
+        .unwrap();
     let args = [
         "apply",
         "--json",
@@ -194,6 +198,7 @@ fn networkd_own_file_brings_an_unconfigured_dual_stack_eni_back() {
         "Address=2600:1f18:1:2::20/128",
         "Gateway=fe80:",
         "From=2600:1f18:1:2::20/128\nTable=10001",
+        "MTUBytes=9001",
     ] {
         assert!(own.contains(want), "{want:?} missing:\n{own}");
     }
@@ -216,7 +221,8 @@ fn networkd_own_file_brings_an_unconfigured_dual_stack_eni_back() {
         let _ = i.output(&["ip", fam, "route", "flush", "table", TABLE]);
     }
     i.exec(&["ip", "addr", "flush", "dev", "eth1"]).unwrap();
-    i.exec(&["ip", "link", "set", "eth1", "down"]).unwrap();
+    i.exec(&["ip", "link", "set", "eth1", "down", "mtu", "1500"])
+        .unwrap();
     assert!(!client.ping(ip("10.0.2.20"), 1, 1));
 
     let c = client.name();
@@ -232,6 +238,7 @@ ip -6 route show table {TABLE}
 for i in $(seq 100); do ip -6 route show default dev eth1 | grep -q . && break; sleep 0.1; done
 echo \"RA_DEFAULT $(ip -6 route show default dev eth1)\"
 echo \"PRIMARY_DEFAULT $(ip -6 route show default dev eth0)\"
+echo \"LINK_MTU $(cat /sys/class/net/eth1/mtu)\"
 "
         ),
     );
@@ -251,6 +258,8 @@ echo \"PRIMARY_DEFAULT $(ip -6 route show default dev eth0)\"
         "{out}"
     );
     assert!(line("PRIMARY_DEFAULT").contains("metric 1024"), "{out}");
+    // networkd brought the link back at the VPC's MTU, not Ethernet's 1500.
+    assert_eq!(line("LINK_MTU"), "LINK_MTU 9001", "{out}");
     remove_eni(&bed, "networkd", &t.dir, eni);
     assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
 }

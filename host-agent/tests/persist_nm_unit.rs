@@ -29,6 +29,7 @@ print(json.dumps({
     "id": c.get_id(), "uuid": c.get_uuid(), "type": c.get_connection_type(),
     "priority": c.get_setting_connection().get_autoconnect_priority(),
     "mac": c.get_setting_wired().get_mac_address(),
+    "mtu": c.get_setting_wired().get_mtu(),
     "method": ip4.get_method(), "route_table": ip4.get_route_table(),
     "addresses": [f"{a.get_address()}/{a.get_prefix()}" for a in ip4.props.addresses],
     "routes": [f"{r.get_dest()}/{r.get_prefix()} via {r.get_next_hop()}" for r in ip4.props.routes],
@@ -44,6 +45,10 @@ fn nm_keyfile_is_read_and_verified_by_libnm() {
     let t = TempTree::new();
     fs::create_dir_all(t.path("/etc/NetworkManager/system-connections")).unwrap();
     let before = snapshot(&t.dir);
+    // The VPC's MTU, as DHCP set it: the static profile must keep it.
+    bed.inst
+        .exec(&["ip", "link", "set", "eth1", "mtu", "9001"])
+        .unwrap();
     apply(&bed, "nm", &t.dir);
     let file = t.path("/etc/NetworkManager/system-connections/symroute-eth1.nmconnection");
     let out = Command::new("/usr/bin/python3")
@@ -64,6 +69,7 @@ fn nm_keyfile_is_read_and_verified_by_libnm() {
     // Outranks cloud-init's profiles (autoconnect-priority 120) for the same device.
     assert!(got["priority"].as_i64().unwrap() > 120, "{got}");
     assert_eq!(got["method"], "manual");
+    assert_eq!(got["mtu"], 9001, "{got}");
     assert_eq!(got["route_table"], 10001);
     assert_eq!(
         got["addresses"],

@@ -80,6 +80,10 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
             "DEVICE={}\nHWADDR={}\nTYPE=Ethernet\nONBOOT=yes\nBOOTPROTO=none\nNM_CONTROLLED=no\nDEFROUTE=no",
             eni.ifname, eni.mac
         );
+        if let Some(m) = eni.mtu {
+            // The VPC's MTU as DHCP had set it: BOOTPROTO=none is static.
+            let _ = writeln!(s, "MTU={m}");
+        }
         for (i, a) in eni.addrs_v4.iter().enumerate() {
             let _ = writeln!(s, "IPADDR{i}={}\nPREFIX{i}={}", a.addr(), a.prefix_len());
         }

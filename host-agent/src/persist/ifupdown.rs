@@ -102,9 +102,11 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
         let _ = writeln!(s, "iface {ifn} inet manual");
         1
     } else {
+        // The VPC's MTU as DHCP had set it, where it is above 1500: `inet manual` is static.
+        let mtu = eni.mtu.map_or_else(String::new, |m| format!("mtu {m} "));
         let _ = writeln!(
             s,
-            "allow-hotplug {ifn}\niface {ifn} inet manual\n    pre-up {only}ip link set dev {ifn} up"
+            "allow-hotplug {ifn}\niface {ifn} inet manual\n    pre-up {only}ip link set dev {ifn} {mtu}up"
         );
         0
     };

@@ -129,6 +129,9 @@ pub struct EniConfig {
     /// them written (it deletes rules it did not create when it configures a link); the other
     /// managers leave the live rule alone, and the first run after a boot brings it back.
     pub marks: Vec<crate::ops::MarkRuleSpec>,
+    /// The link's MTU where it is above Ethernet's 1500 (a VPC's DHCP sets 9001): files that
+    /// configure the link statically say it, or a reboot would bring the link back at 1500.
+    pub mtu: Option<u32>,
 }
 
 impl EniConfig {
@@ -148,6 +151,7 @@ impl EniConfig {
             routes: desired.routes.clone(),
             rules: desired.rules.clone(),
             marks: Vec::new(),
+            mtu: (link.mtu > 1500).then_some(link.mtu),
         }
     }
 

@@ -257,6 +257,10 @@ pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
         1
     } else {
         let _ = writeln!(s, "      match:\n        macaddress: \"{}\"", eni.mac);
+        if let Some(m) = eni.mtu {
+            // The VPC's MTU as DHCP had set it: this definition is static.
+            let _ = writeln!(s, "      mtu: {m}");
+        }
         if !eni.addrs_v6.is_empty() {
             s.push_str("      accept-ra: true\n");
         }

@@ -198,7 +198,15 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
         None => {
             let _ = writeln!(
                 s,
-                "\n[Link]\n# A secondary ENI must not hold up boot (network-online.target).\nRequiredForOnline=no\n\n[Network]\nIPv6AcceptRA={}",
+                "\n[Link]\n# A secondary ENI must not hold up boot (network-online.target).\nRequiredForOnline=no"
+            );
+            if let Some(m) = eni.mtu {
+                // The VPC's MTU as DHCP had set it: this file configures the link statically.
+                let _ = writeln!(s, "MTUBytes={m}");
+            }
+            let _ = writeln!(
+                s,
+                "\n[Network]\nIPv6AcceptRA={}",
                 if eni.addrs_v6.is_empty() { "no" } else { "yes" }
             );
             0

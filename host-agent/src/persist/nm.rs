@@ -63,6 +63,11 @@ pub fn render(eni: &EniConfig) -> Vec<FileOp> {
         uuid(eni),
         eni.mac.to_string().to_uppercase()
     );
+    if let Some(m) = eni.mtu {
+        // The VPC's MTU as DHCP had set it: this profile is static (method=manual).
+        s.pop();
+        let _ = writeln!(s, "mtu={m}\n");
+    }
     s.push_str("[ipv4]\nmethod=manual\n");
     for (i, a) in eni.addrs_v4.iter().enumerate() {
         let _ = writeln!(s, "address{}={a}", i + 1);

@@ -87,6 +87,8 @@ pub fn config(
         name: ifname.into(),
         mac: Some(eni.mac),
         up: true,
+        // As a VPC's DHCP leaves it: the static renderings must keep it.
+        mtu: 9001,
     };
     let mut snap = Snapshot {
         links: vec![link.clone()],

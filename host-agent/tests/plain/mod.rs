@@ -50,6 +50,7 @@ pub fn link(device: u8, up: bool) -> Link {
         name: format!("eth{device}"),
         mac: Some(mac(device)),
         up,
+        mtu: 1500,
     }
 }
 
