@@ -17,7 +17,7 @@
 //!   trigger has run once, with no `systemctl enable`.
 //!
 //! Where a native tool already reacts to hot-plugged ENIs (amazon-ec2-net-utils, cloud-init's
-//! hotplug hook, nm-cloud-setup), symroute steps aside unless `--force`.
+//! hotplug hook, nm-cloud-setup, SUSE's cloud-netconfig), symroute steps aside unless `--force`.
 //!
 //! The units run the agent copy at /usr/local/sbin/symroute-boot (SELinux `bin_t`, executable by
 //! systemd in enforcing mode; see persist/unit.rs), shared with the unit backend.
@@ -76,6 +76,12 @@ const NATIVE: &[(&str, &str)] = &[
     (
         "/etc/systemd/system/NetworkManager.service.wants/nm-cloud-setup.service",
         "nm-cloud-setup",
+    ),
+    // cloud-netconfig-ec2 (SLES, openSUSE): its Makefile's install-ec2 puts this rule in udev's
+    // rules directory; it runs cloud-netconfig-hotplug for every eth* that comes or goes.
+    (
+        "/usr/lib/udev/rules.d/51-cloud-netconfig-hotplug.rules",
+        "SUSE cloud-netconfig",
     ),
 ];
 
@@ -472,6 +478,34 @@ mod tests {
         assert_eq!(
             uninstall(&root, false).unwrap().status,
             TriggerStatus::NotInstalled
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// SLES and openSUSE on EC2: cloud-netconfig's hotplug rule means it configures every ENI
+    /// as it appears, policy routing included; the persisted side steps aside too.
+    #[test]
+    fn suse_cloud_netconfig_makes_both_the_trigger_and_persistence_step_aside() {
+        let dir = std::env::temp_dir().join(format!("symroute-suse-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("usr/lib/udev/rules.d")).unwrap();
+        std::fs::write(
+            dir.join("usr/lib/udev/rules.d/51-cloud-netconfig-hotplug.rules"),
+            "",
+        )
+        .unwrap();
+        let root = Root::new(Some(&dir)).unwrap();
+        let r = install(&root, false, false).unwrap();
+        assert_eq!(r.status, TriggerStatus::SteppedAside);
+        assert!(r.reason.contains("SUSE cloud-netconfig"), "{}", r.reason);
+        let choice = crate::persist::detect(&root, &[], false);
+        assert_eq!(choice.backend, None);
+        assert!(
+            choice
+                .reason
+                .contains("SUSE cloud-netconfig manages ENIs here"),
+            "{}",
+            choice.reason
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

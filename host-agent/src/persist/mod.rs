@@ -329,14 +329,36 @@ pub struct Choice {
     pub warning: Option<String>,
 }
 
-/// Files amazon-ec2-net-utils installs: v2 (Amazon Linux 2023, networkd) and v1 (Amazon Linux
-/// 2, network-scripts). Where it runs, it already routes every ENI per interface.
-const EC2_NET_UTILS: &[&str] = &[
-    "/usr/lib/systemd/network/80-ec2.network",
-    "/usr/lib/systemd/system/policy-routes@.service",
-    "/usr/lib/systemd/system/refresh-policy-routes@.service",
-    "/etc/sysconfig/network-scripts/ec2net-functions",
-    "/etc/udev/rules.d/53-ec2-network-interfaces.rules",
+/// Files of the tools that already route every ENI per interface where they run:
+/// amazon-ec2-net-utils v2 (Amazon Linux 2023, networkd) and v1 (Amazon Linux 2,
+/// network-scripts), and SUSE's cloud-netconfig (its EC2 flavour's udev hotplug rule, as its
+/// Makefile installs it into udev's rules directory; SLES persists through wicked, which symroute
+/// does not write).
+const ROUTING_TOOLS: &[(&str, &str)] = &[
+    (
+        "/usr/lib/systemd/network/80-ec2.network",
+        "amazon-ec2-net-utils",
+    ),
+    (
+        "/usr/lib/systemd/system/policy-routes@.service",
+        "amazon-ec2-net-utils",
+    ),
+    (
+        "/usr/lib/systemd/system/refresh-policy-routes@.service",
+        "amazon-ec2-net-utils",
+    ),
+    (
+        "/etc/sysconfig/network-scripts/ec2net-functions",
+        "amazon-ec2-net-utils",
+    ),
+    (
+        "/etc/udev/rules.d/53-ec2-network-interfaces.rules",
+        "amazon-ec2-net-utils",
+    ),
+    (
+        "/usr/lib/udev/rules.d/51-cloud-netconfig-hotplug.rules",
+        "SUSE cloud-netconfig",
+    ),
 ];
 
 /// NetworkManager runs this boot (its runtime directory), or starts at the next one.
@@ -365,12 +387,12 @@ pub fn detect(root: &Root, ifaces: &[(String, Mac)], force: bool) -> Choice {
         reason: why,
         warning: None,
     };
-    if let Some(f) = EC2_NET_UTILS.iter().find(|f| root.exists(f)) {
+    if let Some((f, tool)) = ROUTING_TOOLS.iter().find(|(f, _)| root.exists(f)) {
         if !force {
             return Choice {
                 backend: None,
                 reason: format!(
-                    "amazon-ec2-net-utils manages ENIs here ({f}); nothing persisted (--force to persist anyway)"
+                    "{tool} manages ENIs here ({f}); nothing persisted (--force to persist anyway)"
                 ),
                 warning: None,
             };
