@@ -46,6 +46,9 @@ enum Manager {
     /// No network manager at all: eth0 by a bare `dhclient` unit (minimal and home-made
     /// images; ifupdown not in use), where symroute persists through its own `unit` backend.
     Unit,
+    /// amazon-ec2-net-utils (Debian's package) with systemd-networkd, as on Amazon Linux 2023:
+    /// another tool already routes every ENI, and symroute must step aside.
+    NetUtils,
 }
 
 impl Manager {
@@ -57,6 +60,7 @@ impl Manager {
             Manager::NetplanNetworkd => "netplan → networkd",
             Manager::NetplanNm => "netplan → NetworkManager",
             Manager::Unit => "no manager (dhclient unit) → symroute's unit backend",
+            Manager::NetUtils => "amazon-ec2-net-utils with systemd-networkd (coexistence)",
         }
     }
 
@@ -68,6 +72,7 @@ impl Manager {
             Manager::NetplanNetworkd => "netplan-networkd",
             Manager::NetplanNm => "netplan-nm",
             Manager::Unit => "unit",
+            Manager::NetUtils => "net-utils",
         }
     }
 
@@ -125,6 +130,22 @@ impl Manager {
                 "rm -rf /etc/network/interfaces /etc/network/interfaces.d && \
                  ln -sf /dev/null /etc/udev/rules.d/80-ifupdown.rules && \
                  systemctl daemon-reload && systemctl enable --now lab-dhclient.service",
+            ),
+            // The package's files back where it installs them (image.sh set them aside), its
+            // driver matches extended to the lab's virtio NICs (the one change to the real
+            // package), and networkd, whose 80-ec2.network then configures every NIC by DHCP.
+            Manager::NetUtils => (
+                vec![],
+                "cd /usr/local/lib/lab/net-utils && \
+                 for f in $(find . -type f); do mkdir -p \"/$(dirname \"$f\")\" && cp \"$f\" \"/$f\"; done && \
+                 sed -i 's/vif|ena|ixgbevf/vif|ena|ixgbevf|virtio_net/' \
+                   /usr/lib/udev/rules.d/99-vpc-policy-routes.rules && \
+                 sed -i 's/^Driver=ena ixgbevf vif$/Driver=ena ixgbevf vif virtio_net/' \
+                   /usr/lib/systemd/network/80-ec2.network && \
+                 grep -q virtio_net /usr/lib/udev/rules.d/99-vpc-policy-routes.rules && \
+                 grep -q virtio_net /usr/lib/systemd/network/80-ec2.network && \
+                 systemctl daemon-reload && udevadm control --reload && \
+                 systemctl enable --now systemd-networkd.service systemd-networkd.socket",
             ),
         };
         for (path, text) in files {
@@ -664,7 +685,7 @@ fn grid(manager: Manager) {
 
     // 3. The manager reloads or restarts.
     let reload = match manager {
-        Manager::Networkd | Manager::NetplanNetworkd => {
+        Manager::Networkd | Manager::NetplanNetworkd | Manager::NetUtils => {
             "networkctl reload && networkctl reconfigure eth1"
         }
         Manager::Nm | Manager::NetplanNm => "nmcli connection reload && nmcli device reapply eth1",
@@ -806,6 +827,160 @@ fn grid(manager: Manager) {
     );
 }
 
+/// Everything routing-related in the guest, for "nothing flaps" (rules and the ENI tables).
+fn routing_snapshot(lab: &Lab) -> String {
+    lab.guest
+        .sh("ip rule; ip -6 rule; ip route show table all | grep -v 'table local' | sort")
+        .map(|o| o.stdout)
+        .unwrap_or_else(|e| e.to_string())
+}
+
+/// amazon-ec2-net-utils routes the ENI itself (its udev rule and `policy-routes@`): symroute's
+/// document must find it routed by another tool and change nothing, leave no trigger and no
+/// file, and nothing may flap, across a reboot and a detach.
+fn coexist_with_net_utils() {
+    let Some(p) = prerequisites() else { return };
+    let started = Instant::now();
+    let manager = Manager::NetUtils;
+    let mut g = Grid {
+        manager,
+        cells: Vec::new(),
+        figures: Vec::new(),
+    };
+    let lab = Lab::start(&p.image).expect("lab");
+    bring_up(&lab, manager);
+    let work = std::env::temp_dir().join(format!("symroute-lab-doc-{}", lab.vpc.prefix()));
+
+    let t0 = Instant::now();
+    let eni = lab.attach(ETH1, ENI_ID).expect("attach");
+    let routed = first_answer(&lab, ETH1, t0, Duration::from_secs(60));
+    g.figure(
+        "attach → first answer, net-utils alone",
+        routed.map_or("never".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+    );
+    // Its own work, not an accident: its unit ran for the new link and its rule is there.
+    let theirs = lab
+        .guest
+        .sh(&format!(
+            "systemctl is-active policy-routes@eth1.service; ip rule | grep -F 'from {ETH1} '"
+        ))
+        .map(|o| o.stdout.trim().replace('\n', "; "))
+        .unwrap_or_default();
+    g.check(
+        "net-utils alone makes the ENI symmetric",
+        routed.is_some() && theirs.starts_with("active") && theirs.contains("lookup"),
+        format!("ping 10.0.2.10 → ENI address; {theirs}"),
+    );
+    if routed.is_none() {
+        eprintln!(
+            "net-utils did not route the ENI:\n{}\n{}",
+            state(&lab),
+            journal(&lab)
+        );
+    }
+    // Settled: net-utils' refresh timer and networkd are done with the new link.
+    std::thread::sleep(Duration::from_secs(5));
+    let before = routing_snapshot(&lab);
+
+    let (code, out) = run_document(
+        &p,
+        &lab,
+        &work,
+        &["action=apply", &format!("target={ENI_ID}")],
+    );
+    g.check(
+        "document exits 0",
+        code == Some(0),
+        format!("exit {code:?}"),
+    );
+    g.check(
+        "symroute reports the ENI as another tool's",
+        out.contains("\"status\": \"managed-by-other\""),
+        "status managed-by-other",
+    );
+    g.check(
+        "the trigger steps aside",
+        out.contains("\"status\": \"stepped-aside\"") && out.contains("amazon-ec2-net-utils"),
+        "trigger stepped-aside (amazon-ec2-net-utils)",
+    );
+    if code != Some(0) || !out.contains("managed-by-other") {
+        eprintln!("{out}");
+    }
+    let left = leftovers_of_symroute(&lab);
+    g.check("nothing of symroute's installed", left.is_empty(), left);
+    std::thread::sleep(Duration::from_secs(10));
+    let after = routing_snapshot(&lab);
+    g.check(
+        "nothing flaps: the routing is what net-utils made, 10 s on",
+        after == before && answers(&lab, ETH1),
+        if after == before {
+            String::new()
+        } else {
+            format!("before:\n{before}\nafter:\n{after}")
+        },
+    );
+
+    let reboot = lab.guest.reboot().expect("reboot");
+    g.figure(
+        "reboot (systemctl reboot → guest agent)",
+        format!("{:.1} s", reboot.as_secs_f64()),
+    );
+    let back = wait_for(Duration::from_secs(60), || answers(&lab, ETH1));
+    g.check(
+        "reboot: ENI symmetric (net-utils), primary answers",
+        back.is_some() && answers(&lab, ETH0),
+        "",
+    );
+    let left = leftovers_of_symroute(&lab);
+    g.check("reboot: still nothing of symroute's", left.is_empty(), left);
+
+    lab.detach(&eni).expect("detach");
+    let (code, out) = run_document(
+        &p,
+        &lab,
+        &work,
+        &["action=remove", &format!("target={ENI_ID}")],
+    );
+    g.check(
+        "detach + remove: document exits 0, primary answers",
+        code == Some(0) && answers(&lab, ETH0),
+        format!("exit {code:?}"),
+    );
+    if code != Some(0) {
+        eprintln!("{out}");
+    }
+    g.figure(
+        "whole run",
+        format!("{:.0} s", started.elapsed().as_secs_f64()),
+    );
+    let text = g.render();
+    eprintln!("{text}");
+    let out = symroute_testbed::lab::lab_dir().join(format!("grid-{}.md", manager.slug()));
+    let _ = std::fs::create_dir_all(out.parent().unwrap());
+    std::fs::write(&out, &text).expect("write grid");
+    let failed: Vec<&str> = g.cells.iter().filter(|c| !c.ok).map(|c| c.what).collect();
+    assert!(
+        failed.is_empty(),
+        "{}: failed cells {failed:?}\n{text}",
+        manager.name()
+    );
+}
+
+/// symroute's own state anywhere: rules and routes with its protocol, its files, its trigger.
+fn leftovers_of_symroute(lab: &Lab) -> String {
+    lab.guest
+        .sh(&format!(
+            "ip rule | grep 'proto 177'; ip -6 rule | grep 'proto 177'; \
+             ip route show table all proto 177; \
+             grep -rl symroute /etc/systemd/network /etc/network /etc/netplan \
+               /etc/NetworkManager/system-connections /etc/systemd/system /etc/udev/rules.d \
+               /etc/symroute 2>/dev/null; \
+             ls {TRIGGER_RULE} /usr/local/sbin/symroute-boot 2>/dev/null; true"
+        ))
+        .map(|o| o.stdout.trim().to_string())
+        .unwrap_or_else(|e| e.to_string())
+}
+
 /// The three slowest units of the current boot (`systemd-analyze blame`).
 fn blame(lab: &Lab) -> String {
     lab.guest
@@ -827,6 +1002,12 @@ fn multi_user_at(lab: &Lab) -> Option<f64> {
 /// [`multi_user_at`] for the grid's figures.
 fn boot_figure(lab: &Lab) -> String {
     multi_user_at(lab).map_or("?".into(), |s| format!("{s:.1} s"))
+}
+
+#[test]
+#[ignore = "VM lab: run by `make test-lab` (needs the image and the static agent)"]
+fn grid_amazon_ec2_net_utils() {
+    coexist_with_net_utils();
 }
 
 #[test]
