@@ -98,6 +98,19 @@ impl FlowPlan {
     pub fn marks(&self, table: u32) -> bool {
         self.write.iter().any(|m| m.table == table)
     }
+
+    /// The rule changes whose ENI table passes `keep`, as the equivalent `ip` commands (the
+    /// reports list them per ENI, and those of detached ENIs as pruned).
+    pub fn changes_where(&self, keep: impl Fn(u32) -> bool) -> Vec<String> {
+        self.ops
+            .iter()
+            .filter(|o| match o {
+                Op::AddMarkRule(m) | Op::DelMarkRule(m) => keep(m.table),
+                _ => false,
+            })
+            .map(|o| o.to_string())
+            .collect()
+    }
 }
 
 /// The nftables table of ENI `table`.

@@ -530,43 +530,42 @@ fn parse_mark_rule(r: &RuleMessage) -> Option<MarkRuleSpec> {
 }
 
 fn mark_rule_msg(r: &MarkRuleSpec) -> RuleMessage {
-    let mut m = RuleMessage::default();
-    m.header.family = if r.v6 {
+    let family = if r.v6 {
         AddressFamily::Inet6
     } else {
         AddressFamily::Inet
     };
+    let mut m = lookup_rule(family, r.table, r.priority, r.protocol);
+    m.attributes.push(RuleAttribute::FwMark(r.mark));
+    m.attributes.push(RuleAttribute::FwMask(r.mask));
+    m
+}
+
+/// `lookup <table>` at `priority`, stamped with `protocol` (0: none): what every rule the agent
+/// installs starts from, before its selectors.
+fn lookup_rule(family: AddressFamily, table: u32, priority: u32, protocol: u8) -> RuleMessage {
+    let mut m = RuleMessage::default();
+    m.header.family = family;
+    // Without an explicit action the kernel accepts the rule and then never matches a lookup.
     m.header.action = RuleAction::ToTable;
-    m.header.table = if r.table <= 255 {
-        r.table as u8
+    // Tables above 255 only fit the TABLE attribute; the header says "see attribute".
+    m.header.table = if table <= 255 {
+        table as u8
     } else {
         RouteHeader::RT_TABLE_UNSPEC
     };
-    m.attributes.push(RuleAttribute::Table(r.table));
-    m.attributes.push(RuleAttribute::Priority(r.priority));
-    m.attributes.push(RuleAttribute::FwMark(r.mark));
-    m.attributes.push(RuleAttribute::FwMask(r.mask));
-    if r.protocol != 0 {
+    m.attributes.push(RuleAttribute::Table(table));
+    m.attributes.push(RuleAttribute::Priority(priority));
+    if protocol != 0 {
         m.attributes
-            .push(RuleAttribute::Protocol(RouteProtocol::from(r.protocol)));
+            .push(RuleAttribute::Protocol(RouteProtocol::from(protocol)));
     }
     m
 }
 
 fn rule_msg(r: &RuleSpec) -> RuleMessage {
-    let mut m = RuleMessage::default();
-    m.header.family = family_of(&r.src.addr());
+    let mut m = lookup_rule(family_of(&r.src.addr()), r.table, r.priority, r.protocol);
     m.header.src_len = r.src.prefix_len();
-    // Without an explicit action the kernel accepts the rule and then never matches a lookup.
-    m.header.action = RuleAction::ToTable;
-    // Tables above 255 only fit the TABLE attribute; the header says "see attribute".
-    m.header.table = if r.table <= 255 {
-        r.table as u8
-    } else {
-        RouteHeader::RT_TABLE_UNSPEC
-    };
-    m.attributes.push(RuleAttribute::Table(r.table));
-    m.attributes.push(RuleAttribute::Priority(r.priority));
     m.attributes.push(RuleAttribute::Source(r.src.addr()));
     if let Some(d) = r.dst {
         m.header.dst_len = d.prefix_len();
@@ -575,10 +574,6 @@ fn rule_msg(r: &RuleSpec) -> RuleMessage {
     if let Some(n) = r.suppress_prefixlength {
         m.attributes
             .push(RuleAttribute::SuppressPrefixLen(u32::from(n)));
-    }
-    if r.protocol != 0 {
-        m.attributes
-            .push(RuleAttribute::Protocol(RouteProtocol::from(r.protocol)));
     }
     m
 }

@@ -12,6 +12,16 @@ use persist_bed::*;
 use persist_fixtures::{snapshot, TempTree};
 use symroute_testbed::EniSpec;
 
+/// The file that configures eth1, as cloud-init writes it (matched by MAC), with a static
+/// address standing in for DHCP in the testbed.
+fn eth1_file(t: &TempTree, bed: &Bed) {
+    let mac = eth1_mac(bed);
+    t.write(
+        "/etc/systemd/network/10-eth1.network",
+        &format!("[Match]\nMACAddress={mac}\n\n[Network]\nAddress={PRIMARY}/24\nIPv6AcceptRA=no\n"),
+    );
+}
+
 const RECONFIGURE: &str = "networkctl reconfigure eth1 && echo RECONFIGURE_SENT
 /lib/systemd/systemd-networkd-wait-online -i eth1 --timeout=30 >/dev/null
 ";
@@ -23,11 +33,7 @@ fn networkd_dropin_survives_flush_restart_and_reconfigure_and_is_removed_cleanly
     let t = TempTree::new();
     // The file that configures eth1 (cloud-init's DHCP, with a static address standing in for
     // DHCP in the testbed), and a catch-all that sorts after it.
-    let mac = eth1_mac(&bed);
-    t.write(
-        "/etc/systemd/network/10-eth1.network",
-        &format!("[Match]\nMACAddress={mac}\n\n[Network]\nAddress={PRIMARY}/24\nIPv6AcceptRA=no\n"),
-    );
+    eth1_file(&t, &bed);
     t.write(
         "/etc/systemd/network/99-all.network",
         "[Match]\nName=*\n\n[Link]\nUnmanaged=yes\n",
@@ -310,13 +316,8 @@ fn networkd_keeps_the_connmark_rule_from_the_dropin() {
     need_root!();
     let (bed, far) = bed();
     let t = TempTree::new();
-    let mac = eth1_mac(&bed);
-    t.write(
-        "/etc/systemd/network/10-eth1.network",
-        &format!("[Match]\nMACAddress={mac}\n\n[Network]\nAddress={PRIMARY}/24\nIPv6AcceptRA=no\n"),
-    );
+    eth1_file(&t, &bed);
     let conf = t.path("/etc/systemd/network");
-    let dir = t.dir.to_str().unwrap().to_owned();
     let mark_steps = |tag: &str| format!("ip rule show pref 7001 | sed 's/^/{tag}_MARK /'\n");
 
     // Live only: networkd's reconfigure takes the rule away.
@@ -328,19 +329,7 @@ fn networkd_keeps_the_connmark_rule_from_the_dropin() {
         "networkd kept a foreign rule?\n{out}"
     );
 
-    let r = bed.agent(&[
-        "apply",
-        "--json",
-        "--persist",
-        "networkd",
-        "--root",
-        &dir,
-        "--eni",
-        ENI,
-        "--connmark",
-        "on",
-    ]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    apply_ok(&bed, "networkd", &t.dir, &["--connmark", "on"]);
     let dropin = t.read("/etc/systemd/network/10-eth1.network.d/90-symroute.conf");
     assert!(
         dropin.contains(
@@ -372,17 +361,7 @@ fn networkd_keeps_the_connmark_rule_from_the_dropin() {
     }
     // networkd stopped, its rule stays in the kernel: the next apply sees the mode on through
     // it (networkd's protocol, not 177) and adds nothing beside it.
-    let again = bed.agent(&[
-        "apply",
-        "--json",
-        "--persist",
-        "networkd",
-        "--root",
-        &dir,
-        "--eni",
-        ENI,
-    ]);
-    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    let again = apply_ok(&bed, "networkd", &t.dir, &[]);
     assert_eq!(again.json["enis"][0]["connmark"], true, "{}", again.stdout);
     assert!(
         again.json["enis"][0]["changes"]
@@ -393,19 +372,7 @@ fn networkd_keeps_the_connmark_rule_from_the_dropin() {
         "{}",
         again.stdout
     );
-    let off = bed.agent(&[
-        "apply",
-        "--json",
-        "--persist",
-        "networkd",
-        "--root",
-        &dir,
-        "--eni",
-        ENI,
-        "--connmark",
-        "off",
-    ]);
-    assert_eq!(off.code, 0, "{}\n{}", off.stdout, off.stderr);
+    apply_ok(&bed, "networkd", &t.dir, &["--connmark", "off"]);
     assert!(!t
         .read("/etc/systemd/network/10-eth1.network.d/90-symroute.conf")
         .contains("FirewallMark"));

@@ -138,19 +138,7 @@ fn the_connmark_choice_is_kept_for_the_first_run_after_a_reboot() {
     let t = systemd_tree();
     let dir = t.dir.to_str().unwrap().to_owned();
     let before = snapshot(&t.dir);
-    let r = bed.agent(&[
-        "apply",
-        "--json",
-        "--persist",
-        "unit",
-        "--root",
-        &dir,
-        "--eni",
-        ENI,
-        "--connmark",
-        "on",
-    ]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    apply_ok(&bed, "unit", &t.dir, &["--connmark", "on"]);
     let mac = eth1_mac(&bed);
     let kept = t.path(&format!("/etc/symroute/connmark/{mac}"));
     assert!(kept.is_file(), "the choice was not kept");

@@ -193,6 +193,27 @@ impl Grid {
         self.figures.push((what.to_string(), value));
     }
 
+    /// Prints the grid, writes it to `target/lab/grid-<slug>.md` (for docs/lab-grid.md) and
+    /// fails the test if any cell did.
+    fn finish(self) {
+        let text = self.render();
+        eprintln!("{text}");
+        let out = symroute_testbed::lab::lab_dir().join(format!("grid-{}.md", self.manager.slug()));
+        let _ = std::fs::create_dir_all(out.parent().unwrap());
+        std::fs::write(&out, &text).expect("write grid");
+        let failed: Vec<&str> = self
+            .cells
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.what)
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{}: failed cells {failed:?}\n{text}",
+            self.manager.name()
+        );
+    }
+
     fn render(&self) -> String {
         let mut s = format!(
             "### {}\n\n| promise | result | detail |\n|---|---|---|\n",
@@ -814,17 +835,7 @@ fn grid(manager: Manager) {
         format!("{:.0} s", started.elapsed().as_secs_f64()),
     );
 
-    let text = g.render();
-    eprintln!("{text}");
-    let out = symroute_testbed::lab::lab_dir().join(format!("grid-{}.md", manager.slug()));
-    let _ = std::fs::create_dir_all(out.parent().unwrap());
-    std::fs::write(&out, &text).expect("write grid");
-    let failed: Vec<&str> = g.cells.iter().filter(|c| !c.ok).map(|c| c.what).collect();
-    assert!(
-        failed.is_empty(),
-        "{}: failed cells {failed:?}\n{text}",
-        manager.name()
-    );
+    g.finish();
 }
 
 /// Everything routing-related in the guest, for "nothing flaps" (rules and the ENI tables).
@@ -953,17 +964,7 @@ fn coexist_with_net_utils() {
         "whole run",
         format!("{:.0} s", started.elapsed().as_secs_f64()),
     );
-    let text = g.render();
-    eprintln!("{text}");
-    let out = symroute_testbed::lab::lab_dir().join(format!("grid-{}.md", manager.slug()));
-    let _ = std::fs::create_dir_all(out.parent().unwrap());
-    std::fs::write(&out, &text).expect("write grid");
-    let failed: Vec<&str> = g.cells.iter().filter(|c| !c.ok).map(|c| c.what).collect();
-    assert!(
-        failed.is_empty(),
-        "{}: failed cells {failed:?}\n{text}",
-        manager.name()
-    );
+    g.finish();
 }
 
 /// symroute's own state anywhere: rules and routes with its protocol, its files, its trigger.

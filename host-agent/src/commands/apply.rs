@@ -351,20 +351,12 @@ fn report_flows(flows: &connmark::FlowPlan, plan: &crate::plan::Plan, report: &m
         }
         let t = p.eni.table();
         r.connmark = Some(flows.marks(t));
-        r.changes.extend(flows.ops.iter().filter_map(|o| match o {
-            crate::ops::Op::AddMarkRule(m) | crate::ops::Op::DelMarkRule(m) if m.table == t => {
-                Some(o.to_string())
-            }
-            _ => None,
-        }));
+        r.changes.extend(flows.changes_where(|m| m == t));
     }
     let run: Vec<u32> = plan.enis.iter().map(|p| p.eni.table()).collect();
     report
         .pruned
-        .extend(flows.ops.iter().filter_map(|o| match o {
-            crate::ops::Op::DelMarkRule(m) if !run.contains(&m.table) => Some(o.to_string()),
-            _ => None,
-        }));
+        .extend(flows.changes_where(|t| !run.contains(&t)));
     for t in &flows.drop {
         report.notes.push(format!(
             "connmark: nftables table inet {} deleted",

@@ -8,7 +8,6 @@ use crate::kernel::Snapshot;
 use crate::lock;
 use crate::model::Instance;
 use crate::model::Target;
-use crate::ops::Op;
 use crate::plan::plan_remove;
 use crate::report::{EniReport, Report};
 
@@ -47,22 +46,13 @@ pub fn run(args: &RemoveArgs, report: &mut Report) -> Result<()> {
     report.enis = plan.enis.iter().map(EniReport::from_plan).collect();
     report.pruned = plan.prune.iter().map(|o| o.to_string()).collect();
     for (p, r) in plan.enis.iter().zip(report.enis.iter_mut()) {
-        r.changes.extend(
-            flows
-                .ops
-                .iter()
-                .filter(|o| matches!(o, Op::DelMarkRule(m) if m.table == p.eni.table()))
-                .map(|o| o.to_string()),
-        );
+        r.changes
+            .extend(flows.changes_where(|t| t == p.eni.table()));
     }
     let run: Vec<u32> = plan.enis.iter().map(|p| p.eni.table()).collect();
-    report.pruned.extend(
-        flows
-            .ops
-            .iter()
-            .filter(|o| matches!(o, Op::DelMarkRule(m) if !run.contains(&m.table)))
-            .map(|o| o.to_string()),
-    );
+    report
+        .pruned
+        .extend(flows.changes_where(|t| !run.contains(&t)));
     let _held = crate::signals::hold();
     if args.dry_run {
         super::persist_remove(args, &root, &inst, &sel, report)?;

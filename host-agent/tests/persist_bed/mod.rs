@@ -70,9 +70,9 @@ pub fn answers(far: &Client) -> bool {
     far.ping(ip(PRIMARY), 3, 2) && far.ping(ip(SECONDARY), 3, 2)
 }
 
-/// `apply --persist BACKEND --root DIR` that must succeed and write files.
-pub fn apply(bed: &Bed, backend: &str, root: &Path) -> Value {
-    let r = bed.agent(&[
+/// `apply --persist BACKEND --root DIR --eni ENI EXTRA...` that must exit 0.
+pub fn apply_ok(bed: &Bed, backend: &str, root: &Path, extra: &[&str]) -> crate::common::Run {
+    let mut args = vec![
         "apply",
         "--json",
         "--persist",
@@ -83,12 +83,20 @@ pub fn apply(bed: &Bed, backend: &str, root: &Path) -> Value {
         "10",
         "--eni",
         ENI,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let r = bed.agent(&args);
     assert_eq!(
         r.code, 0,
-        "apply --persist {backend}:\n{}\n{}",
+        "apply --persist {backend} {extra:?}:\n{}\n{}",
         r.stdout, r.stderr
     );
+    r
+}
+
+/// `apply --persist BACKEND --root DIR` that must succeed and write files.
+pub fn apply(bed: &Bed, backend: &str, root: &Path) -> Value {
+    let r = apply_ok(bed, backend, root, &[]);
     assert_eq!(r.json["persist"]["backend"], backend, "{}", r.stdout);
     let files = r.json["persist"]["files"]
         .as_array()
