@@ -293,6 +293,15 @@ impl Instance {
         self.unsettled(eni).is_none()
     }
 
+    /// Every ENI's table, once every ENI's numbers are settled (`None` before: a table that is
+    /// not known yet cannot be told from a stale one).
+    pub(crate) fn settled_tables(&self) -> Option<Vec<u32>> {
+        self.enis
+            .iter()
+            .all(|e| self.is_settled(e))
+            .then(|| self.enis.iter().map(|e| e.table()).collect())
+    }
+
     /// Why an ENI's numbers cannot be trusted yet, or `None`.
     pub(crate) fn unsettled(&self, eni: &ImdsEni) -> Option<String> {
         if self.primary_mac == Some(eni.mac) {

@@ -314,9 +314,11 @@ fn plan_flows(
     };
     // Over every ENI, the mode of ENIs no longer attached goes; an unsettled ENI's table is
     // not known yet, so while one is, nothing is dropped.
-    let keep: Option<Vec<u32>> = (*sel == Target::All
-        && inst.enis.iter().all(|e| inst.is_settled(e)))
-    .then(|| inst.enis.iter().map(|e| e.table()).collect());
+    let keep = if *sel == Target::All {
+        inst.settled_tables()
+    } else {
+        None
+    };
     connmark::plan(
         &configured,
         snap,

@@ -96,7 +96,7 @@ pub fn run(args: &RemoveArgs, report: &mut Report) -> Result<()> {
 /// The kept connmark choice of the removed ENIs goes with their files.
 fn forget_flows(root: &crate::persist::Root, inst: &Instance, sel: &Target, report: &mut Report) {
     let attached: Vec<crate::model::Mac> = inst.enis.iter().map(|e| e.mac).collect();
-    let settled = inst.enis.iter().all(|e| inst.is_settled(e));
+    let settled = inst.settled_tables().is_some();
     let named = inst.enis.iter().find(|e| sel.matches(e)).map(|e| e.mac);
     for mac in connmark::remembered(root) {
         let gone = match (sel, named) {
@@ -119,10 +119,9 @@ fn forget_flows(root: &crate::persist::Root, inst: &Instance, sel: &Target, repo
 /// those of ENIs no longer attached (none while an ENI's numbers are not settled).
 fn flow_tables(inst: &Instance, snap: &Snapshot, sel: &Target) -> Option<Vec<u32>> {
     let stale = || {
-        if inst.enis.iter().any(|e| !inst.is_settled(e)) {
+        let Some(attached) = inst.settled_tables() else {
             return Vec::new();
-        }
-        let attached: Vec<u32> = inst.enis.iter().map(|e| e.table()).collect();
+        };
         snap.marks
             .iter()
             .map(|m| m.table)
