@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use aws_sdk_ec2::types::{AttachmentStatus, InstanceStateName};
 use aws_sdk_ssm::types::{CommandInvocationStatus, PingStatus, PlatformType};
 
+use crate::config::Connmark;
 use crate::error::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +91,26 @@ pub(crate) struct CommandRequest {
     pub log_group: Option<String>,
     /// SendCommand's TimeoutSeconds: how long SSM tries to deliver it.
     pub timeout_seconds: i32,
+    /// The stack's choices for `apply` (the document's `onHostTrigger` and `connmark`).
+    pub on_host_trigger: bool,
+    pub connmark: Connmark,
+}
+
+impl CommandRequest {
+    /// The document parameters this command carries. `apply` names the stack's trigger and
+    /// connmark choices explicitly, so that a document whose defaults changed cannot change
+    /// what the stack asked for; `remove` takes neither.
+    pub fn parameters(&self) -> Vec<(&'static str, String)> {
+        let mut p = vec![
+            ("action", self.action.as_str().to_string()),
+            ("target", self.target.clone()),
+        ];
+        if self.action == Action::Apply {
+            p.push(("onHostTrigger", self.on_host_trigger.to_string()));
+            p.push(("connmark", self.connmark.as_str().to_string()));
+        }
+        p
+    }
 }
 
 /// A command as ListCommands reports it.

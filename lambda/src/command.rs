@@ -114,6 +114,8 @@ pub async fn send_once<A: Aws>(
         comment: comment.render(),
         log_group: s.log_group.clone(),
         timeout_seconds: s.command_timeout.as_secs().min(i32::MAX as u64) as i32,
+        on_host_trigger: s.on_host_trigger,
+        connmark: s.connmark,
     };
     let sent = |command_id: String, already_sent: bool| Sent {
         instance_id: instance_id.to_string(),

@@ -10,6 +10,26 @@ use crate::error::Error;
 pub(crate) const DEFAULT_OWNER_MARKERS: &str =
     "tag:node.k8s.amazonaws.com/instance_id,description:aws-K8S-,description:Cilium-CNI (";
 
+/// The SSM document's `connmark` parameter, sent with every `apply` (the stack's `Connmark`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Connmark {
+    /// Each ENI keeps the mode it has (the document's default).
+    #[default]
+    Keep,
+    On,
+    Off,
+}
+
+impl Connmark {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Connmark::Keep => "keep",
+            Connmark::On => "on",
+            Connmark::Off => "off",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The symroute SSM document (name or ARN).
@@ -34,6 +54,10 @@ pub struct Settings {
     /// SendCommand is never retried blindly, see command.rs).
     pub max_attempts: u32,
     pub metrics_namespace: String,
+    /// The document's `onHostTrigger` for `apply` commands: leave the on-host trigger behind.
+    pub on_host_trigger: bool,
+    /// The document's `connmark` for `apply` commands.
+    pub connmark: Connmark,
 }
 
 impl Settings {
@@ -69,6 +93,29 @@ impl Settings {
             var: "SYMROUTE_OWNER_MARKERS",
             reason,
         })?;
+        // The stack passes its parameters' literal values; anything else is a deployment mistake
+        // that must not silently send the document's default instead.
+        let on_host_trigger = match non_empty("SYMROUTE_ON_HOST_TRIGGER").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(v) => {
+                return Err(Error::Config {
+                    var: "SYMROUTE_ON_HOST_TRIGGER",
+                    reason: format!("must be true or false, not {v:?}"),
+                })
+            }
+        };
+        let connmark = match non_empty("SYMROUTE_CONNMARK").as_deref() {
+            None | Some("keep") => Connmark::Keep,
+            Some("on") => Connmark::On,
+            Some("off") => Connmark::Off,
+            Some(v) => {
+                return Err(Error::Config {
+                    var: "SYMROUTE_CONNMARK",
+                    reason: format!("must be keep, on or off, not {v:?}"),
+                })
+            }
+        };
         Ok(Settings {
             document_name,
             skip_tag: non_empty("SYMROUTE_SKIP_TAG").unwrap_or_else(|| "symroute:skip".into()),
@@ -92,6 +139,8 @@ impl Settings {
             max_attempts: number("SYMROUTE_MAX_ATTEMPTS", 5, 1, 20)? as u32,
             metrics_namespace: non_empty("SYMROUTE_METRICS_NAMESPACE")
                 .unwrap_or_else(|| "symroute".into()),
+            on_host_trigger,
+            connmark,
         })
     }
 }
@@ -124,6 +173,29 @@ mod tests {
         assert_eq!(s.log_group, None);
         assert_eq!(s.owner_markers.len(), 3);
         assert_eq!(s.max_resends, 3);
+        assert!(s.on_host_trigger);
+        assert_eq!(s.connmark, Connmark::Keep);
+    }
+
+    #[test]
+    fn the_stacks_trigger_and_connmark_choices_are_read_and_checked() {
+        let s = settings(&[
+            ("SYMROUTE_DOCUMENT_NAME", "d"),
+            ("SYMROUTE_ON_HOST_TRIGGER", "false"),
+            ("SYMROUTE_CONNMARK", "on"),
+        ])
+        .unwrap();
+        assert!(!s.on_host_trigger);
+        assert_eq!(s.connmark, Connmark::On);
+        for (var, value) in [
+            ("SYMROUTE_ON_HOST_TRIGGER", "no"),
+            ("SYMROUTE_CONNMARK", "ON"),
+        ] {
+            let err = settings(&[("SYMROUTE_DOCUMENT_NAME", "d"), (var, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(var) && err.contains(value), "{err}");
+        }
     }
 
     #[test]

@@ -254,13 +254,17 @@ impl Aws for Sdk {
                 .cloud_watch_log_group_name(group)
                 .build()
         });
+        let parameters = r
+            .parameters()
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), vec![value]))
+            .collect();
         let out = self
             .ssm_send
             .send_command()
             .document_name(&r.document_name)
             .instance_ids(&r.instance_id)
-            .parameters("action", vec![r.action.as_str().to_string()])
-            .parameters("target", vec![r.target.clone()])
+            .set_parameters(Some(parameters))
             .comment(&r.comment)
             .timeout_seconds(r.timeout_seconds)
             .set_cloud_watch_output_config(output_config)

@@ -89,6 +89,7 @@ def test_lambda_is_wired_to_the_document_and_log_group(deployed):
     assert env["SYMROUTE_DOCUMENT_NAME"] == outputs["DocumentName"]
     assert env["SYMROUTE_LOG_GROUP"] == outputs["CommandLogGroupName"]
     assert env["SYMROUTE_SKIP_TAG"] == "symroute:skip"
+    assert (env["SYMROUTE_ON_HOST_TRIGGER"], env["SYMROUTE_CONNMARK"]) == ("true", "keep")
     assert config["Runtime"] == "provided.al2023"  # moto's CloudFormation drops Architectures
 
 

@@ -122,6 +122,20 @@ def test_lambda_code_is_the_zip_make_lambda_builds():
     assert props["LoggingConfig"]["LogGroup"] == {"Ref": "FunctionLogGroup"}
 
 
+def test_the_stacks_trigger_and_connmark_switches_reach_every_apply():
+    """OnHostTrigger and Connmark allow exactly what the document's parameters allow (a value the
+    document refuses would fail every command), default to the document's defaults, and reach
+    both senders of `apply`: the Lambda (its environment) and the association."""
+    doc = yaml.safe_load(DOCUMENT.read_text())["parameters"]
+    for stack_name, doc_name in (("OnHostTrigger", "onHostTrigger"), ("Connmark", "connmark")):
+        param = T["Parameters"][stack_name]
+        assert param["AllowedValues"] == doc[doc_name]["allowedValues"], stack_name
+        assert param["Default"] == doc[doc_name]["default"], stack_name
+    env = R["Function"]["Properties"]["Environment"]["Variables"]
+    assert env["SYMROUTE_ON_HOST_TRIGGER"] == {"Ref": "OnHostTrigger"}
+    assert env["SYMROUTE_CONNMARK"] == {"Ref": "Connmark"}
+
+
 def test_every_lambda_setting_is_one_the_lambda_reads():
     """No dead settings (RUST_LOG was one: the function reads AWS_LAMBDA_LOG_LEVEL)."""
     source = "".join(p.read_text() for p in (ROOT / "lambda" / "src").rglob("*.rs"))
@@ -217,7 +231,9 @@ def test_optional_parts_are_conditional():
     assert T["Parameters"]["CreateTrail"]["Default"] == "false"
     assoc = R["Association"]
     assert assoc["Condition"] == "CreateAssociation"
-    assert assoc["Properties"]["Parameters"] == {"action": ["apply"], "target": ["all"]}
+    assert assoc["Properties"]["Parameters"] == {
+        "action": ["apply"], "target": ["all"],
+        "onHostTrigger": [{"Ref": "OnHostTrigger"}], "connmark": [{"Ref": "Connmark"}]}
     assert assoc["Properties"]["ApplyOnlyAtCronInterval"] is False
     assert R["ArtifactBucket"]["Condition"] == "CreateArtifactBucket"
 

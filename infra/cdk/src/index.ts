@@ -33,6 +33,19 @@ export const DEFAULT_OWNER_MARKERS = [
 const DEFAULT_SKIP_TAG = 'symroute:skip';
 const DEFAULT_COMMAND_TIMEOUT_SECONDS = 600;
 
+/** What `apply` does with the connmark mode (the SSM document's `connmark` parameter). */
+export enum ConnmarkMode {
+  /** Each ENI keeps the mode it has. */
+  KEEP = 'keep',
+  /**
+   * Connections that arrive on an ENI are answered through it whatever the reply's source, so
+   * DNAT'd services (Docker published ports) answer too. The instance needs nftables' `nft`.
+   */
+  ON = 'on',
+  /** Turn the mode off. */
+  OFF = 'off',
+}
+
 /** State Manager association: instances with this tag get `apply all` when they register and on a schedule. */
 export interface AssociationOptions {
   /** The tag key that selects instances. */
@@ -65,6 +78,14 @@ export interface SymrouteProps {
    * @default true
    */
   readonly enabled?: boolean;
+  /**
+   * The first successful apply on an instance leaves the on-host trigger behind (udev and systemd
+   * units): every later ENI is routed the moment it appears, and a periodic check runs. false:
+   * only CloudTrail events and the association act. @default true
+   */
+  readonly onHostTrigger?: boolean;
+  /** The connmark mode every `apply` asks for. @default ConnmarkMode.KEEP */
+  readonly connmark?: ConnmarkMode;
   /**
    * SendCommand's TimeoutSeconds: how long SSM keeps trying to deliver to an instance that is not
    * connected (30 s to 3600 s, whole seconds). @default Duration.seconds(600)
@@ -189,7 +210,12 @@ export class Symroute extends Construct {
       this.association = new ssm.CfnAssociation(this, 'Association', {
         name: this.document.ref,
         documentVersion: '$DEFAULT',
-        parameters: { action: ['apply'], target: ['all'] },
+        parameters: {
+          action: ['apply'],
+          target: ['all'],
+          onHostTrigger: [String(settings.onHostTrigger)],
+          connmark: [settings.connmark],
+        },
         targets: [{ key: `tag:${props.association.tagKey}`, values: [props.association.tagValue ?? 'true'] }],
         scheduleExpression: props.association.schedule ?? 'rate(1 day)',
         applyOnlyAtCronInterval: false,
@@ -293,6 +319,8 @@ export class Symroute extends Construct {
         SYMROUTE_OWNER_MARKERS: settings.ownerMarkers.join(','),
         SYMROUTE_COMMAND_TIMEOUT_SECONDS: String(settings.commandTimeoutSeconds),
         SYMROUTE_LOG_GROUP: this.commandLogGroup.logGroupName,
+        SYMROUTE_ON_HOST_TRIGGER: String(settings.onHostTrigger),
+        SYMROUTE_CONNMARK: settings.connmark,
       },
       retryAttempts: 2,
       maxEventAge: Duration.hours(1),
@@ -479,6 +507,8 @@ export class Symroute extends Construct {
 
 interface Settings {
   readonly enabled: boolean;
+  readonly onHostTrigger: boolean;
+  readonly connmark: ConnmarkMode;
   readonly createTrail: boolean;
   readonly skipTag: string;
   readonly ownerMarkers: string[];
@@ -522,6 +552,8 @@ function checkProps(props: SymrouteProps): Settings {
   }
   return {
     enabled: props.enabled ?? true,
+    onHostTrigger: props.onHostTrigger ?? true,
+    connmark: props.connmark ?? ConnmarkMode.KEEP,
     createTrail: props.createTrail ?? false,
     skipTag,
     ownerMarkers,

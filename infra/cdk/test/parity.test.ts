@@ -6,7 +6,7 @@ import { CfnResource, Duration, Stack } from 'aws-cdk-lib';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sns from 'aws-cdk-lib/aws-sns';
-import { Symroute, SymrouteProps } from '../src';
+import { ConnmarkMode, Symroute, SymrouteProps } from '../src';
 import { ARM, newStack, X86 } from './helpers';
 import { canon, Context, normaliseStatements, resources, samContext, samTemplate, Template } from './canonical';
 
@@ -31,7 +31,7 @@ const SCENARIOS: Scenario[] = [
       AgentSha256X8664: X86, AgentSha256Aarch64: ARM, CreateTrail: 'true', AssociationTagKey: 'symroute',
       AssociationTagValue: 'yes', AssociationSchedule: 'rate(12 hours)', AlarmTopicArn: TOPIC,
       AgentReadOrganizationId: ORG, SkipTag: 'keep-out', OwnerMarkers: 'tag:mine,description:theirs ',
-      CommandTimeoutSeconds: '900', LogRetentionDays: '90',
+      CommandTimeoutSeconds: '900', LogRetentionDays: '90', OnHostTrigger: 'false', Connmark: 'on',
     },
     cdk: (stack) => ({
       agentSha256X8664: X86, agentSha256Aarch64: ARM, createTrail: true,
@@ -40,6 +40,7 @@ const SCENARIOS: Scenario[] = [
       agentReadOrganizationId: ORG, skipTag: 'keep-out', ownerMarkers: ['tag:mine', 'description:theirs '],
       commandTimeout: Duration.seconds(900),
       logRetention: logs.RetentionDays.THREE_MONTHS,
+      onHostTrigger: false, connmark: ConnmarkMode.ON,
     }),
   },
   {

@@ -6,7 +6,7 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sns from 'aws-cdk-lib/aws-sns';
-import { Symroute, SymrouteProps } from '../src';
+import { ConnmarkMode, Symroute, SymrouteProps } from '../src';
 import { ARM, newStack, X86 } from './helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -52,6 +52,22 @@ test('enabled: false keeps every rule disabled and the association absent', () =
     expect((rule as any).Properties.State).toBe('DISABLED');
   }
   template.resourceCountIs('AWS::SSM::Association', 0);
+});
+
+test('onHostTrigger and connmark reach both senders of apply: the Lambda and the association', () => {
+  const env = (t: Template) => (Object.values(t.findResources('AWS::Lambda::Function'))[0] as any).Properties.Environment.Variables;
+  const params = (t: Template) => (Object.values(t.findResources('AWS::SSM::Association'))[0] as any).Properties.Parameters;
+  const defaults = synth({ association: { tagKey: 'symroute' } }).template;
+  expect([env(defaults).SYMROUTE_ON_HOST_TRIGGER, env(defaults).SYMROUTE_CONNMARK]).toEqual(['true', 'keep']);
+  expect(params(defaults)).toEqual({ action: ['apply'], target: ['all'], onHostTrigger: ['true'], connmark: ['keep'] });
+  const chosen = synth({ association: { tagKey: 'symroute' }, onHostTrigger: false, connmark: ConnmarkMode.ON }).template;
+  expect([env(chosen).SYMROUTE_ON_HOST_TRIGGER, env(chosen).SYMROUTE_CONNMARK]).toEqual(['false', 'on']);
+  expect(params(chosen)).toMatchObject({ onHostTrigger: ['false'], connmark: ['on'] });
+  // Every value the construct can send is one the document accepts.
+  const [document] = Object.values(chosen.findResources('AWS::SSM::Document')) as any[];
+  const declared = document.Properties.Content.parameters;
+  expect(declared.connmark.allowedValues).toEqual(Object.values(ConnmarkMode));
+  expect(declared.onHostTrigger.allowedValues).toEqual(['true', 'false']);
 });
 
 test('the Lambda role has exactly the template\'s policy and no managed policy', () => {

@@ -219,10 +219,11 @@ impl Aws for Fake {
                 document_name: c.document_name.clone(),
                 comment: c.comment.clone(),
                 instance_ids: vec![c.instance_id.clone()],
-                parameters: HashMap::from([
-                    ("action".into(), vec![c.action.as_str().into()]),
-                    ("target".into(), vec![c.target.clone()]),
-                ]),
+                parameters: c
+                    .parameters()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), vec![v]))
+                    .collect(),
             }))
     }
     async fn get_invocation(

@@ -24,6 +24,39 @@ async fn attach_tags_the_attachment_and_sends_apply_for_that_eni_only() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn apply_carries_the_stacks_trigger_and_connmark_choices_and_remove_neither() {
+    let param = |c: &CommandRequest, name: &str| {
+        c.parameters()
+            .into_iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    };
+    // The stack's defaults are sent explicitly.
+    let fake = Fake::new();
+    sent(run(&fake, &settings(), attach_event(E1)).await);
+    let cmd = &fake.sent()[0];
+    assert_eq!(param(cmd, "onHostTrigger").as_deref(), Some("true"));
+    assert_eq!(param(cmd, "connmark").as_deref(), Some("keep"));
+    // A stack deployed with OnHostTrigger=false and Connmark=on.
+    let fake = Fake::new();
+    let s = settings_with(&[
+        ("SYMROUTE_ON_HOST_TRIGGER", "false"),
+        ("SYMROUTE_CONNMARK", "on"),
+    ]);
+    sent(run(&fake, &s, attach_event(E1)).await);
+    let attachment = format!("eni-attach-{}", &E1[4..]);
+    fake.state().enis.get_mut(E1).unwrap().attachment = None;
+    sent(run(&fake, &s, detach_event("ev-2", &attachment)).await);
+    let cmds = fake.sent();
+    assert_eq!(cmds[0].action, Action::Apply);
+    assert_eq!(param(&cmds[0], "onHostTrigger").as_deref(), Some("false"));
+    assert_eq!(param(&cmds[0], "connmark").as_deref(), Some("on"));
+    assert_eq!(cmds[1].action, Action::Remove);
+    assert_eq!(param(&cmds[1], "onHostTrigger"), None);
+    assert_eq!(param(&cmds[1], "connmark"), None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn attaching_is_waited_for_with_a_bound() {
     let fake = Fake::new().with(|s| {
         s.attach_statuses = ["attaching", "attaching"].map(String::from).into();
