@@ -13,6 +13,7 @@ use symroute_testbed::{require_root, Config, EniMeta, EniSpec, Imds, InstanceMet
 const ENIS: u32 = 7;
 const IPS: u32 = 5;
 const RUNS: usize = 9;
+const CHECK_RUNS: usize = 9;
 const NOOP_RUNS: usize = 30;
 const APPLY_ALL: &[&str] = &["apply", "--all", "--persist", "none", "--json"];
 
@@ -192,6 +193,54 @@ fn main() {
     }
     let status = measure(agent_cmd(&["status", "--json"]));
     assert_eq!(status.code, 0);
+    let requests = |m: &Measured| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&m.stdout).unwrap();
+        v["imds_requests"].as_u64().unwrap()
+    };
+    let noop_requests = requests(&measure(agent_cmd(APPLY_ALL)));
+
+    // The periodic check (`symroute check`), after an apply that kept the fixed metadata under
+    // a scratch root: what it asks IMDS, and how long its paced run takes.
+    let scratch = std::env::temp_dir().join(format!("symroute-bench-{}", std::process::id()));
+    for d in [
+        "run",
+        "etc/systemd/system",
+        "etc/udev/rules.d",
+        "usr/local/sbin",
+    ] {
+        std::fs::create_dir_all(scratch.join(d)).unwrap();
+    }
+    let scratch_arg = scratch.to_str().unwrap();
+    // The values are kept only where the check is installed.
+    let install = measure(agent_cmd(&["install", "--json", "--root", scratch_arg]));
+    assert_eq!(install.code, 0, "{}", install.stdout);
+    let keep = measure(agent_cmd(&[
+        "apply",
+        "--json",
+        "--persist",
+        "none",
+        "--root",
+        scratch_arg,
+    ]));
+    assert_eq!(keep.code, 0, "{}", keep.stdout);
+    let mut checks = Vec::new();
+    let mut check_requests = 0;
+    for _ in 0..CHECK_RUNS {
+        let m = measure(agent_cmd(&[
+            "check",
+            "--json",
+            "--persist",
+            "none",
+            "--root",
+            scratch_arg,
+        ]));
+        assert_eq!(m.code, 0, "{}", m.stdout);
+        let v: serde_json::Value = serde_json::from_str(&m.stdout).unwrap();
+        assert_eq!(v["changes"], 0, "a check with no drift must change nothing");
+        check_requests = requests(&m);
+        checks.push(m.wall);
+    }
+    std::fs::remove_dir_all(&scratch).unwrap();
 
     // The connmark mode on every ENI (from the configured state), then re-applies that keep it:
     // each rewrites the ENIs' nftables tables in one `nft -f`.
@@ -249,7 +298,9 @@ median of {RUNS} runs each, alternating; agent = the shipped static binary (dist
 | connmark on, 7 ENIs (7 fwmark rules, one nft transaction) | {} | | (none set) |\n\
 | re-apply with the mode on (median of {NOOP_RUNS}; nft rewrites 7 tables) | {} | | (none set) |\n\
 | connmark off, 7 ENIs | {} | | |\n\
-| peak RSS with the mode (the larger of the agent and the nft it runs: wait4 counts reaped children) | {:.2} MiB | | (the agent's < 10 MiB is the row above; this is nft's) |\n",
+| peak RSS with the mode (the larger of the agent and the nft it runs: wait4 counts reaped children) | {:.2} MiB | | (the agent's < 10 MiB is the row above; this is nft's) |\n\
+| IMDS requests: no-op re-apply / periodic check (`symroute check`), 8 ENIs | {noop_requests} / {check_requests} | | fewer: only what can change |\n\
+| periodic check, no drift (median of {CHECK_RUNS}; paced to 200 requests/s) | {} | | (none set: paced on purpose) |\n",
         ms(ours_med),
         ms(theirs_med),
         speedup,
@@ -269,6 +320,7 @@ median of {RUNS} runs each, alternating; agent = the shipped static binary (dist
         ms(median(kept)),
         ms(off.wall),
         on.max_rss_kib.max(kept_rss) as f64 / 1024.0,
+        ms(median(checks)),
     );
     println!("{table}");
     let out = repo_root().join("bench/results/agent.md");

@@ -47,6 +47,11 @@ pub enum Command {
     /// What the trigger's units run for one interface event (also by hand): `add` applies for
     /// the ENI with that MAC (nothing for the primary), `remove` removes what was set up for it.
     Hotplug(HotplugArgs),
+    /// The periodic check (what `symroute-check.timer` runs): `apply --all --wait 0` that
+    /// re-reads from instance metadata only what can change on an attached ENI (addresses,
+    /// prefixes, IPv6 subnets, the VPC's blocks), at most 200 requests a second, and changes
+    /// nothing unless something drifted.
+    Check(CheckArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -118,6 +123,10 @@ pub struct ApplyArgs {
     /// Naming the primary is a no-op rather than an error (`hotplug add` at boot).
     #[arg(skip)]
     pub primary_is_noop: bool,
+    /// Take the metadata that cannot change on an attached ENI from what earlier runs kept,
+    /// and pace the requests (`check`).
+    #[arg(skip)]
+    pub periodic: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -190,6 +199,17 @@ pub struct RemoveArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Where to persist the routing across reboots.
+    #[arg(long, value_enum, default_value_t = PersistMode::Auto, value_name = "MODE")]
+    pub persist: PersistMode,
+    /// Persisted files, and what earlier runs kept of the metadata (/run/symroute), live under
+    /// DIR instead of / (tests).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
 
 impl TargetArgs {
     /// The one target type; `--all` or nothing is every secondary ENI.

@@ -28,6 +28,15 @@ fn not_ready(inst: &Instance, eni: &ImdsEni, links: &[Link]) -> Option<String> {
     }
 }
 
+/// The ENIs of `inst` that are settled and have their kernel link (the primary included).
+pub(crate) fn ready_macs(inst: &Instance, links: &[Link]) -> Vec<crate::model::Mac> {
+    inst.enis
+        .iter()
+        .filter(|e| not_ready(inst, e, links).is_none())
+        .map(|e| e.mac)
+        .collect()
+}
+
 fn pending(inst: &Instance, links: &[Link], sel: &Target) -> Vec<String> {
     let incomplete = |u: &&Unusable| u.kind == UnusableKind::NotYet;
     match sel {
@@ -115,12 +124,7 @@ pub(crate) fn wait_until_ready(
         }
         sleep(pause.min(wait.saturating_sub(start.elapsed())));
         pause = (pause * 2).min(Duration::from_secs(1));
-        let ready = inst
-            .enis
-            .iter()
-            .filter(|e| not_ready(&inst, e, &links).is_none())
-            .map(|e| e.mac)
-            .collect();
+        let ready = ready_macs(&inst, &links);
         last = Some((inst, ready));
     }
 }

@@ -1,11 +1,12 @@
 //! IMDSv2 client: a session token, then bounded retries with backoff on every read.
 //! Plain HTTP on a link-local address, so a small blocking client is all that is needed.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::thread::sleep;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, trace, warn};
 
@@ -24,6 +25,17 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BODY: u64 = 64 * 1024;
 /// Threads reading ENIs side by side.
 const MAX_READERS: usize = 4;
+/// The keys of an ENI's metadata directory that cannot change while it stays attached: EC2
+/// fixes them at attach time (the attachment's device and card, the ENI, its subnet). Addresses,
+/// prefixes, the subnet's IPv6 blocks and the VPC's blocks can change at any time.
+pub(crate) const FIXED_ENI_KEYS: [&str; 4] = [
+    "device-number",
+    "network-card",
+    "interface-id",
+    "subnet-ipv4-cidr-block",
+];
+/// The instance's keys that cannot change while it runs.
+pub(crate) const FIXED_INSTANCE_KEYS: [&str; 2] = ["instance-id", "mac"];
 
 /// Shared by the threads that read ENIs in parallel (one IMDS round trip is about a
 /// millisecond on an instance, and an ENI takes eight of them).
@@ -32,6 +44,12 @@ pub struct Imds {
     agent: ureq::Agent,
     token: Mutex<Option<String>>,
     attempts: AtomicU32,
+    /// Values of fixed keys (FIXED_*_KEYS, by metadata path), read in this run or handed in.
+    fixed: Mutex<BTreeMap<String, String>>,
+    /// Serve fixed keys from `fixed` without asking IMDS (the periodic check).
+    reuse_fixed: bool,
+    /// Least time between two requests, and when the next may start (the periodic check).
+    pace: Option<(Duration, Mutex<Instant>)>,
 }
 
 /// What a GET came back with, once retries are done.
@@ -69,7 +87,64 @@ impl Imds {
             agent,
             token: Mutex::new(None),
             attempts: AtomicU32::new(0),
+            fixed: Mutex::new(BTreeMap::new()),
+            reuse_fixed: false,
+            pace: None,
         })
+    }
+
+    /// Answers the fixed keys in `known` (metadata path → value, as `fixed_values` gave them
+    /// in an earlier run, for ENIs still attached as they were then) without a request. The
+    /// values still go through the same parsing as fresh ones.
+    pub fn reuse_fixed(&mut self, known: BTreeMap<String, String>) {
+        self.fixed = Mutex::new(known);
+        self.reuse_fixed = true;
+    }
+
+    /// At most one request per `interval`, across threads: a run that is not in a hurry (the
+    /// periodic check) stays far below IMDS's 1,024 packets per second however many ENIs.
+    pub fn pace(&mut self, interval: Duration) {
+        self.pace = Some((interval, Mutex::new(Instant::now())));
+    }
+
+    /// The fixed keys' values known now (read in this run or handed in), by metadata path.
+    pub fn fixed_values(&self) -> BTreeMap<String, String> {
+        self.fixed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits for this request's turn when paced.
+    fn wait_turn(&self) {
+        if let Some((interval, next)) = &self.pace {
+            let mut next = next.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if *next > now {
+                sleep(*next - now);
+            }
+            *next = Instant::now() + *interval;
+        }
+    }
+
+    /// A fixed key: from what is known when reuse is on, else read (and remembered).
+    fn get_fixed(&self, path: &str) -> Result<Option<String>> {
+        if self.reuse_fixed {
+            if let Some(v) = self
+                .fixed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(path)
+            {
+                trace!("{path}: fixed, not read again");
+                return Ok(Some(v.clone()));
+            }
+        }
+        let v = self.get_optional(path)?;
+        if let Some(v) = &v {
+            self.fixed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(path.to_owned(), v.clone());
+        }
+        Ok(v)
     }
 
     pub fn endpoint(&self) -> &str {
@@ -98,6 +173,7 @@ impl Imds {
         let mut last = String::new();
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=ATTEMPTS {
+            self.wait_turn();
             self.attempts.fetch_add(1, Ordering::Relaxed);
             let res = self
                 .agent
@@ -144,6 +220,7 @@ impl Imds {
         let mut attempt = 1;
         while attempt <= ATTEMPTS {
             let token = self.token()?;
+            self.wait_turn();
             self.attempts.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
             let res = self
@@ -230,9 +307,7 @@ impl Imds {
     }
 
     fn identity(&self) -> Result<(Option<String>, Option<Mac>)> {
-        let instance_id = self
-            .get_optional("instance-id")?
-            .map(|s| s.trim().to_owned());
+        let instance_id = self.get_fixed("instance-id")?.map(|s| s.trim().to_owned());
         if let Some(id) = &instance_id {
             if !symroute_ids::is_ec2_id(id, "i-") {
                 return Err(Error::bad_metadata(
@@ -241,7 +316,7 @@ impl Imds {
                 ));
             }
         }
-        let primary_mac = match self.get_optional("mac")? {
+        let primary_mac = match self.get_fixed("mac")? {
             Some(m) => Some(
                 m.trim()
                     .parse::<Mac>()
@@ -271,7 +346,14 @@ impl Imds {
         let readers = macs.len().clamp(1, MAX_READERS);
         let read_one = |mac: Mac| {
             let base = format!("network/interfaces/macs/{mac}/");
-            let mut fields = |name: &str| self.get_optional(&format!("{base}{name}"));
+            let mut fields = |name: &str| {
+                let path = format!("{base}{name}");
+                if FIXED_ENI_KEYS.contains(&name) {
+                    self.get_fixed(&path)
+                } else {
+                    self.get_optional(&path)
+                }
+            };
             parse_eni(mac, &mut fields)
         };
         let mut slots: Vec<Option<Result<ImdsEni>>> = macs.iter().map(|_| None).collect();

@@ -6,6 +6,7 @@ pub mod connmark;
 pub(crate) mod discover;
 pub mod error;
 pub(crate) mod execute;
+pub mod fixed_metadata;
 pub mod imds;
 pub mod kernel;
 pub(crate) mod lock;

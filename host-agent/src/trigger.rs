@@ -11,7 +11,8 @@
 //!   udev database at add time, since sysfs is gone by then), which runs `symroute hotplug remove
 //!   --mac <mac>`.
 //!
-//! - `symroute-check.timer` runs `apply --all` 5 minutes after boot and then every 15 minutes,
+//! - `symroute-check.timer` runs `check` (`apply --all`, re-reading only the metadata that can
+//!   change on an attached ENI) 5 minutes after boot and then every 15 minutes,
 //!   each time up to 5 minutes late at random (so a fleet does not call IMDS in step): what no
 //!   event reported is put right. The attach units pull it in (`Wants=`), so it runs wherever the
 //!   trigger has run once, with no `systemctl enable`.
@@ -230,8 +231,9 @@ pub(crate) fn check_service() -> String {
          After=network.target\n\n\
          [Service]\n\
          Type=oneshot\n\
-         # No waiting: an ENI that is not there yet is the attach path's, and 3 says only that.\n\
-         ExecStart={bin} apply --all --wait 0\n\
+         # apply --all without waiting (an ENI that is not there yet is the attach path's, and\n\
+         # 3 says only that), reading only the metadata that can change on an attached ENI.\n\
+         ExecStart={bin} check\n\
          SuccessExitStatus=3\n\
          {HARDENING}",
         bin = unit::BIN
@@ -360,6 +362,7 @@ pub fn uninstall(root: &Root, dry_run: bool) -> Result<TriggerReport> {
     // The timer goes first, so that no check starts from a unit file about to disappear.
     let mut warnings = systemctl(root, &["stop", "symroute-check.timer"]);
     persist::execute(root, &ops, &mut files)?;
+    crate::fixed_metadata::forget(root);
     warnings.extend(reload(root, &[]));
     Ok(TriggerReport {
         status: TriggerStatus::Uninstalled,
@@ -423,10 +426,10 @@ mod tests {
     }
 
     #[test]
-    fn the_check_runs_apply_all_on_a_jittered_timer_pulled_in_by_the_attach_units() {
+    fn the_check_runs_on_a_jittered_timer_pulled_in_by_the_attach_units() {
         assert!(attach_unit().contains("Wants=symroute-check.timer"));
         let svc = check_service();
-        assert!(svc.contains(&format!("ExecStart={} apply --all --wait 0", unit::BIN)));
+        assert!(svc.contains(&format!("ExecStart={} check\n", unit::BIN)));
         assert!(svc.contains("SuccessExitStatus=3"));
         let t = check_timer();
         for k in ["OnBootSec=", "OnUnitActiveSec=", "RandomizedDelaySec="] {

@@ -207,3 +207,97 @@ fn an_endpoint_that_is_not_http_is_a_usage_error() {
         Ok(_) => panic!("file:// accepted as an IMDS endpoint"),
     }
 }
+
+/// The periodic check: what cannot change while an ENI stays attached is taken from an earlier
+/// read, never asked again; what can change (addresses, prefixes, blocks) is read every time,
+/// and a change to it is seen.
+#[test]
+fn handed_in_fixed_values_are_not_read_again_and_what_can_change_still_is() {
+    let imds = server();
+    let first = client(&imds);
+    let before = first.instance().expect("instance");
+    let known = first.fixed_values();
+    // The instance's two keys and four per ENI.
+    assert_eq!(known.len(), 2 + 2 * 4, "{known:?}");
+    let full_gets = imds.requests().iter().filter(|r| r.method == "GET").count();
+
+    imds.set(
+        &format!("meta-data/network/interfaces/macs/{SECONDARY}/local-ipv4s"),
+        "10.0.1.20\n10.0.1.21",
+    );
+    imds.clear_requests();
+    let mut check = client(&imds);
+    check.reuse_fixed(known);
+    let after = check.instance().expect("instance from the fixed values");
+    let gets: Vec<String> = imds
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.path)
+        .collect();
+    for fixed in [
+        "instance-id",
+        "/mac",
+        "device-number",
+        "network-card",
+        "interface-id",
+        "subnet-ipv4-cidr-block",
+    ] {
+        assert!(
+            !gets.iter().any(|p| p.ends_with(fixed)),
+            "{fixed} read again: {gets:?}"
+        );
+    }
+    assert!(gets.iter().any(|p| p.ends_with("/local-ipv4s")), "{gets:?}");
+    assert!(
+        gets.len() < full_gets,
+        "{} GETs, a full read took {full_gets}",
+        gets.len()
+    );
+    assert_eq!(after.enis[1].eni_id, before.enis[1].eni_id);
+    assert_eq!(after.enis[1].table(), before.enis[1].table());
+    assert_eq!(
+        after.enis[1].ipv4s,
+        vec![Ipv4Addr::new(10, 0, 1, 20), Ipv4Addr::new(10, 0, 1, 21)]
+    );
+
+    // Without reuse, the same client reads them as always.
+    imds.clear_requests();
+    client(&imds).instance().expect("instance");
+    let again = imds.requests().iter().filter(|r| r.method == "GET").count();
+    assert_eq!(again, full_gets);
+}
+
+#[test]
+fn handed_in_values_are_parsed_like_fresh_ones() {
+    let imds = server();
+    let mut c = client(&imds);
+    let mut known = std::collections::BTreeMap::new();
+    known.insert(
+        format!("network/interfaces/macs/{SECONDARY}/device-number"),
+        "one".to_string(),
+    );
+    c.reuse_fixed(known);
+    let inst = c.instance().expect("instance");
+    // Not a number: that ENI is malformed and left alone, the other is read.
+    assert_eq!(inst.enis.len(), 1);
+    assert_eq!(inst.unusable.len(), 1);
+    assert_eq!(inst.unusable[0].kind, UnusableKind::Malformed);
+}
+
+#[test]
+fn a_paced_client_spaces_its_requests() {
+    let imds = server();
+    let mut c = client(&imds);
+    c.pace(std::time::Duration::from_millis(20));
+    let start = std::time::Instant::now();
+    c.instance().expect("instance");
+    let n = imds.request_count() as u32;
+    assert!(n > 10, "{n} requests");
+    // n requests, at least 20 ms apart whatever the threads.
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(20) * (n - 1),
+        "{n} requests in {:?}",
+        start.elapsed()
+    );
+}

@@ -185,3 +185,127 @@ fn a_first_good_apply_leaves_the_trigger_and_a_failed_one_does_not() {
         .path("/etc/udev/rules.d/81-symroute-hotplug.rules")
         .exists());
 }
+
+/// The periodic check (`symroute check`, what `symroute-check.timer` runs) after a run that
+/// kept the fixed metadata: it asks IMDS nothing that cannot change on an attached ENI, and
+/// still puts back a dropped rule, follows an address assigned with no event, and, when an ENI
+/// is detached and attached again at another device number (same MAC, new link), reads that
+/// ENI whole and moves it to its new table.
+#[test]
+fn the_periodic_check_reads_only_what_can_change_and_still_follows_every_change() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.30"),
+        1,
+        0,
+        "eni-44444444444444441",
+    );
+    let eth2 = bed.attach(
+        EniSpec::new("eth2", &bed.b).ip("10.0.2.31"),
+        2,
+        0,
+        "eni-44444444444444442",
+    );
+    // The check exists where the trigger is installed, and only there are the values kept.
+    let t = systemd_tree();
+    std::fs::create_dir(t.dir.join("run")).unwrap();
+    let root = t.dir.to_str().unwrap();
+    assert_eq!(bed.agent(&["install", "--json", "--root", root]).code, 0);
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--json", "--root", root, "--persist", "none"]);
+        let r = bed.agent(&all);
+        assert_eq!(r.code, 0, "{args:?}:\n{}\n{}", r.stdout, r.stderr);
+        r
+    };
+    let fixed_read = |bed: &Bed| -> Vec<String> {
+        bed.imds
+            .requests()
+            .into_iter()
+            .map(|q| q.path)
+            .filter(|p| {
+                [
+                    "/instance-id",
+                    "/mac",
+                    "/device-number",
+                    "/network-card",
+                    "/interface-id",
+                    "/subnet-ipv4-cidr-block",
+                ]
+                .iter()
+                .any(|k| p.ends_with(k))
+            })
+            .collect()
+    };
+
+    bed.imds.clear_requests();
+    let full = run(&["apply", "--wait", "10"]).json["imds_requests"]
+        .as_u64()
+        .unwrap();
+    assert!(!fixed_read(&bed).is_empty());
+    bed.imds.clear_requests();
+    let r = run(&["check"]);
+    assert!(fixed_read(&bed).is_empty(), "{:?}", fixed_read(&bed));
+    let cheap = r.json["imds_requests"].as_u64().unwrap();
+    assert!(cheap < full, "check: {cheap} requests, apply: {full}");
+    assert_eq!(r.json["changes"], 0, "{}", r.stdout);
+
+    // A rule dropped with no event, and an address assigned with no event.
+    bed.inst
+        .exec(&["ip", "rule", "del", "from", "10.0.1.30", "lookup", "10001"])
+        .unwrap();
+    bed.imds.set(
+        &format!(
+            "meta-data/network/interfaces/macs/{}/local-ipv4s",
+            eth2.mac()
+        ),
+        "10.0.2.31\n10.0.2.32",
+    );
+    run(&["check"]);
+    assert_eq!(
+        bed.rules_for_table(10001),
+        vec![("10.0.1.30/32".into(), 10001)]
+    );
+    assert_eq!(
+        bed.rules_for_table(10002),
+        vec![
+            ("10.0.2.31/32".into(), 10002),
+            ("10.0.2.32/32".into(), 10002)
+        ]
+    );
+
+    // Detached and attached again at device 3: the same MAC on a new link.
+    let mac = eth2.mac().to_string();
+    bed.vpc.detach_eni(&eth2).unwrap();
+    bed.imds.remove_eni(&mac);
+    bed.attach(
+        EniSpec::new("eth2", &bed.b).mac(&mac).ip("10.0.2.31"),
+        3,
+        0,
+        "eni-44444444444444442",
+    );
+    bed.imds.clear_requests();
+    run(&["check"]);
+    let read = fixed_read(&bed);
+    assert!(
+        read.iter()
+            .any(|p| p.ends_with(&format!("{mac}/device-number"))),
+        "the re-attached ENI's device number was not read: {read:?}"
+    );
+    assert!(
+        !read
+            .iter()
+            .any(|p| p.contains("/macs/") && !p.contains(&mac)),
+        "eth1's fixed keys were read again: {read:?}"
+    );
+    assert_eq!(
+        bed.rules_for_table(10003),
+        vec![("10.0.2.31/32".into(), 10003)]
+    );
+    assert!(bed.rules_for_table(10002).is_empty());
+
+    // Uninstalled: nothing of it is left under /run either.
+    assert_eq!(bed.agent(&["uninstall", "--json", "--root", root]).code, 0);
+    assert!(!t.dir.join("run/symroute").exists());
+}

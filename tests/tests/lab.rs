@@ -741,11 +741,18 @@ fn grid(manager: Manager) {
         ))
         .is_ok_and(|o| o.success());
     let broken = dropped && !answers(&lab, ETH1);
+    lab.imds.clear_requests();
     let ran = lab
         .guest
         .sh("systemctl start symroute-check.service")
         .map(|o| o.code)
         .unwrap_or(None);
+    // Under the units' sandbox, the check took what cannot change from the last run's read.
+    let asked: Vec<String> = lab.imds.requests().into_iter().map(|q| q.path).collect();
+    let fixed_asked = asked
+        .iter()
+        .filter(|p| p.ends_with("/device-number") || p.ends_with("/interface-id"))
+        .count();
     let back = broken && wait_for(Duration::from_secs(30), || answers(&lab, ETH1)).is_some();
     let mark_back = lab
         .guest
@@ -757,6 +764,14 @@ fn grid(manager: Manager) {
         format!(
             "rules dropped: {dropped}, ENI broken then: {broken}, check exit {ran:?}, \
              connmark rule back: {mark_back}"
+        ),
+    );
+    g.check(
+        "check: reads only what can change",
+        !asked.is_empty() && fixed_asked == 0,
+        format!(
+            "{} metadata requests, {fixed_asked} for a device number or ENI id",
+            asked.len()
         ),
     );
 

@@ -4,9 +4,10 @@ use log::{debug, info, warn};
 
 use crate::cli::{ApplyArgs, PersistMode, Switch};
 use crate::connmark;
-use crate::discover::wait_until_ready;
+use crate::discover::{ready_macs, wait_until_ready};
 use crate::error::{Error, Result};
 use crate::execute;
+use crate::fixed_metadata;
 use crate::imds::Imds;
 use crate::kernel::Kernel;
 use crate::lock;
@@ -30,15 +31,49 @@ pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
     } else {
         Some(lock::acquire(super::LOCK_TIMEOUT)?)
     };
-    let imds = Imds::from_env()?;
+    let mut imds = Imds::from_env()?;
     let mut kernel = Kernel::connect()?;
-    let result = apply(args, &sel, &root, &imds, &mut kernel, report);
+    if args.periodic {
+        imds.pace(CHECK_PACE);
+        imds.reuse_fixed(fixed_metadata::load(&root, &kernel.links()?));
+    }
+    let mut ready = Vec::new();
+    let result = apply(args, &sel, &root, &imds, &mut kernel, report, &mut ready);
+    // A run that may write the host's files keeps what it read of the metadata that cannot
+    // change, for the periodic check (whatever became of the routing: the values are facts).
+    if !args.dry_run && (args.root.is_some() || args.persist != PersistMode::None) {
+        keep_fixed_metadata(&root, &imds, &mut kernel, &ready);
+    }
     report.netlink_requests = kernel.requests;
     report.imds_requests = imds.attempts();
     if result.is_ok() && args.install_trigger {
         install_trigger(&root, report);
     }
     result
+}
+
+/// At most one metadata request per this interval in the periodic check: 200 a second, a fifth
+/// of what IMDS allows an interface, whatever the number of ENIs.
+const CHECK_PACE: Duration = Duration::from_millis(5);
+
+/// `ready`: the ENIs that were settled when metadata was read (a just-attached one may still
+/// show device 0, which must not be kept).
+fn keep_fixed_metadata(
+    root: &crate::persist::Root,
+    imds: &Imds,
+    kernel: &mut Kernel,
+    ready: &[crate::model::Mac],
+) {
+    let values = imds.fixed_values();
+    if values.is_empty() {
+        return;
+    }
+    let saved = kernel.links().map_err(|e| e.to_string()).and_then(|links| {
+        fixed_metadata::save(root, &values, &links, ready).map_err(|e| e.to_string())
+    });
+    if let Err(e) = saved {
+        warn!("keeping the fixed metadata for the periodic check: {e} (it will read all of it)");
+    }
 }
 
 /// After a good run: the on-host trigger, so that later attaches need no CloudTrail event. Its
@@ -68,8 +103,10 @@ fn apply(
     imds: &Imds,
     kernel: &mut Kernel,
     report: &mut Report,
+    ready: &mut Vec<crate::model::Mac>,
 ) -> Result<()> {
     let (inst, pending) = wait_until_ready(imds, kernel, sel, Duration::from_secs(args.wait))?;
+    *ready = ready_macs(&inst, &kernel.links()?);
     report.instance_id = inst.instance_id.clone();
     debug!("metadata: {} ENI(s)", inst.enis.len());
     // The primary interface is never changed unless asked twice: naming it is not enough.

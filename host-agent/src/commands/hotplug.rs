@@ -26,6 +26,7 @@ pub fn run(args: &HotplugArgs) -> (Report, crate::error::Result<()>) {
                 install_trigger: false,
                 connmark: None,
                 primary_is_noop: true,
+                periodic: false,
             };
             let mut r = Report::new(Action::Apply, false);
             let res = super::apply::run(&a, &mut r);

@@ -2,6 +2,7 @@
 //! SSM keeps says what failed.
 
 pub mod apply;
+pub mod check;
 pub mod hotplug;
 pub mod remove;
 pub mod status;
@@ -49,6 +50,7 @@ pub fn run(command: &Command) -> Report {
             (r, res)
         }
         Command::Hotplug(a) => hotplug::run(a),
+        Command::Check(a) => check::run(a),
     };
     if let Err(e) = result {
         report.ok = false;
