@@ -346,6 +346,169 @@ fn a_dnatted_container_answers_through_the_eni_it_was_reached_on_with_connmark()
     assert!(!nft_tables().contains("symroute_"), "{}", nft_tables());
 }
 
+/// The connmark mode for IPv6: a ping to eth1's IPv6 address DNAT'd to a container's IPv6
+/// address on docker0. Without the mode the container's replies follow main's default by eth0
+/// and the VPC drops them; with it, the IPv6 `fwmark` rule sends them to eth1's table.
+#[test]
+fn a_dnatted_container_answers_over_ipv6_through_the_eni_it_was_reached_on_with_connmark() {
+    need_root!();
+    let bed = Bed::new(true);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a)
+            .ip("10.0.1.20")
+            .ipv6("2600:1f18:1:1::20"),
+        1,
+        0,
+        "eni-0a9c4b60624c0e41e",
+    );
+    let far = bed
+        .vpc
+        .add_client_with(&bed.b, &["10.0.2.50", "2600:1f18:1:2::50"])
+        .expect("client b");
+    bed.inst
+        .wait_ipv6_default("eth1", 10)
+        .expect("eth1 learned an IPv6 default from RA");
+    // eth1's RA default behind eth0's in main (RAs come every 3-4 s), as on a host where the
+    // primary's default wins: otherwise the kernel may pick eth1's for any reply, and the
+    // container's replies would leave by eth1 with or without the mode.
+    bed.inst
+        .sysctl("net.ipv6.conf.eth1.ra_defrtr_metric", "2048")
+        .expect("ra_defrtr_metric");
+    bed.inst
+        .exec(&["ip", "-6", "route", "del", "default", "dev", "eth1"])
+        .expect("drop eth1's RA default");
+    let demoted = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let out = bed
+            .inst
+            .exec(&["ip", "-6", "route", "show", "default", "dev", "eth1"])
+            .expect("ip route");
+        String::from_utf8_lossy(&out.stdout).contains("metric 2048")
+    });
+    assert!(
+        demoted,
+        "eth1's next RA default did not come back at metric 2048"
+    );
+    let container = bed
+        .vpc
+        .add_local_peer(&bed.inst, "docker0", "172.17.0.1/16", "172.17.0.2")
+        .expect("container on docker0");
+    // Docker's IPv6 bridge (fixed-cidr-v6), and forwarding as Docker turns it on; RAs stay
+    // accepted on the ENIs (accept_ra 2), as on a host where Docker runs.
+    for dev in ["eth0", "eth1"] {
+        bed.inst
+            .sysctl(&format!("net.ipv6.conf.{dev}.accept_ra"), "2")
+            .expect("accept_ra");
+    }
+    bed.inst
+        .sysctl("net.ipv6.conf.all.forwarding", "1")
+        .expect("forwarding");
+    bed.inst
+        .exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd00:17::1/64",
+            "dev",
+            "docker0",
+            "nodad",
+        ])
+        .expect("bridge v6");
+    container
+        .exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd00:17::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .expect("container v6");
+    container
+        .exec(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fd00:17::1",
+            "dev",
+            "eth0",
+        ])
+        .expect("container v6 default");
+    for cmd in [
+        &["nft", "add", "table", "ip6", "published6"][..],
+        &[
+            "nft",
+            "add chain ip6 published6 pre { type nat hook prerouting priority -100 ; }",
+        ][..],
+        &[
+            "nft",
+            "add rule ip6 published6 pre ip6 daddr 2600:1f18:1:1::20 icmpv6 type echo-request counter dnat to fd00:17::2",
+        ][..],
+    ] {
+        bed.inst.exec(cmd).expect("nft");
+    }
+    let dnatted = || {
+        let out = bed
+            .inst
+            .exec(&["nft", "list", "chain", "ip6", "published6", "pre"])
+            .expect("nft list");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split("counter packets ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .expect("the DNAT rule's counter")
+    };
+    let eth1_v6 = ip("2600:1f18:1:1::20");
+    // The container's neighbour entry first, so that the DNAT'd pings below do not wait for
+    // neighbour discovery.
+    assert!(
+        container.ping(ip("fd00:17::1"), 1, 3),
+        "container ↔ docker0 (testbed sanity)"
+    );
+
+    bed.apply(&[]);
+    let drops = bed.vpc.srcdst_drops().expect("drops");
+    assert!(
+        !far.ping(eth1_v6, 1, 1),
+        "without the mode the container's IPv6 replies leave by eth0 (testbed sanity)"
+    );
+    assert!(dnatted() >= 1, "the ping was not DNAT'd to the container");
+    assert!(
+        bed.vpc.srcdst_drops().expect("drops") > drops,
+        "the VPC's source/destination check did not drop the replies"
+    );
+
+    let on = bed.apply(&["--connmark", "on"]);
+    assert_eq!(on.json["enis"][0]["connmark"], true, "{}", on.stdout);
+    assert_eq!(on.json["changes"], 2, "one fwmark rule per family");
+    let before = dnatted();
+    assert!(
+        far.ping(eth1_v6, 1, 2),
+        "another subnet gets the container's IPv6 replies by eth1"
+    );
+    assert!(dnatted() > before, "the container answered, not the host");
+    let v6_marks = bed.ip_json(&["-6", "rule", "show", "pref", "7001"]);
+    assert_eq!(
+        v6_marks.as_array().map(Vec::len),
+        Some(1),
+        "the IPv6 fwmark rule: {v6_marks}"
+    );
+
+    let off = bed.apply(&["--connmark", "off"]);
+    assert_eq!(off.json["changes"], 2);
+    assert!(
+        !far.ping(eth1_v6, 1, 1),
+        "off: the IPv6 replies are lost again, so it was the mode that made them work"
+    );
+}
+
 /// Without nftables' command the mode cannot be switched on: bad input before any change.
 #[test]
 fn connmark_on_without_nft_changes_nothing_and_says_what_is_missing() {
