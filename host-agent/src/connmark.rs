@@ -368,6 +368,7 @@ mod tests {
             mac: None,
             up: true,
             mtu: 1500,
+            ra_defrtr_metric: None,
         }
     }
 

@@ -200,6 +200,7 @@ mod tests {
             mac: Some(mac.parse().unwrap()),
             up: true,
             mtu: 9001,
+            ra_defrtr_metric: None,
         }
     }
 

@@ -199,6 +199,18 @@ impl Kernel {
         let create = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
         let delete = NLM_F_REQUEST | NLM_F_ACK;
         let (msg, flags, tolerated): (RouteNetlinkMessage, u16, &[i32]) = match op {
+            // A sysctl, not a netlink message: the kernel offers no netlink way to set it.
+            Op::SetRaMetric { dev, metric, .. } => {
+                let path = ipv6_conf(dev, "ra_defrtr_metric");
+                let now = std::fs::read_to_string(&path)
+                    .map_err(|e| NlError::Io(format!("{path}: {e}")))?;
+                if now.trim() == metric.to_string() {
+                    return Ok(Outcome::AlreadyThere);
+                }
+                std::fs::write(&path, format!("{metric}\n"))
+                    .map_err(|e| NlError::Io(format!("writing {path}: {e}")))?;
+                return Ok(Outcome::Changed);
+            }
             Op::LinkUp { index, .. } => (link_msg(*index, true), delete, &[]),
             Op::LinkDown { index, .. } => (link_msg(*index, false), delete, &[]),
             Op::AddAddr(a) => (
@@ -332,11 +344,41 @@ fn parse_link(l: &LinkMessage) -> Link {
     }
     Link {
         index: l.header.index,
+        ra_defrtr_metric: kernel_ra_metric(&name),
         name,
         mac,
         up: l.header.flags.contains(LinkFlags::Up),
         mtu,
     }
+}
+
+/// The file of one IPv6 setting of a link, in this process's network namespace (like the
+/// netlink socket). Names never hold `/`: the kernel refuses them.
+fn ipv6_conf(dev: &str, key: &str) -> String {
+    format!("/proc/sys/net/ipv6/conf/{dev}/{key}")
+}
+
+/// See `Link::ra_defrtr_metric`. The kernel learns RA default routes on a link with
+/// `accept_ra` 2, or 1 while not forwarding, and `accept_ra_defrtr` 1 (Documentation/
+/// networking/ip-sysctl.rst); networkd and NetworkManager set `accept_ra` 0 on the links they
+/// manage and handle RAs themselves.
+fn kernel_ra_metric(dev: &str) -> Option<u32> {
+    if dev.is_empty() {
+        return None;
+    }
+    let read = |key: &str| -> Option<u32> {
+        std::fs::read_to_string(ipv6_conf(dev, key))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let accept_ra = read("accept_ra")?;
+    let learns = accept_ra == 2 || (accept_ra == 1 && read("forwarding")? == 0);
+    if !learns || read("accept_ra_defrtr")? != 1 {
+        return None;
+    }
+    read("ra_defrtr_metric").filter(|m| *m > 0)
 }
 
 fn link_msg(index: u32, up: bool) -> RouteNetlinkMessage {

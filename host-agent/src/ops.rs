@@ -20,6 +20,11 @@ pub struct Link {
     pub up: bool,
     /// The link's MTU (0: not known). A VPC's DHCP hands out 9001.
     pub mtu: u32,
+    /// The metric the kernel itself gives the IPv6 default routes it learns from router
+    /// advertisements on this link (`ra_defrtr_metric`); `None` where the kernel takes no RA
+    /// default here (a daemon such as networkd or NetworkManager handles RAs, or
+    /// `accept_ra`/`accept_ra_defrtr` say no) or cannot be told another metric (Linux < 5.18).
+    pub ra_defrtr_metric: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -76,6 +81,8 @@ impl RouteSpec {
 
 /// The kernel's main table.
 pub const RT_TABLE_MAIN: u32 = 254;
+/// Routes the kernel learned from router advertisements (`proto ra`).
+pub const RTPROT_RA: u8 = 9;
 
 /// A rule `from <src> [to <dst>] lookup <table> [suppress_prefixlength <n>]`. The agent installs
 /// three kinds per address of an ENI (model.rs has the priorities): to each VPC block via the
@@ -161,8 +168,14 @@ pub struct KernelRule {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
-    LinkUp { index: u32, dev: String },
-    LinkDown { index: u32, dev: String },
+    LinkUp {
+        index: u32,
+        dev: String,
+    },
+    LinkDown {
+        index: u32,
+        dev: String,
+    },
     AddAddr(AddrSpec),
     DelAddr(AddrSpec),
     AddRoute(RouteSpec),
@@ -171,6 +184,12 @@ pub enum Op {
     DelRule(RuleSpec),
     AddMarkRule(MarkRuleSpec),
     DelMarkRule(MarkRuleSpec),
+    /// The metric of the IPv6 default routes the kernel learns from RAs on a link.
+    SetRaMetric {
+        dev: String,
+        metric: u32,
+        was: u32,
+    },
 }
 
 impl Op {
@@ -186,6 +205,11 @@ impl Op {
             Op::DelRule(r) => Op::AddRule(r),
             Op::AddMarkRule(r) => Op::DelMarkRule(r),
             Op::DelMarkRule(r) => Op::AddMarkRule(r),
+            Op::SetRaMetric { dev, metric, was } => Op::SetRaMetric {
+                dev,
+                metric: was,
+                was: metric,
+            },
         }
     }
 }
@@ -300,6 +324,10 @@ impl fmt::Display for Op {
             Op::DelRule(r) => write!(f, "ip {}rule del {r}", family(&r.src)),
             Op::AddMarkRule(r) => write!(f, "ip {}rule add {r}", if r.v6 { "-6 " } else { "" }),
             Op::DelMarkRule(r) => write!(f, "ip {}rule del {r}", if r.v6 { "-6 " } else { "" }),
+            // Slashes: a device name may hold dots (VLANs), which sysctl reads as separators.
+            Op::SetRaMetric { dev, metric, .. } => {
+                write!(f, "sysctl -w net/ipv6/conf/{dev}/ra_defrtr_metric={metric}")
+            }
         }
     }
 }

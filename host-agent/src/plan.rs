@@ -8,8 +8,12 @@ use serde::Serialize;
 
 use crate::kernel::Snapshot;
 use crate::metadata::is_link_local;
-use crate::model::{ImdsEni, Instance, Mac, Target, RTPROT_SYMROUTE, TABLE_BASE};
-use crate::ops::{AddrSpec, Link, Op, RouteSpec, RuleSpec, RT_TABLE_MAIN};
+use crate::model::{
+    ImdsEni, Instance, Mac, Target, DEVICES_PER_CARD, MAX_NETWORK_CARD, RTPROT_SYMROUTE, TABLE_BASE,
+};
+use crate::ops::{
+    AddrSpec, Link, Op, RouteSpec, RuleSpec, IP6_DEFAULT_METRIC, RTPROT_RA, RT_TABLE_MAIN,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -168,23 +172,31 @@ fn rules_with(eni: &ImdsEni, vpc_bound: &[IpNet]) -> Vec<RuleSpec> {
 
 /// The router the interface learned for IPv6: the main table's default via that link (the RA
 /// default), lowest metric first.
-pub(crate) fn learned_v6_router(snap: &Snapshot, link: &Link) -> Option<Ipv6Addr> {
+pub(crate) fn learned_v6_router(snap: &Snapshot, link: &Link, table: u32) -> Option<Ipv6Addr> {
+    let v6_default_on_link =
+        |r: &&RouteSpec| r.oif == link.index && r.is_default() && r.dst.addr().is_ipv6();
     let mut defaults: Vec<&RouteSpec> = snap
         .routes
         .iter()
-        .filter(|r| {
-            r.table == RT_TABLE_MAIN
-                && r.oif == link.index
-                && r.is_default()
-                && r.dst.addr().is_ipv6()
-        })
-        .filter(|r| r.protocol != RTPROT_SYMROUTE)
+        .filter(v6_default_on_link)
+        .filter(|r| r.table == RT_TABLE_MAIN && r.protocol != RTPROT_SYMROUTE)
         .collect();
     defaults.sort_by_key(|r| r.effective_metric());
-    defaults.iter().find_map(|r| match r.gateway {
-        Some(IpAddr::V6(g)) => Some(g),
-        _ => None,
-    })
+    // Else the router this ENI's table already has: the kernel's RA default in main is gone
+    // for a moment after a demotion (the next RA brings it back at the new metric).
+    defaults
+        .iter()
+        .copied()
+        .chain(
+            snap.routes
+                .iter()
+                .filter(v6_default_on_link)
+                .filter(|r| r.table == table && r.protocol == RTPROT_SYMROUTE),
+        )
+        .find_map(|r| match r.gateway {
+            Some(IpAddr::V6(g)) => Some(g),
+            _ => None,
+        })
 }
 
 pub fn desired(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Desired {
@@ -246,7 +258,7 @@ pub fn desired(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Desired {
         for net in &eni.subnets_v6 {
             d.routes.push(route(IpNet::V6(*net), None, None, false));
         }
-        match learned_v6_router(snap, link) {
+        match learned_v6_router(snap, link, t) {
             Some(gw) => d.routes.push(route(IpNet::V6(Ipv6Net::default()), Some(IpAddr::V6(gw)), None, false)),
             None => d.warnings.push(format!(
                 "no IPv6 router learned on {} yet (no RA default route): IPv6 replies to other subnets stay on the main table until the next apply",
@@ -328,7 +340,8 @@ impl Ownership {
 }
 
 /// A DHCP default on a secondary that is as good as or better than the primary's takes over
-/// the instance's outbound traffic: move it behind the primary's, keeping it.
+/// the instance's outbound traffic: move it behind the primary's, keeping it. The same for the
+/// IPv6 default the kernel learns from router advertisements (see `ra_demotion`).
 fn demotions(eni: &ImdsEni, link: &Link, snap: &Snapshot, primary: Option<&Link>) -> Vec<Op> {
     let Some(primary) = primary else {
         return Vec::new();
@@ -336,6 +349,58 @@ fn demotions(eni: &ImdsEni, link: &Link, snap: &Snapshot, primary: Option<&Link>
     if primary.index == link.index {
         return Vec::new();
     }
+    let mut ops = v4_demotion(eni, link, snap, primary);
+    ops.extend(ra_demotion(eni, link, snap, primary));
+    ops
+}
+
+/// Where the kernel itself learns IPv6 defaults from RAs on the secondary (ifupdown, network-
+/// scripts: no daemon handles RAs), the VPC router's RA puts a default in main at 1024, the
+/// primary's metric: the kernel may then send any IPv6 reply, the primary's too, out of the
+/// secondary, and the VPC drops it. A copy at another metric is no fix: the kernel does not
+/// recognise it as the RA's and adds its own again (seen on Linux 6.18: "failed to add default
+/// route", or a second route). So the link's `ra_defrtr_metric` goes to the table number and
+/// the kernel's route at the tying metric is deleted; the next RA adds it back behind the
+/// primary's. Until then the ENI's table keeps its copy (`learned_v6_router`).
+fn ra_demotion(eni: &ImdsEni, link: &Link, snap: &Snapshot, primary: &Link) -> Vec<Op> {
+    let Some(current) = link.ra_defrtr_metric else {
+        return Vec::new();
+    };
+    let v6_default =
+        |r: &&RouteSpec| r.table == RT_TABLE_MAIN && r.is_default() && r.dst.addr().is_ipv6();
+    let Some(best_primary) = snap
+        .routes
+        .iter()
+        .filter(v6_default)
+        .filter(|r| r.oif == primary.index)
+        .map(|r| r.effective_metric())
+        .min()
+    else {
+        return Vec::new();
+    };
+    let mut ops = Vec::new();
+    if current <= best_primary {
+        ops.push(Op::SetRaMetric {
+            dev: link.name.clone(),
+            metric: eni.table().max(best_primary.saturating_add(1)),
+            was: current,
+        });
+    }
+    ops.extend(
+        snap.routes
+            .iter()
+            .filter(v6_default)
+            .filter(|r| {
+                r.oif == link.index
+                    && r.protocol == RTPROT_RA
+                    && r.effective_metric() <= best_primary
+            })
+            .map(|r| Op::DelRoute(r.clone())),
+    );
+    ops
+}
+
+fn v4_demotion(eni: &ImdsEni, link: &Link, snap: &Snapshot, primary: &Link) -> Vec<Op> {
     let v4_default =
         |r: &&RouteSpec| r.table == RT_TABLE_MAIN && r.is_default() && r.dst.addr().is_ipv4();
     let Some(best_primary) = snap
@@ -528,8 +593,27 @@ pub(crate) fn owned(snap: &Snapshot, eni: Option<(&ImdsEni, Option<&Link>)>) -> 
                 .filter(|a| index.is_none_or(|i| a.index == i))
                 .map(|a| Op::DelAddr(a.clone())),
         );
+        // The RA metric `ra_demotion` set (a table number): back to the kernel's default.
+        ops.extend(
+            snap.links
+                .iter()
+                .filter(|l| index.is_none_or(|i| l.index == i))
+                .filter_map(|l| match l.ra_defrtr_metric {
+                    Some(m) if is_table_number(m) => Some(Op::SetRaMetric {
+                        dev: l.name.clone(),
+                        metric: IP6_DEFAULT_METRIC,
+                        was: m,
+                    }),
+                    _ => None,
+                }),
+        );
     }
     ops
+}
+
+/// A number in the range of symroute's tables (every card, every device).
+fn is_table_number(n: u32) -> bool {
+    (TABLE_BASE..TABLE_BASE + DEVICES_PER_CARD * (MAX_NETWORK_CARD + 1)).contains(&n)
 }
 
 /// The plan for `apply`. ENIs without a kernel link are reported as missing and left alone.
@@ -686,6 +770,7 @@ mod tests {
             mac: Some(mac.parse().unwrap()),
             up: true,
             mtu: 1500,
+            ra_defrtr_metric: None,
         }
     }
 
@@ -722,6 +807,87 @@ mod tests {
             ..Snapshot::default()
         };
         (inst, snap)
+    }
+
+    /// The kernel's RA default on eth1 ties with eth0's in main: apply moves the link's RA
+    /// metric behind the primary's (the table number) and drops the tying route; once the next
+    /// RA has put it back at that metric, a re-apply changes nothing; remove restores 1024.
+    #[test]
+    fn a_kernel_ra_default_that_ties_with_the_primarys_is_demoted_through_the_links_ra_metric() {
+        let inst = Instance {
+            instance_id: Some("i-0123456789abcdef0".into()),
+            primary_mac: Some(P.parse().unwrap()),
+            enis: vec![
+                eni(P, "eni-00000000000000000", 0, Some(0), "10.0.1.10"),
+                eni(A, "eni-00000000000000001", 1, Some(0), "10.0.1.11"),
+            ],
+            unusable: vec![],
+        };
+        let router: IpAddr = "fe80::1".parse().unwrap();
+        let ra_default = |link: &Link, metric: u32| RouteSpec {
+            table: RT_TABLE_MAIN,
+            dst: "::/0".parse().unwrap(),
+            gateway: Some(router),
+            oif: link.index,
+            dev: link.name.clone(),
+            prefsrc: None,
+            scope_link: false,
+            protocol: RTPROT_RA,
+            metric: Some(metric),
+        };
+        let eth0 = link(2, "eth0", P);
+        let mut eth1 = link(3, "eth1", A);
+        eth1.ra_defrtr_metric = Some(1024);
+        let mut snap = Snapshot {
+            links: vec![eth0.clone(), eth1.clone()],
+            routes: vec![ra_default(&eth0, 1024), ra_default(&eth1, 1024)],
+            ..Snapshot::default()
+        };
+        let ops: Vec<String> = plan_apply(&inst, &snap, &Target::All, false, &[])
+            .ops()
+            .iter()
+            .map(|o| o.to_string())
+            .collect();
+        assert!(
+            ops.contains(&"sysctl -w net/ipv6/conf/eth1/ra_defrtr_metric=10001".to_string()),
+            "{ops:?}"
+        );
+        assert!(
+            ops.iter()
+                .any(|o| o.starts_with("ip -6 route del default") && o.contains("dev eth1")),
+            "{ops:?}"
+        );
+        assert!(!ops.iter().any(|o| o.contains("eth0")), "{ops:?}");
+
+        // After the next RA: eth1's default behind eth0's, nothing to demote.
+        snap.links[1].ra_defrtr_metric = Some(10001);
+        snap.routes[1] = ra_default(&eth1, 10001);
+        let again = plan_apply(&inst, &snap, &Target::All, false, &[]);
+        assert!(
+            !again
+                .ops()
+                .iter()
+                .any(|o| matches!(o, Op::SetRaMetric { .. } | Op::DelRoute(_))),
+            "{:?}",
+            again.ops()
+        );
+        // A daemon handles RAs on eth1 (no kernel RA metric): nothing of this kind.
+        snap.links[1].ra_defrtr_metric = None;
+        snap.routes[1] = ra_default(&eth1, 1024);
+        let daemon = plan_apply(&inst, &snap, &Target::All, false, &[]);
+        assert!(!daemon
+            .ops()
+            .iter()
+            .any(|o| matches!(o, Op::SetRaMetric { .. })));
+
+        // remove puts the kernel's default back.
+        snap.links[1].ra_defrtr_metric = Some(10001);
+        let (rm, _) = plan_remove(&inst, &snap, &Target::All);
+        assert!(rm.prune.contains(&Op::SetRaMetric {
+            dev: "eth1".into(),
+            metric: 1024,
+            was: 10001
+        }));
     }
 
     #[test]

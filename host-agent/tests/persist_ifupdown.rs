@@ -217,3 +217,89 @@ fn ifcfg_lines_executed_as_ifup_routes_does_bring_it_back() {
     remove(&bed, "ifcfg", &t.dir);
     assert_eq!(snapshot(&t.dir), before, "remove left the tree changed");
 }
+
+/// After a boot, ifupdown hosts leave IPv6 router advertisements to the kernel, which would
+/// put eth1's RA default in main at 1024 again, tying with the primary's (and taking its
+/// replies and new connections). The stanza gives the link the demoted RA metric before ifup
+/// brings it up: after a "reboot" (link down, the kernel's default metric back) and the real
+/// ifup, eth1's RA default comes back at 10001, behind eth0's.
+#[test]
+fn ifupdown_stanza_keeps_the_secondarys_ra_default_behind_the_primarys() {
+    need_root!();
+    let bed = common::Bed::new(true);
+    bed.attach(
+        symroute_testbed::EniSpec::new("eth1", &bed.a)
+            .ip(PRIMARY)
+            .ipv6("2600:1f18:1:1::20"),
+        1,
+        0,
+        ENI,
+    );
+    bed.inst
+        .wait_ipv6_default("eth1", 10)
+        .expect("eth1 learned an IPv6 default from RA");
+    let t = ifupdown_tree();
+    apply(&bed, "ifupdown", &t.dir);
+    let ours = t.read("/etc/network/interfaces.d/symroute-eth1");
+    assert!(
+        ours.contains("echo 10001 > /proc/sys/net/ipv6/conf/eth1/ra_defrtr_metric"),
+        "{ours}"
+    );
+    let sysctl = "/proc/sys/net/ipv6/conf/eth1/ra_defrtr_metric";
+    let eth1_defaults = || {
+        let out = bed
+            .inst
+            .exec(&["ip", "-6", "route", "show", "default", "dev", "eth1"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // The reboot: the link goes down (its routes go), the kernel's setting is back to 1024.
+    bed.inst
+        .exec(&["ip", "addr", "flush", "dev", "eth1"])
+        .unwrap();
+    bed.inst
+        .exec(&["ip", "link", "set", "eth1", "down"])
+        .unwrap();
+    bed.inst
+        .sysctl("net.ipv6.conf.eth1.ra_defrtr_metric", "1024")
+        .unwrap();
+    let state = TempTree::new();
+    let out = bed
+        .inst
+        .command("ifup")
+        .arg("-i")
+        .arg(t.path("/etc/network/interfaces"))
+        .arg("--state-dir")
+        .arg(&state.dir)
+        .arg("eth1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ifup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metric = bed.inst.exec(&["cat", sysctl]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&metric.stdout).trim(), "10001");
+    // The RA (every 3-4 s here) comes after the link is up: at 10001, never at 1024.
+    let back = (0..50).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let d = eth1_defaults();
+        (!d.is_empty()).then_some(d)
+    });
+    let d = back.expect("no RA default on eth1 after ifup");
+    assert!(
+        d.contains("metric 10001") && !d.contains("metric 1024"),
+        "{d}"
+    );
+    let dev = bed.ip_json(&[
+        "-6",
+        "route",
+        "get",
+        "2600:1f18:1:2::50",
+        "from",
+        "2600:1f18:1:1::10",
+    ]);
+    assert_eq!(dev[0]["dev"], "eth0", "{dev}");
+}

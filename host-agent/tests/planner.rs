@@ -346,6 +346,13 @@ fn run(snap: &mut Snapshot, op: &Op) {
                 .expect("mark rule to delete");
             snap.marks.remove(i);
         }
+        Op::SetRaMetric { dev, metric, .. } => {
+            snap.links
+                .iter_mut()
+                .find(|l| l.name == *dev)
+                .expect("link")
+                .ra_defrtr_metric = Some(*metric);
+        }
     }
 }
 
@@ -354,7 +361,7 @@ fn normal(snap: &Snapshot) -> Vec<String> {
     let mut v: Vec<String> = snap
         .links
         .iter()
-        .map(|l| format!("link {} {}", l.name, l.up))
+        .map(|l| format!("link {} {} {:?}", l.name, l.up, l.ra_defrtr_metric))
         .collect();
     v.extend(
         snap.addrs

@@ -368,27 +368,6 @@ fn a_dnatted_container_answers_over_ipv6_through_the_eni_it_was_reached_on_with_
     bed.inst
         .wait_ipv6_default("eth1", 10)
         .expect("eth1 learned an IPv6 default from RA");
-    // eth1's RA default behind eth0's in main (RAs come every 3-4 s), as on a host where the
-    // primary's default wins: otherwise the kernel may pick eth1's for any reply, and the
-    // container's replies would leave by eth1 with or without the mode.
-    bed.inst
-        .sysctl("net.ipv6.conf.eth1.ra_defrtr_metric", "2048")
-        .expect("ra_defrtr_metric");
-    bed.inst
-        .exec(&["ip", "-6", "route", "del", "default", "dev", "eth1"])
-        .expect("drop eth1's RA default");
-    let demoted = (0..50).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let out = bed
-            .inst
-            .exec(&["ip", "-6", "route", "show", "default", "dev", "eth1"])
-            .expect("ip route");
-        String::from_utf8_lossy(&out.stdout).contains("metric 2048")
-    });
-    assert!(
-        demoted,
-        "eth1's next RA default did not come back at metric 2048"
-    );
     let container = bed
         .vpc
         .add_local_peer(&bed.inst, "docker0", "172.17.0.1/16", "172.17.0.2")
@@ -473,6 +452,9 @@ fn a_dnatted_container_answers_over_ipv6_through_the_eni_it_was_reached_on_with_
         "container ↔ docker0 (testbed sanity)"
     );
 
+    // apply also puts eth1's RA default behind eth0's in main (see
+    // the_secondarys_ra_default_goes_behind_the_primarys...): the container's replies, which
+    // no `from` rule sees, follow eth0's.
     bed.apply(&[]);
     let drops = bed.vpc.srcdst_drops().expect("drops");
     assert!(
@@ -724,6 +706,130 @@ fn ipv6_rules_and_ra_default() {
         "eth1's IPv6 address answers another subnet"
     );
     assert!(client.ping(ip(&eth1.primary_ipv4().to_string()), 1, 2));
+}
+
+/// The kernel learns eth1's IPv6 default from the VPC router's RA at the primary's metric
+/// (1024), and its FIB then sends the primary's IPv6 replies and every new outbound IPv6
+/// connection out of eth1 (where the VPC drops what carries the primary's address). apply
+/// moves eth1's RA metric behind the primary's; after the next RA, main has eth1's default at
+/// 10001, the FIB says eth0, the primary answers over IPv6, eth1 still answers through its
+/// table, a re-apply changes nothing, and remove gives the kernel its default metric back.
+#[test]
+fn the_secondarys_ra_default_goes_behind_the_primarys_and_the_primary_answers_over_ipv6() {
+    need_root!();
+    let bed = Bed::new(true);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a)
+            .ip("10.0.1.20")
+            .ipv6("2600:1f18:1:1::20"),
+        1,
+        0,
+        "eni-66666666666666662",
+    );
+    let far = bed
+        .vpc
+        .add_client_with(&bed.b, &["10.0.2.50", "2600:1f18:1:2::50"])
+        .unwrap();
+    bed.inst
+        .wait_ipv6_default("eth1", 10)
+        .expect("eth1 learned an IPv6 default from RA");
+    let defaults = || -> Vec<(String, u64)> {
+        bed.ip_json(&["-6", "route", "show", "default"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["dev"].as_str().unwrap_or("").to_string(),
+                    r["metric"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let ra_metric = || {
+        let out = bed
+            .inst
+            .exec(&["cat", "/proc/sys/net/ipv6/conf/eth1/ra_defrtr_metric"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let primary_v6 = ip("2600:1f18:1:1::10");
+    let mut before = defaults();
+    before.sort();
+    assert_eq!(
+        before,
+        vec![("eth0".into(), 1024), ("eth1".into(), 1024)],
+        "testbed sanity: both RA defaults tie"
+    );
+    // Where the kernel would send the primary's IPv6 replies, and a new outbound connection
+    // (asked of its FIB; nothing is sent).
+    let out_dev = |from: Option<&str>| {
+        let mut args = vec!["-6", "route", "get", "2600:1f18:1:2::50"];
+        if let Some(src) = from {
+            args.extend(["from", src]);
+        }
+        bed.ip_json(&args)[0]["dev"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(
+        (out_dev(Some("2600:1f18:1:1::10")), out_dev(None)),
+        ("eth1".to_string(), "eth1".to_string()),
+        "testbed sanity: with the tie, the primary's replies and new connections leave by eth1"
+    );
+
+    let run = bed.apply(&[]);
+    let changes: Vec<String> = run.json["enis"][0]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        changes.contains(&"sysctl -w net/ipv6/conf/eth1/ra_defrtr_metric=10001".to_string()),
+        "{changes:?}"
+    );
+    assert_eq!(ra_metric(), "10001");
+    assert!(
+        !defaults().contains(&("eth1".into(), 1024)),
+        "the tying route stayed: {:?}",
+        defaults()
+    );
+    // The VPC router's next RA (every 3-4 s here) brings eth1's default back, behind eth0's.
+    let back = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        defaults().contains(&("eth1".into(), 10001))
+    });
+    assert!(
+        back,
+        "eth1's RA default did not come back at 10001: {:?}",
+        defaults()
+    );
+    assert!(defaults().contains(&("eth0".into(), 1024)));
+    assert_eq!(
+        (out_dev(Some("2600:1f18:1:1::10")), out_dev(None)),
+        ("eth0".to_string(), "eth0".to_string()),
+        "the primary's replies and new connections leave by eth0"
+    );
+    assert!(
+        far.ping(primary_v6, 2, 2),
+        "the primary's IPv6 address answers another subnet"
+    );
+    assert!(
+        far.ping(ip("2600:1f18:1:1::20"), 1, 2),
+        "eth1's IPv6 address still answers"
+    );
+    let again = bed.apply(&[]);
+    assert_eq!(again.json["changes"], 0, "{}", again.stdout);
+
+    let rm = bed.agent(&["remove", "--all", "--json", "--persist", "none"]);
+    assert_eq!(rm.code, 0, "{}\n{}", rm.stdout, rm.stderr);
+    assert_eq!(
+        ra_metric(),
+        "1024",
+        "remove gives the kernel its default metric back"
+    );
 }
 
 /// status reports every ENI, with symmetric yes/no, and leaves a foreign setup alone.

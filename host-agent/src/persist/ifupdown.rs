@@ -98,18 +98,37 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
         "[ \"$(cat /sys/class/net/{ifn}/address)\" != {} ] || ",
         eni.mac
     );
+    // The kernel learns the VPC router's RA default on this link at the primary's metric
+    // (1024) unless told otherwise before the link comes up: tell it (Linux 5.18+), and drop
+    // a default it learned before this stanza ran (another stanza brought the link up first).
+    let ra = eni.ra_metric.map(|m| {
+        let conf = format!("/proc/sys/net/ipv6/conf/{ifn}/ra_defrtr_metric");
+        (
+            format!("    pre-up {only}[ ! -w {conf} ] || echo {m} > {conf}"),
+            format!(
+                "    post-up {only}[ ! -w {conf} ] || ip -6 route del default dev {ifn} proto ra metric 1024 2>/dev/null || true"
+            ),
+        )
+    });
     let skip = if existing {
         let _ = writeln!(s, "iface {ifn} inet manual");
+        if let Some((pre, _)) = &ra {
+            let _ = writeln!(s, "{pre}");
+        }
         1
     } else {
         // The VPC's MTU as DHCP had set it, where it is above 1500: `inet manual` is static.
         let mtu = eni.mtu.map_or_else(String::new, |m| format!("mtu {m} "));
-        let _ = writeln!(
-            s,
-            "allow-hotplug {ifn}\niface {ifn} inet manual\n    pre-up {only}ip link set dev {ifn} {mtu}up"
-        );
+        let _ = writeln!(s, "allow-hotplug {ifn}\niface {ifn} inet manual");
+        if let Some((pre, _)) = &ra {
+            let _ = writeln!(s, "{pre}");
+        }
+        let _ = writeln!(s, "    pre-up {only}ip link set dev {ifn} {mtu}up");
         0
     };
+    if let Some((_, post)) = &ra {
+        let _ = writeln!(s, "{post}");
+    }
     let add_addr = |s: &mut String, a: String, fam: &str| {
         let _ = writeln!(s, "    post-up {only}ip {fam}addr replace {a} dev {ifn}");
     };

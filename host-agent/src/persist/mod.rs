@@ -132,6 +132,12 @@ pub struct EniConfig {
     /// The link's MTU where it is above Ethernet's 1500 (a VPC's DHCP sets 9001): files that
     /// configure the link statically say it, or a reboot would bring the link back at 1500.
     pub mtu: Option<u32>,
+    /// The metric for the IPv6 defaults the kernel learns from RAs on this link, where the
+    /// kernel (not a daemon) handles RAs and the ENI's subnet has IPv6: the table number, so
+    /// that after a boot the RA default does not tie with the primary's (plan::ra_demotion).
+    /// Only ifupdown needs it written: networkd, NetworkManager and netplan handle RAs
+    /// themselves (networkd's `[IPv6AcceptRA] RouteMetric=`, NetworkManager's route table).
+    pub ra_metric: Option<u32>,
 }
 
 impl EniConfig {
@@ -152,6 +158,7 @@ impl EniConfig {
             rules: desired.rules.clone(),
             marks: Vec::new(),
             mtu: (link.mtu > 1500).then_some(link.mtu),
+            ra_metric: (!eni.subnets_v6.is_empty()).then_some(eni.table()),
         }
     }
 

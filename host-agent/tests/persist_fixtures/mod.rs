@@ -89,6 +89,7 @@ pub fn config(
         up: true,
         // As a VPC's DHCP leaves it: the static renderings must keep it.
         mtu: 9001,
+        ra_defrtr_metric: None,
     };
     let mut snap = Snapshot {
         links: vec![link.clone()],

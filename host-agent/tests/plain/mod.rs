@@ -51,6 +51,7 @@ pub fn link(device: u8, up: bool) -> Link {
         mac: Some(mac(device)),
         up,
         mtu: 1500,
+        ra_defrtr_metric: None,
     }
 }
 
