@@ -325,17 +325,69 @@ fn detection_order() {
         // Installed but not running (a container, a chroot): nothing would run the unit.
         (&[("/etc/systemd/system/.keep", "")], None, "no supported"),
         (
-            &[("/etc/network/interfaces", "")],
+            &[
+                ("/etc/network/interfaces", ""),
+                ("/usr/sbin/ifup", ""),
+                (
+                    "/etc/systemd/system/multi-user.target.wants/networking.service",
+                    "",
+                ),
+            ],
             Some(Backend::Ifupdown),
-            "interfaces",
+            "networking.service",
         ),
         (
             &[
                 ("/etc/network/interfaces", ""),
+                ("/usr/sbin/ifup", ""),
+                ("/usr/lib/udev/rules.d/80-ifupdown.rules", ""),
+            ],
+            Some(Backend::Ifupdown),
+            "udev rule",
+        ),
+        // The file without ifupdown to read it, or with nothing to run it at boot (service
+        // disabled, udev rule masked): not ifupdown (seen on images that purged the package).
+        (
+            &[
+                ("/etc/network/interfaces", ""),
+                ("/run/systemd/system/.keep", ""),
+            ],
+            Some(Backend::Unit),
+            "systemd",
+        ),
+        (
+            &[
+                ("/etc/network/interfaces", ""),
+                ("/usr/sbin/ifup", ""),
+                ("/usr/lib/udev/rules.d/80-ifupdown.rules", ""),
+                ("/etc/udev/rules.d/80-ifupdown.rules", ""),
+                ("/run/systemd/system/.keep", ""),
+            ],
+            Some(Backend::Unit),
+            "systemd",
+        ),
+        (
+            &[
+                ("/etc/network/interfaces", ""),
+                ("/usr/sbin/ifup", ""),
+                ("/usr/lib/udev/rules.d/80-ifupdown.rules", ""),
                 ("/etc/sysconfig/network-scripts/ifcfg-eth0", ""),
+                ("/etc/sysconfig/network-scripts/ifup-routes", ""),
             ],
             Some(Backend::Ifcfg),
             "network-scripts",
+        ),
+        // RHEL 9: the directory stays for NetworkManager's ifcfg plugin, without
+        // network-scripts' ifup-routes; with NM neither running nor enabled, ifupdown is next.
+        (
+            &[
+                ("/etc/network/interfaces", ""),
+                ("/usr/sbin/ifup", ""),
+                ("/usr/lib/udev/rules.d/80-ifupdown.rules", ""),
+                ("/etc/sysconfig/network-scripts/ifcfg-eth0", ""),
+            ],
+            Some(Backend::Ifupdown),
+            "interfaces",
         ),
         (
             &[
@@ -362,6 +414,8 @@ fn detection_order() {
         (
             &[
                 ("/etc/network/interfaces", ""),
+                ("/usr/sbin/ifup", ""),
+                ("/usr/lib/udev/rules.d/80-ifupdown.rules", ""),
                 ("/etc/NetworkManager/NetworkManager.conf", ""),
             ],
             Some(Backend::Ifupdown),
@@ -382,6 +436,8 @@ fn detection_order() {
             // A shipped file for other interfaces does not make networkd the manager.
             &[
                 ("/etc/network/interfaces", ""),
+                ("/usr/sbin/ifup", ""),
+                ("/usr/lib/udev/rules.d/80-ifupdown.rules", ""),
                 (
                     "/usr/lib/systemd/network/80-container-ve.network",
                     "[Match]\nName=ve-*\n",
@@ -393,6 +449,8 @@ fn detection_order() {
         (
             &[
                 ("/etc/network/interfaces", ""),
+                ("/usr/sbin/ifup", ""),
+                ("/usr/lib/udev/rules.d/80-ifupdown.rules", ""),
                 (
                     "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
                     "",

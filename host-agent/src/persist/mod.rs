@@ -21,6 +21,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use log::debug;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -375,6 +376,43 @@ const NM_ACTIVE: &[&str] = &[
     "/etc/systemd/system/network-online.target.wants/NetworkManager-wait-online.service",
 ];
 
+/// network-scripts' script that reads `route-`/`rule-` files when `ifup` brings a link up
+/// (RHEL 9 and later keep the directory for NetworkManager's ifcfg plugin, without it).
+const IFUP_ROUTES: &str = "/etc/sysconfig/network-scripts/ifup-routes";
+
+/// What runs ifupdown at boot, if anything: `networking.service` enabled, or ifupdown's udev
+/// rule, which brings `allow-hotplug` stanzas (ours) up as their device appears, coldplug
+/// included, even with the service disabled, unless masked (a file of that name in
+/// /etc/udev/rules.d overrides it). `None` also when `ifup` is not installed.
+fn ifupdown_at_boot(root: &Root) -> Option<String> {
+    let ifup = ["/usr/sbin/ifup", "/sbin/ifup"]
+        .into_iter()
+        .find(|p| root.exists(p))?;
+    let enabled = [
+        "/etc/systemd/system/multi-user.target.wants/networking.service",
+        "/etc/systemd/system/network-online.target.wants/networking.service",
+    ]
+    .into_iter()
+    .find(|p| root.exists(p));
+    if let Some(p) = enabled {
+        return Some(format!("{ifup} run by networking.service ({p})"));
+    }
+    // Masked: a link to /dev/null or an empty file in /etc (a real file there replaces it).
+    let over = root.path("/etc/udev/rules.d/80-ifupdown.rules");
+    let masked = fs::read_link(&over).is_ok_and(|t| t == Path::new("/dev/null"))
+        || fs::metadata(&over).is_ok_and(|m| m.len() == 0);
+    let rule = [
+        "/usr/lib/udev/rules.d/80-ifupdown.rules",
+        "/lib/udev/rules.d/80-ifupdown.rules",
+    ]
+    .into_iter()
+    .find(|p| root.exists(p));
+    match rule {
+        Some(r) if !masked => Some(format!("{ifup} run by its udev rule ({r})")),
+        _ => None,
+    }
+}
+
 /// `auto`: the first that applies, in this order:
 /// 1. amazon-ec2-net-utils present: it already owns ENI routing, so nothing (unless `force`).
 /// 2. netplan (`/etc/netplan/*.yaml`): netplan generates the networkd (or NM) configuration, so
@@ -384,8 +422,9 @@ const NM_ACTIVE: &[&str] = &[
 ///    Before NM and ifupdown because networkd deletes foreign rules on reconfigure.
 /// 4. NetworkManager (`/etc/NetworkManager`), running or enabled (`NM_ACTIVE`): RHEL 8/9 keep
 ///    network-scripts around, but NM owns the interfaces there, so NM goes before ifcfg.
-/// 5. network-scripts (`/etc/sysconfig/network-scripts`): RHEL/CentOS 7, Amazon Linux 2.
-/// 6. ifupdown (`/etc/network/interfaces`): Debian without networkd.
+/// 5. network-scripts (`/etc/sysconfig/network-scripts` with `IFUP_ROUTES`): RHEL/CentOS 7,
+///    Amazon Linux 2.
+/// 6. ifupdown (`/etc/network/interfaces`, and `ifupdown_at_boot`): Debian without networkd.
 /// 7. systemd (running as init) without any of the above: the boot-time unit.
 /// 8. none, with a warning: the routing is live only.
 pub fn detect(root: &Root, ifaces: &[(String, Mac)], force: bool) -> Choice {
@@ -438,17 +477,30 @@ pub fn detect(root: &Root, ifaces: &[(String, Mac)], force: bool) -> Choice {
             return found(Backend::Nm, format!("detected: NetworkManager ({why})"));
         }
     }
+    // A directory or a file is not a manager: the tool that reads ours must be there, and
+    // something must run it at boot.
     if root.exists("/etc/sysconfig/network-scripts") {
-        return found(
-            Backend::Ifcfg,
-            "detected: /etc/sysconfig/network-scripts".into(),
-        );
+        if root.exists(IFUP_ROUTES) {
+            return found(
+                Backend::Ifcfg,
+                format!("detected: /etc/sysconfig/network-scripts, read by {IFUP_ROUTES}"),
+            );
+        }
+        debug!("/etc/sysconfig/network-scripts without {IFUP_ROUTES}: not network-scripts");
     }
     if root.exists("/etc/network/interfaces") {
-        return found(
-            Backend::Ifupdown,
-            "detected: /etc/network/interfaces".into(),
-        );
+        match ifupdown_at_boot(root) {
+            Some(why) => {
+                return found(
+                    Backend::Ifupdown,
+                    format!("detected: /etc/network/interfaces, {why}"),
+                )
+            }
+            None => debug!(
+                "/etc/network/interfaces, but no ifup that runs at boot (not installed, or \
+                 networking.service disabled and its udev rule masked): not ifupdown"
+            ),
+        }
     }
     // systemd is the running init (sd_booted(): /run/systemd/system), not merely installed.
     if root.exists("/run/systemd/system") {
