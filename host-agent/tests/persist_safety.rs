@@ -87,7 +87,7 @@ fn failed_persistence_keeps_the_live_routing_and_the_files_and_dry_run_writes_no
     ]);
     assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
     let err = r.json["error"].as_str().unwrap();
-    assert!(err.contains("generate rejected the configuration"), "{err}");
+    assert!(err.contains("rejected the configuration"), "{err}");
     assert!(err.contains("live routing works and was kept"), "{err}");
     assert!(answers(&far), "the ENI does not answer after exit 4");
     assert_eq!(snapshot(&t.path("/etc")), before);

@@ -355,26 +355,39 @@ pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
 /// and a bad merge fails the run instead of the next boot. Nothing is reloaded or restarted.
 /// Without netplan installed there is nothing to generate for: `Ok(false)`.
 pub fn generate(root: &Root) -> Result<bool> {
-    let Some(bin) = ["/usr/sbin/netplan", "/usr/bin/netplan", "/sbin/netplan"]
-        .iter()
-        .find(|p| Path::new(p).exists())
-    else {
+    // `netplan generate` is a Python wrapper that runs netplan's generator with the same
+    // arguments (netplan/cli/commands/generate.py; its path from cli/utils.py, /lib/netplan/
+    // generate, /usr/libexec/netplan/generate since 0.106). Run the generator itself: the
+    // wrapper's Python start cost 2-3 s of CPU per run under the lab's TCG, during which the run
+    // holds the lock and the next attach or detach waits.
+    const GENERATORS: [&str; 3] = [
+        "/usr/libexec/netplan/generate",
+        "/usr/lib/netplan/generate",
+        "/lib/netplan/generate",
+    ];
+    const CLIS: [&str; 3] = ["/usr/sbin/netplan", "/usr/bin/netplan", "/sbin/netplan"];
+    let mut cmd = if let Some(g) = GENERATORS.iter().find(|p| Path::new(p).exists()) {
+        std::process::Command::new(g)
+    } else if let Some(cli) = CLIS.iter().find(|p| Path::new(p).exists()) {
+        let mut c = std::process::Command::new(cli);
+        c.arg("generate");
+        c
+    } else {
         return Ok(false);
     };
-    let mut cmd = std::process::Command::new(bin);
-    cmd.arg("generate");
+    let bin = cmd.get_program().to_string_lossy().into_owned();
     if root.path("/") != Path::new("/") {
         cmd.arg("--root-dir").arg(root.path("/"));
     }
     let out = cmd.output().map_err(|source| Error::PersistIo {
-        context: format!("running {bin} generate"),
+        context: format!("running {bin}"),
         source,
     })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         return Err(Error::Persist(format!(
-            "{bin} generate rejected the configuration: {}",
+            "netplan generate ({bin}) rejected the configuration: {}",
             crate::model::clip(first.trim())
         )));
     }
