@@ -4,8 +4,9 @@ The agent persists what it does (network configuration, systemd units, udev rule
 trigger, its copy in /usr/local/sbin); on this machine that would land in the host's own /etc,
 /var/lib and /usr/local. One holder process keeps a mount namespace, inside the instance's
 network namespace, in which /etc, /var/lib and /usr/local are copy-on-write overlays over a
-tmpfs and the network configuration directories are empty; every command runs in it (nsenter), so what one command persists the next one sees, as
-on a real instance, and the host sees nothing.
+tmpfs, the network configuration directories are empty and /run/symroute (the agent's lock and
+the metadata it keeps) is its own; every command runs in it (nsenter), so what one command
+persists the next one sees, as on a real instance, and the host sees nothing.
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ _HOLDER = ('s=$1; shift; mount -t tmpfs symroute-instance "$s" || exit 125; '
            'mkdir -p "$s/u$n" "$s/w$n" && mount -t overlay symroute-instance '
            '-o "lowerdir=$d,upperdir=$s/u$n,workdir=$s/w$n" "$d" || exit 125; done; '
            'for d in "$@"; do [ -d "$d" ] && mount -t tmpfs symroute-instance "$d"; done; '
+           # The agent's run lock and the metadata it keeps for the periodic check: private to
+           # root (0700, as the agent checks) and to this instance.
+           'mkdir -p /run/symroute && mount -t tmpfs -o mode=0700 symroute-instance /run/symroute '
+           '|| exit 125; '
            'echo ready; exec sleep infinity')
 
 
