@@ -81,15 +81,15 @@ fn refused(inst: &Instance, sel: &Target) -> Option<Error> {
     ))
 }
 
-/// Returns the instance once everything selected is ready. With `--all`, whatever is still not
-/// ready when the wait ends is returned as `pending` (the rest is configured); for one ENI,
-/// the wait ending is an error (exit 3).
+/// Returns the instance once everything selected is ready, with the kernel's links as they were
+/// then. With `--all`, whatever is still not ready when the wait ends is returned as `pending`
+/// (the rest is configured); for one ENI, the wait ending is an error (exit 3).
 pub(crate) fn wait_until_ready(
     imds: &Imds,
     kernel: &mut Kernel,
     sel: &Target,
     wait: Duration,
-) -> Result<(Instance, Vec<String>)> {
+) -> Result<(Instance, Vec<String>, Vec<Link>)> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(100);
     let mut told = false;
@@ -106,11 +106,11 @@ pub(crate) fn wait_until_ready(
         let links = kernel.links()?;
         let waiting = pending(&inst, &links, sel);
         if waiting.is_empty() {
-            return Ok((inst, waiting));
+            return Ok((inst, waiting, links));
         }
         if start.elapsed() >= wait {
             return match sel {
-                Target::All => Ok((inst, waiting)),
+                Target::All => Ok((inst, waiting, links)),
                 _ => Err(Error::NotAppeared {
                     what: sel.describe(),
                     waited: wait,

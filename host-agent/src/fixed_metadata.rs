@@ -46,6 +46,11 @@ fn owner(path: &str) -> Result<Option<Mac>, String> {
     mac.parse().map(Some)
 }
 
+/// One word of printable ASCII, as every fixed key's value is (ids, numbers, a MAC, a CIDR).
+fn usable(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
 fn ifindex_of(links: &[Link], mac: Mac) -> Option<u32> {
     links.iter().find(|l| l.mac == Some(mac)).map(|l| l.index)
 }
@@ -65,7 +70,7 @@ pub(crate) fn parse(text: &str, links: &[Link]) -> Result<BTreeMap<String, Strin
         else {
             return Err(bad("not `<ifindex> <path> <value>`".into()));
         };
-        if value.is_empty() || value.len() > 64 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        if !usable(value) {
             return Err(bad(format!("{path}: an unusable value")));
         }
         let holds = match (owner(path).map_err(bad)?, index) {
@@ -91,7 +96,7 @@ pub(crate) fn render(values: &BTreeMap<String, String>, links: &[Link], ready: &
     let mut out = format!("{HEADER}\n");
     for (path, value) in values {
         let value = value.trim();
-        if value.is_empty() || value.len() > 64 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        if !usable(value) {
             continue;
         }
         let index = match owner(path) {

@@ -366,58 +366,64 @@ fn ra_demotion(eni: &ImdsEni, link: &Link, snap: &Snapshot, primary: &Link) -> V
     let Some(current) = link.ra_defrtr_metric else {
         return Vec::new();
     };
-    let v6_default =
-        |r: &&RouteSpec| r.table == RT_TABLE_MAIN && r.is_default() && r.dst.addr().is_ipv6();
-    let Some(best_primary) = snap
-        .routes
-        .iter()
-        .filter(v6_default)
-        .filter(|r| r.oif == primary.index)
-        .map(|r| r.effective_metric())
-        .min()
-    else {
+    let Some((best_primary, new_metric)) = demotion_metrics(eni, snap, primary, true) else {
         return Vec::new();
     };
     let mut ops = Vec::new();
     if current <= best_primary {
         ops.push(Op::SetRaMetric {
             dev: link.name.clone(),
-            metric: eni.table().max(best_primary.saturating_add(1)),
+            metric: new_metric,
             was: current,
         });
     }
     ops.extend(
-        snap.routes
-            .iter()
-            .filter(v6_default)
-            .filter(|r| {
-                r.oif == link.index
-                    && r.protocol == RTPROT_RA
-                    && r.effective_metric() <= best_primary
-            })
+        tying_defaults(snap, link, best_primary, true)
+            .filter(|r| r.protocol == RTPROT_RA)
             .map(|r| Op::DelRoute(r.clone())),
     );
     ops
 }
 
-fn v4_demotion(eni: &ImdsEni, link: &Link, snap: &Snapshot, primary: &Link) -> Vec<Op> {
-    let v4_default =
-        |r: &&RouteSpec| r.table == RT_TABLE_MAIN && r.is_default() && r.dst.addr().is_ipv4();
-    let Some(best_primary) = snap
+/// The best metric of the primary's default routes of one family in main, and the metric a
+/// secondary's default that ties with or beats it is moved to: behind it, the table number
+/// at least. `None` where the primary has no such default (nothing to protect).
+fn demotion_metrics(
+    eni: &ImdsEni,
+    snap: &Snapshot,
+    primary: &Link,
+    v6: bool,
+) -> Option<(u32, u32)> {
+    let best = snap
         .routes
         .iter()
-        .filter(v4_default)
-        .filter(|r| r.oif == primary.index)
+        .filter(|r| main_default(r, v6) && r.oif == primary.index)
         .map(|r| r.effective_metric())
-        .min()
-    else {
+        .min()?;
+    Some((best, eni.table().max(best.saturating_add(1))))
+}
+
+/// The secondary's default routes of one family in main that tie with or beat `best_primary`.
+fn tying_defaults<'a>(
+    snap: &'a Snapshot,
+    link: &'a Link,
+    best_primary: u32,
+    v6: bool,
+) -> impl Iterator<Item = &'a RouteSpec> {
+    snap.routes.iter().filter(move |r| {
+        main_default(r, v6) && r.oif == link.index && r.effective_metric() <= best_primary
+    })
+}
+
+fn main_default(r: &RouteSpec, v6: bool) -> bool {
+    r.table == RT_TABLE_MAIN && r.is_default() && r.dst.addr().is_ipv6() == v6
+}
+
+fn v4_demotion(eni: &ImdsEni, link: &Link, snap: &Snapshot, primary: &Link) -> Vec<Op> {
+    let Some((best_primary, new_metric)) = demotion_metrics(eni, snap, primary, false) else {
         return Vec::new();
     };
-    let new_metric = eni.table().max(best_primary.saturating_add(1));
-    snap.routes
-        .iter()
-        .filter(v4_default)
-        .filter(|r| r.oif == link.index && r.effective_metric() <= best_primary)
+    tying_defaults(snap, link, best_primary, false)
         .flat_map(|old| {
             let new = RouteSpec {
                 metric: Some(new_metric),

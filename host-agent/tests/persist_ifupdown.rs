@@ -12,6 +12,26 @@ use std::fs;
 use persist_bed::*;
 use persist_fixtures::{snapshot, TempTree};
 
+/// The real `verb` (`ifup` or `ifdown`) for eth1, reading `t`'s interfaces file and keeping
+/// its state in `state`, as at boot; it must succeed.
+fn ifupdown_eth1(bed: &common::Bed, verb: &str, t: &TempTree, state: &TempTree) {
+    let out = bed
+        .inst
+        .command(verb)
+        .arg("-i")
+        .arg(t.path("/etc/network/interfaces"))
+        .arg("--state-dir")
+        .arg(&state.dir)
+        .arg("eth1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{verb}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn ifupdown_stanza_brings_it_back_with_ifup() {
     need_root!();
@@ -48,24 +68,7 @@ fn ifupdown_stanza_brings_it_back_with_ifup() {
             .exec(&["ip", "link", "set", "eth1", "mtu", "1500"])
             .unwrap();
         let state = TempTree::new();
-        let file = t.path("/etc/network/interfaces");
-        let ifupdown = |verb: &str| {
-            let out = bed
-                .inst
-                .command(verb)
-                .arg("-i")
-                .arg(&file)
-                .arg("--state-dir")
-                .arg(&state.dir)
-                .arg("eth1")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{verb}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let ifupdown = |verb: &str| ifupdown_eth1(&bed, verb, &t, &state);
         ifupdown("ifup");
         assert!(answers(&far), "eth1 does not answer after ifup ({method})");
         let mtu = bed.inst.exec(&["cat", "/sys/class/net/eth1/mtu"]).unwrap();
@@ -110,22 +113,7 @@ fn ifupdown_stanza_configures_nothing_on_another_eni_with_the_same_name() {
     bed.inst
         .exec(&["ip", "link", "set", "eth1", "address", "0a:ee:00:00:00:01"])
         .unwrap();
-    let state = TempTree::new();
-    let out = bed
-        .inst
-        .command("ifup")
-        .arg("-i")
-        .arg(t.path("/etc/network/interfaces"))
-        .arg("--state-dir")
-        .arg(&state.dir)
-        .arg("eth1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ifup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ifupdown_eth1(&bed, "ifup", &t, &TempTree::new());
     let addrs = bed
         .ip_json(&["-4", "addr", "show", "dev", "eth1"])
         .to_string();
@@ -264,22 +252,7 @@ fn ifupdown_stanza_keeps_the_secondarys_ra_default_behind_the_primarys() {
     bed.inst
         .sysctl("net.ipv6.conf.eth1.ra_defrtr_metric", "1024")
         .unwrap();
-    let state = TempTree::new();
-    let out = bed
-        .inst
-        .command("ifup")
-        .arg("-i")
-        .arg(t.path("/etc/network/interfaces"))
-        .arg("--state-dir")
-        .arg(&state.dir)
-        .arg("eth1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ifup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ifupdown_eth1(&bed, "ifup", &t, &TempTree::new());
     let metric = bed.inst.exec(&["cat", sysctl]).unwrap();
     assert_eq!(String::from_utf8_lossy(&metric.stdout).trim(), "10001");
     // The RA (every 3-4 s here) comes after the link is up: at 10001, never at 1024.

@@ -226,33 +226,7 @@ fn a_dnatted_container_answers_through_the_eni_it_was_reached_on_with_connmark()
     bed.inst
         .sysctl("net.ipv4.ip_forward", "1")
         .expect("forwarding");
-    // Docker's DNAT for a published port, in nftables: what arrives for eth1's address goes
-    // to the container, counted.
-    for cmd in [
-        &["nft", "add", "table", "ip", "published"][..],
-        &[
-            "nft",
-            "add chain ip published pre { type nat hook prerouting priority -100 ; }",
-        ][..],
-        &[
-            "nft",
-            "add rule ip published pre ip daddr 10.0.1.20 icmp type echo-request counter dnat to 172.17.0.2",
-        ][..],
-    ] {
-        bed.inst.exec(cmd).expect("nft");
-    }
-    let dnatted = || {
-        let out = bed
-            .inst
-            .exec(&["nft", "list", "chain", "ip", "published", "pre"])
-            .expect("nft list");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.split("counter packets ")
-            .nth(1)
-            .and_then(|t| t.split_whitespace().next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .expect("the DNAT rule's counter")
-    };
+    let dnatted = publish_ping(&bed, "10.0.1.20", "172.17.0.2");
     let near = bed.vpc.add_client(&bed.a, "10.0.1.50").expect("client a");
     let far = bed.vpc.add_client(&bed.b, "10.0.2.50").expect("client b");
     let eth1_ip = ip("10.0.1.20");
@@ -346,6 +320,33 @@ fn a_dnatted_container_answers_through_the_eni_it_was_reached_on_with_connmark()
     assert!(!nft_tables().contains("symroute_"), "{}", nft_tables());
 }
 
+/// Docker's DNAT for a published port, in nftables: pings that arrive for `addr` (IPv4 or IPv6)
+/// go to the container at `to`, counted. Returns what reads the count.
+fn publish_ping<'a>(bed: &'a Bed, addr: &str, to: &str) -> impl Fn() -> u64 + 'a {
+    let (family, table, proto) = if ip(addr).is_ipv6() {
+        ("ip6", "published6", "icmpv6")
+    } else {
+        ("ip", "published", "icmp")
+    };
+    for cmd in [
+        format!("add table {family} {table}"),
+        format!("add chain {family} {table} pre {{ type nat hook prerouting priority -100 ; }}"),
+        format!(
+            "add rule {family} {table} pre {family} daddr {addr} {proto} type echo-request counter dnat to {to}"
+        ),
+    ] {
+        bed.inst.exec(&["nft", &cmd]).expect("nft");
+    }
+    move || {
+        let out = bed
+            .inst
+            .exec(&["nft", "list", "chain", family, table, "pre"])
+            .expect("nft list");
+        symroute_testbed::nft_packets(&String::from_utf8_lossy(&out.stdout))
+            .expect("the DNAT rule's counter")
+    }
+}
+
 /// The connmark mode for IPv6: a ping to eth1's IPv6 address DNAT'd to a container's IPv6
 /// address on docker0. Without the mode the container's replies follow main's default by eth0
 /// and the VPC drops them; with it, the IPv6 `fwmark` rule sends them to eth1's table.
@@ -419,31 +420,7 @@ fn a_dnatted_container_answers_over_ipv6_through_the_eni_it_was_reached_on_with_
             "eth0",
         ])
         .expect("container v6 default");
-    for cmd in [
-        &["nft", "add", "table", "ip6", "published6"][..],
-        &[
-            "nft",
-            "add chain ip6 published6 pre { type nat hook prerouting priority -100 ; }",
-        ][..],
-        &[
-            "nft",
-            "add rule ip6 published6 pre ip6 daddr 2600:1f18:1:1::20 icmpv6 type echo-request counter dnat to fd00:17::2",
-        ][..],
-    ] {
-        bed.inst.exec(cmd).expect("nft");
-    }
-    let dnatted = || {
-        let out = bed
-            .inst
-            .exec(&["nft", "list", "chain", "ip6", "published6", "pre"])
-            .expect("nft list");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.split("counter packets ")
-            .nth(1)
-            .and_then(|t| t.split_whitespace().next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .expect("the DNAT rule's counter")
-    };
+    let dnatted = publish_ping(&bed, "2600:1f18:1:1::20", "fd00:17::2");
     let eth1_v6 = ip("2600:1f18:1:1::20");
     // The container's neighbour entry first, so that the DNAT'd pings below do not wait for
     // neighbour discovery.

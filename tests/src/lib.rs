@@ -25,6 +25,7 @@ pub use imds::{EniMeta, Imds, InstanceMeta, Request};
 pub use netns::{is_alive, list_with_prefix, prefix_of_pid, sweep_leftovers, NAME_PREFIX};
 pub use ping::{PingStats, PingStream};
 pub use root::require_root;
+pub use srcdst::nft_packets;
 pub use subnet::Subnet;
 pub use vpc::{Instance, Vpc, KEEP_ENV, OWNER_ID};
 

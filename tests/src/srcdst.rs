@@ -56,19 +56,27 @@ pub(crate) fn drops(router_ns: &str, port: Option<&str>) -> Result<u64> {
         cmd::in_netns(router_ns, "nft").args(["list", "counter", "bridge", TABLE, &counter]),
     )?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
+    nft_packets(&text).ok_or_else(|| {
+        Error::invalid(
+            "nft counter output",
+            text.into_owned(),
+            "no packet count in it",
+        )
+    })
+}
+
+/// The first packet count (`packets N`) in an `nft list` output: a named counter's, or the
+/// first rule's `counter` in a chain.
+pub fn nft_packets(listing: &str) -> Option<u64> {
+    let mut words = listing.split_whitespace();
     while let Some(w) = words.next() {
         if w == "packets" {
             if let Some(n) = words.next().and_then(|n| n.parse().ok()) {
-                return Ok(n);
+                return Some(n);
             }
         }
     }
-    Err(Error::invalid(
-        "nft counter output",
-        text.into_owned(),
-        "no packet count in it",
-    ))
+    None
 }
 
 fn nft(router_ns: &str, script: &str) -> Result<()> {

@@ -386,12 +386,7 @@ fn published_port_answers(lab: &Lab, addr: &str) -> (bool, String) {
         .sh("nft list chain ip lab_published pre")
         .map(|o| o.stdout)
         .unwrap_or_default();
-    let packets: u64 = counted
-        .split("counter packets ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let packets = symroute_testbed::nft_packets(&counted).unwrap_or(0);
     let _ = lab.guest.sh(&format!(
         "nft delete table ip lab_published; sysctl -qw net.ipv4.ip_forward={}",
         forwarding.trim()

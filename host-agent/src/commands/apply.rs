@@ -12,6 +12,7 @@ use crate::imds::Imds;
 use crate::kernel::Kernel;
 use crate::lock;
 use crate::model::Target;
+use crate::ops::Link;
 use crate::plan::{plan_apply, EniStatus};
 use crate::report::{EniReport, Report};
 use crate::verify;
@@ -37,12 +38,12 @@ pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
         imds.pace(CHECK_PACE);
         imds.reuse_fixed(fixed_metadata::load(&root, &kernel.links()?));
     }
-    let mut ready = Vec::new();
-    let result = apply(args, &sel, &root, &imds, &mut kernel, report, &mut ready);
+    let mut settled = Settled::default();
+    let result = apply(args, &sel, &root, &imds, &mut kernel, report, &mut settled);
     // A run that may write the host's files keeps what it read of the metadata that cannot
     // change, for the periodic check (whatever became of the routing: the values are facts).
     if !args.dry_run && (args.root.is_some() || args.persist != PersistMode::None) {
-        keep_fixed_metadata(&root, &imds, &mut kernel, &ready);
+        keep_fixed_metadata(&root, &imds, &settled);
     }
     report.netlink_requests = kernel.requests;
     report.imds_requests = imds.attempts();
@@ -56,22 +57,20 @@ pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
 /// of what IMDS allows an interface, whatever the number of ENIs.
 const CHECK_PACE: Duration = Duration::from_millis(5);
 
-/// `ready`: the ENIs that were settled when metadata was read (a just-attached one may still
-/// show device 0, which must not be kept).
-fn keep_fixed_metadata(
-    root: &crate::persist::Root,
-    imds: &Imds,
-    kernel: &mut Kernel,
-    ready: &[crate::model::Mac],
-) {
+/// What the run saw once metadata was read: the kernel's links, and the ENIs settled on them
+/// (a just-attached one may still show device 0, which must not be kept).
+#[derive(Default)]
+struct Settled {
+    links: Vec<Link>,
+    ready: Vec<crate::model::Mac>,
+}
+
+fn keep_fixed_metadata(root: &crate::persist::Root, imds: &Imds, settled: &Settled) {
     let values = imds.fixed_values();
     if values.is_empty() {
         return;
     }
-    let saved = kernel.links().map_err(|e| e.to_string()).and_then(|links| {
-        fixed_metadata::save(root, &values, &links, ready).map_err(|e| e.to_string())
-    });
-    if let Err(e) = saved {
+    if let Err(e) = fixed_metadata::save(root, &values, &settled.links, &settled.ready) {
         warn!("keeping the fixed metadata for the periodic check: {e} (it will read all of it)");
     }
 }
@@ -103,10 +102,12 @@ fn apply(
     imds: &Imds,
     kernel: &mut Kernel,
     report: &mut Report,
-    ready: &mut Vec<crate::model::Mac>,
+    settled: &mut Settled,
 ) -> Result<()> {
-    let (inst, pending) = wait_until_ready(imds, kernel, sel, Duration::from_secs(args.wait))?;
-    *ready = ready_macs(&inst, &kernel.links()?);
+    let (inst, pending, links) =
+        wait_until_ready(imds, kernel, sel, Duration::from_secs(args.wait))?;
+    settled.ready = ready_macs(&inst, &links);
+    settled.links = links;
     report.instance_id = inst.instance_id.clone();
     debug!("metadata: {} ENI(s)", inst.enis.len());
     // The primary interface is never changed unless asked twice: naming it is not enough.
