@@ -20,7 +20,7 @@ local peers such as docker0 or a VPN keep the main table's routes) and `lookup <
 = table). The primary ENI and the main table's default route are left alone.",
     after_help = "Examples:\n  symroute apply                  configure every secondary ENI\n  symroute apply --eni eni-0a9c4b60624c0e41d --wait 60\n  symroute apply --dry-run        show the changes, make none\n  symroute status --json\n  symroute remove --stale         clean up after detached ENIs\n  symroute install                handle every later attach on the host, at once\n  symroute apply --connmark on    answer DNAT'd services (Docker published ports) by their ENI too\n\n\
 Exit codes: 0 done or nothing to do; 1 failed (the host is left as it was); 2 bad usage or input;\n3 the ENI did not appear within --wait; 4 the routing works but could not be persisted (files left as\nthey were: it will not survive a reboot).\n\
-Environment: AWS_EC2_METADATA_SERVICE_ENDPOINT overrides the IMDS address (default http://169.254.169.254);\nSYMROUTE_LOG=debug|info|warn|error sets the log level (default info; logs go to stderr);\nSYMROUTE_NFT names the nft the connmark mode runs."
+Environment: AWS_EC2_METADATA_SERVICE_ENDPOINT overrides the IMDS address (default http://169.254.169.254, then\nhttp://[fd00:ec2::254] when IPv4 cannot connect; AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv4|IPv6 picks one);\nSYMROUTE_LOG=debug|info|warn|error sets the log level (default info; logs go to stderr);\nSYMROUTE_NFT names the nft the connmark mode runs."
 )]
 pub struct Cli {
     #[command(subcommand)]

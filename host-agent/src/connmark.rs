@@ -118,7 +118,8 @@ pub fn nft_table(table: u32) -> String {
     format!("symroute_{table}")
 }
 
-/// The `fwmark` rules of an ENI in the mode: IPv4, and IPv6 where it has IPv6 addresses.
+/// The `fwmark` rules of an ENI in the mode: IPv4 where it has IPv4 (not an IPv6-only ENI),
+/// and IPv6 where it has IPv6 addresses.
 pub fn mark_rules(eni: &ImdsEni) -> Vec<MarkRuleSpec> {
     let rule = |v6| MarkRuleSpec {
         priority: eni.mark_rule_priority(),
@@ -128,7 +129,10 @@ pub fn mark_rules(eni: &ImdsEni) -> Vec<MarkRuleSpec> {
         table: eni.table(),
         protocol: RTPROT_SYMROUTE,
     };
-    let mut out = vec![rule(false)];
+    let mut out = Vec::new();
+    if !eni.is_ipv6_only() {
+        out.push(rule(false));
+    }
     if !eni.ipv6s.is_empty() {
         out.push(rule(true));
     }
@@ -348,7 +352,7 @@ mod tests {
             network_card: 0,
             card_published: true,
             ipv4s: vec![ip.parse().unwrap()],
-            subnet_v4: "10.0.1.0/24".parse().unwrap(),
+            subnet_v4: Some("10.0.1.0/24".parse().unwrap()),
             prefixes_v4: vec![],
             ipv6s: if v6 {
                 vec!["2600:1f18::20".parse().unwrap()]
@@ -389,6 +393,16 @@ mod tests {
         // The highest table the numbering allows still fits the mask.
         assert_eq!((19_999u32 << 16) & !CONNMARK_MASK, 0);
         assert_eq!(mark_rules(&eni(2, "10.0.1.21", false)).len(), 1);
+    }
+
+    #[test]
+    fn an_ipv6_only_eni_in_the_mode_gets_the_ipv6_rule_alone() {
+        let mut e = eni(3, "10.0.1.22", true);
+        e.ipv4s.clear();
+        e.subnet_v4 = None;
+        let rules = mark_rules(&e);
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert!(rules[0].v6);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! device number (a just-attached ENI may report 0 for a moment) and present as a kernel link
 //! (which can appear seconds after the API call).
 
+use std::net::IpAddr;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use crate::kernel::Kernel;
 use crate::model::Target;
 use crate::model::{ImdsEni, Instance, Unusable, UnusableKind};
 use crate::ops::Link;
+use crate::plan::learned_v6_router;
 
 /// Why one ENI is not usable yet, or `None` when it is.
 fn not_ready(inst: &Instance, eni: &ImdsEni, links: &[Link]) -> Option<String> {
@@ -37,16 +39,65 @@ pub(crate) fn ready_macs(inst: &Instance, links: &[Link]) -> Vec<crate::model::M
         .collect()
 }
 
+/// Whether `sel` is about this ENI (`--all`: every secondary).
+fn selects(inst: &Instance, sel: &Target, e: &ImdsEni) -> bool {
+    match sel {
+        Target::All => {
+            inst.primary_mac != Some(e.mac)
+                && !(inst.primary_mac.is_none() && e.is_primary_device())
+        }
+        one => one.matches(e),
+    }
+}
+
+/// An IPv6-only ENI is routed by what the OS brings up on its link: an address (DHCPv6) and
+/// the VPC router (its advertisements). Until the link has both there is nothing to route by
+/// and nothing to prove, so it is waited for like a link that has not appeared. Costs a kernel
+/// dump per poll only while such an ENI is selected and its link is there.
+fn v6_only_pending(
+    inst: &Instance,
+    links: &[Link],
+    sel: &Target,
+    kernel: &mut Kernel,
+) -> Result<Vec<String>> {
+    let enis: Vec<(&ImdsEni, &Link)> = inst
+        .enis
+        .iter()
+        .filter(|e| e.is_ipv6_only() && selects(inst, sel, e) && inst.is_settled(e))
+        .filter_map(|e| links.iter().find(|l| l.mac == Some(e.mac)).map(|l| (e, l)))
+        .collect();
+    if enis.is_empty() {
+        return Ok(Vec::new());
+    }
+    let snap = kernel.snapshot()?;
+    Ok(enis
+        .into_iter()
+        .filter_map(|(e, link)| {
+            let held = snap.addrs.iter().any(|a| {
+                a.index == link.index && matches!(a.ip, IpAddr::V6(ip) if e.ipv6s.contains(&ip))
+            });
+            let router = learned_v6_router(&snap, link, e.table()).is_some();
+            let missing = match (held, router) {
+                (true, true) => return None,
+                (false, true) => "none of its IPv6 addresses (DHCPv6)",
+                (true, false) => "no IPv6 router (router advertisement)",
+                (false, false) => "none of its IPv6 addresses (DHCPv6) and no IPv6 router",
+            };
+            Some(format!(
+                "{} is IPv6-only and {} has {missing} yet",
+                e.eni_id, link.name
+            ))
+        })
+        .collect())
+}
+
 fn pending(inst: &Instance, links: &[Link], sel: &Target) -> Vec<String> {
     let incomplete = |u: &&Unusable| u.kind == UnusableKind::NotYet;
     match sel {
         Target::All => inst
             .enis
             .iter()
-            .filter(|e| {
-                inst.primary_mac != Some(e.mac)
-                    && !(inst.primary_mac.is_none() && e.is_primary_device())
-            })
+            .filter(|e| selects(inst, sel, e))
             .filter_map(|e| not_ready(inst, e, links))
             .chain(
                 inst.unusable
@@ -68,7 +119,7 @@ fn pending(inst: &Instance, links: &[Link], sel: &Target) -> Vec<String> {
     }
 }
 
-/// The selected ENI's metadata is there but cannot be used (malformed, IPv6-only): waiting
+/// The selected ENI's metadata is there but cannot be used (malformed): waiting
 /// changes nothing, so this is bad input (exit 2) at once.
 fn refused(inst: &Instance, sel: &Target) -> Option<Error> {
     let u = inst
@@ -104,7 +155,8 @@ pub(crate) fn wait_until_ready(
             return Err(e);
         }
         let links = kernel.links()?;
-        let waiting = pending(&inst, &links, sel);
+        let mut waiting = pending(&inst, &links, sel);
+        waiting.extend(v6_only_pending(&inst, &links, sel, kernel)?);
         if waiting.is_empty() {
             return Ok((inst, waiting, links));
         }

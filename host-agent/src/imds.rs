@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -15,7 +15,13 @@ use crate::metadata::{parse_eni, parse_mac_list};
 use crate::model::{EniId, ImdsEni, Instance, Mac, Unusable, UnusableKind};
 
 pub(crate) const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
+/// IMDS over IPv6 (Nitro instances, where the instance's metadata options enable it): the way
+/// in for an instance whose IPv4 stack cannot reach 169.254.169.254.
+pub(crate) const IPV6_ENDPOINT: &str = "http://[fd00:ec2::254]";
 pub(crate) const ENDPOINT_ENV: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
+/// `IPv4` or `IPv6`, as the AWS SDKs read it: that endpoint alone. Unset, the agent tries
+/// IPv4 first and IPv6 when IPv4 cannot even connect (amazon-ec2-net-utils does the same).
+pub(crate) const MODE_ENV: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE";
 
 const TOKEN_TTL_SECS: &str = "21600";
 /// Tries per request (the first plus retries), backing off 100, 200, 400, 800 ms.
@@ -40,7 +46,10 @@ pub(crate) const FIXED_INSTANCE_KEYS: [&str; 2] = ["instance-id", "mac"];
 /// Shared by the threads that read ENIs in parallel (one IMDS round trip is about a
 /// millisecond on an instance, and an ENI takes eight of them).
 pub struct Imds {
-    endpoint: String,
+    /// Where to ask, in order; the first that hands out a token serves the whole run.
+    endpoints: Vec<String>,
+    /// Index into `endpoints` of the one in use.
+    current: AtomicUsize,
     agent: ureq::Agent,
     token: Mutex<Option<String>>,
     attempts: AtomicU32,
@@ -59,20 +68,36 @@ enum Fetched {
 }
 
 impl Imds {
-    /// Uses `AWS_EC2_METADATA_SERVICE_ENDPOINT` when set, the standard address otherwise.
+    /// Uses `AWS_EC2_METADATA_SERVICE_ENDPOINT` when set; else the endpoint
+    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE` names; else IPv4, then IPv6 when IPv4 cannot
+    /// connect (an IPv6-only instance whose IPv4 stack is off).
     pub(crate) fn from_env() -> Result<Self> {
-        let endpoint = std::env::var(ENDPOINT_ENV).unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned());
-        Self::new(&endpoint)
+        let list = endpoints(
+            std::env::var(ENDPOINT_ENV).ok(),
+            std::env::var(MODE_ENV).ok(),
+        )?;
+        Self::with_fallback(&list.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     pub fn new(endpoint: &str) -> Result<Self> {
-        let endpoint = endpoint.trim_end_matches('/').to_owned();
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(Error::Usage(format!(
-                "{ENDPOINT_ENV}={:?} is not an http:// URL",
-                crate::model::clip(&endpoint)
-            )));
+        Self::with_fallback(&[endpoint])
+    }
+
+    /// Tries each endpoint in turn for the session token (moving on when one cannot be
+    /// connected to); the one that answers serves every read of the run.
+    pub fn with_fallback(endpoints: &[&str]) -> Result<Self> {
+        let mut list = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            let endpoint = endpoint.trim_end_matches('/').to_owned();
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(Error::Usage(format!(
+                    "{ENDPOINT_ENV}={:?} is not an http:// URL",
+                    crate::model::clip(&endpoint)
+                )));
+            }
+            list.push(endpoint);
         }
+        assert!(!list.is_empty(), "at least one IMDS endpoint");
         let agent: ureq::Agent = ureq::Agent::config_builder()
             // Metadata must never go through a proxy named in the environment.
             .proxy(None)
@@ -83,7 +108,8 @@ impl Imds {
             .build()
             .into();
         Ok(Imds {
-            endpoint,
+            endpoints: list,
+            current: AtomicUsize::new(0),
             agent,
             token: Mutex::new(None),
             attempts: AtomicU32::new(0),
@@ -147,8 +173,9 @@ impl Imds {
         Ok(v)
     }
 
+    /// The endpoint in use (the first until another handed out the token).
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.endpoints[self.current.load(Ordering::Relaxed)]
     }
 
     /// HTTP requests made so far (retries included), for the report.
@@ -158,7 +185,7 @@ impl Imds {
 
     fn fail(&self, reason: impl Into<String>) -> Error {
         Error::Imds {
-            endpoint: self.endpoint.clone(),
+            endpoint: self.endpoints.join(" or "),
             reason: reason.into(),
         }
     }
@@ -169,10 +196,10 @@ impl Imds {
         if let Some(t) = &*slot {
             return Ok(t.clone());
         }
-        let url = format!("{}/latest/api/token", self.endpoint);
         let mut last = String::new();
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=ATTEMPTS {
+            let url = format!("{}/latest/api/token", self.endpoint());
             self.wait_turn();
             self.attempts.fetch_add(1, Ordering::Relaxed);
             let res = self
@@ -200,7 +227,15 @@ impl Imds {
                     r.status().as_u16()
                 )))
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => {
+                    last = format!("{}: {e}", self.endpoint());
+                    // No connection at all: the next attempt asks the next endpoint.
+                    if self.endpoints.len() > 1 {
+                        let next =
+                            (self.current.load(Ordering::Relaxed) + 1) % self.endpoints.len();
+                        self.current.store(next, Ordering::Relaxed);
+                    }
+                }
             }
             if attempt < ATTEMPTS {
                 debug!("IMDS token attempt {attempt} failed ({last}); retrying in {backoff:?}");
@@ -213,13 +248,14 @@ impl Imds {
 
     /// GET a metadata path (relative to `/latest/meta-data/`).
     fn get(&self, path: &str) -> Result<Fetched> {
-        let url = format!("{}/latest/meta-data/{path}", self.endpoint);
         let mut last = String::new();
         let mut backoff = FIRST_BACKOFF;
         let mut renewed = false;
         let mut attempt = 1;
         while attempt <= ATTEMPTS {
             let token = self.token()?;
+            // After the token: it decides which endpoint serves the run.
+            let url = format!("{}/latest/meta-data/{path}", self.endpoint());
             self.wait_turn();
             self.attempts.fetch_add(1, Ordering::Relaxed);
             let started = std::time::Instant::now();
@@ -284,7 +320,7 @@ impl Imds {
     }
 
     /// Reads every interface of the instance. Each ENI is parsed on its own: one whose metadata
-    /// is missing, IPv6-only or malformed is listed in `unusable` (and never configured on the
+    /// is missing or malformed is listed in `unusable` (and never configured on the
     /// strength of garbage) while the others are read as usual. Failures to reach IMDS still
     /// fail the whole read.
     pub fn instance(&self) -> Result<Instance> {
@@ -408,7 +444,7 @@ impl Imds {
         })
     }
 
-    /// Why one ENI's metadata cannot be used: still missing, IPv6-only, or malformed.
+    /// Why one ENI's metadata cannot be used: still missing, or malformed.
     fn unusable(&self, mac: Mac, path: &str, reason: &str) -> Result<Unusable> {
         let base = format!("network/interfaces/macs/{mac}/");
         let eni_id = self
@@ -417,16 +453,10 @@ impl Imds {
         let field = path.strip_prefix(&base).unwrap_or(path);
         let kind = if reason != "missing" {
             UnusableKind::Malformed
-        } else if field == "local-ipv4s" && self.get_optional(&format!("{base}ipv6s"))?.is_some() {
-            UnusableKind::Ipv6Only
         } else {
             UnusableKind::NotYet
         };
         let reason = match kind {
-            UnusableKind::Ipv6Only => {
-                "IPv6 only (no local-ipv4s): this version configures ENIs with IPv4; left alone"
-                    .into()
-            }
             UnusableKind::NotYet => format!("metadata has no {field} yet"),
             UnusableKind::Malformed => format!("{field}: {reason}; left alone"),
         };
@@ -437,6 +467,23 @@ impl Imds {
             reason,
         })
     }
+}
+
+/// The endpoints to try, in order, from `AWS_EC2_METADATA_SERVICE_ENDPOINT` and
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE` (see [`Imds::from_env`]).
+fn endpoints(endpoint: Option<String>, mode: Option<String>) -> Result<Vec<String>> {
+    Ok(match (endpoint, mode) {
+        (Some(e), _) => vec![e],
+        (None, None) => vec![DEFAULT_ENDPOINT.into(), IPV6_ENDPOINT.into()],
+        (None, Some(m)) if m.eq_ignore_ascii_case("ipv4") => vec![DEFAULT_ENDPOINT.into()],
+        (None, Some(m)) if m.eq_ignore_ascii_case("ipv6") => vec![IPV6_ENDPOINT.into()],
+        (None, Some(m)) => {
+            return Err(Error::Usage(format!(
+                "{MODE_ENV}={:?} is neither IPv4 nor IPv6",
+                crate::model::clip(&m)
+            )))
+        }
+    })
 }
 
 fn retryable(status: u16) -> bool {
@@ -453,4 +500,30 @@ fn read_body(body: &mut ureq::Body) -> std::result::Result<String, String> {
         return Err(format!("value larger than {MAX_BODY} bytes"));
     }
     String::from_utf8(buf).map_err(|_| "value is not UTF-8".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoints_follow_the_sdks_variables_and_fall_back_to_ipv6() {
+        let e = |a: Option<&str>, b: Option<&str>| {
+            endpoints(a.map(str::to_owned), b.map(str::to_owned))
+        };
+        assert_eq!(
+            e(None, None).unwrap(),
+            ["http://169.254.169.254", "http://[fd00:ec2::254]"]
+        );
+        assert_eq!(e(None, Some("IPv6")).unwrap(), ["http://[fd00:ec2::254]"]);
+        assert_eq!(e(None, Some("ipv4")).unwrap(), ["http://169.254.169.254"]);
+        // An explicit endpoint wins over the mode, as in the SDKs.
+        assert_eq!(
+            e(Some("http://127.0.0.1:1338"), Some("IPv6")).unwrap(),
+            ["http://127.0.0.1:1338"]
+        );
+        let err = e(None, Some("both")).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains(MODE_ENV), "{err}");
+    }
 }

@@ -66,41 +66,30 @@ pub(crate) fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> 
         .parse()
         .map_err(|e: String| Error::bad_metadata(p("interface-id"), e))?;
 
-    let subnet_v4: Ipv4Net = parse_net(
-        &p("subnet-ipv4-cidr-block"),
-        &required(src, "subnet-ipv4-cidr-block")?,
-    )?;
-    // AWS subnets are /16 to /28. Anything outside is garbage, and a /0 would make the subnet
-    // route a second default route (and a gateway computed from 0.0.0.0).
-    if subnet_v4.prefix_len() > 30 || subnet_v4.prefix_len() < 16 {
-        return Err(Error::bad_metadata(
-            p("subnet-ipv4-cidr-block"),
-            format!("{subnet_v4} is not a VPC subnet (AWS subnets are /16 to /28)"),
-        ));
-    }
-
-    let ipv4s: Vec<Ipv4Addr> = parse_list(&p("local-ipv4s"), &required(src, "local-ipv4s")?)?;
-    if ipv4s.is_empty() {
-        return Err(Error::bad_metadata(p("local-ipv4s"), "no address"));
-    }
-    for ip in &ipv4s {
-        if !subnet_v4.contains(ip) || *ip == subnet_v4.network() || *ip == subnet_v4.broadcast() {
-            return Err(Error::bad_metadata(
-                p("local-ipv4s"),
-                format!("{ip} is not a host address of the subnet {subnet_v4}"),
-            ));
+    // IPv4: both keys, or neither on an ENI in an IPv6-only subnet (which has no IPv4 block;
+    // amazon-ec2-net-utils #40, cloud-init #5283). One without the other is a directory still
+    // being filled in.
+    let subnet_v4 = src.field("subnet-ipv4-cidr-block")?;
+    let local_v4 = src.field("local-ipv4s")?;
+    let (subnet_v4, ipv4s) = match (subnet_v4, local_v4) {
+        (Some(subnet), Some(local)) => {
+            let (subnet, ips) = parse_v4(&p, &subnet, &local)?;
+            (Some(subnet), ips)
         }
-    }
-
+        (None, Some(_)) => return Err(Error::bad_metadata(p("subnet-ipv4-cidr-block"), "missing")),
+        (Some(_), None) => return Err(Error::bad_metadata(p("local-ipv4s"), "missing")),
+        (None, None) => (None, Vec::new()),
+    };
     let prefixes_v4: Vec<Ipv4Net> = match src.field("ipv4-prefix")? {
         Some(v) => parse_nets(&p("ipv4-prefix"), &v)?,
         None => Vec::new(),
     };
     for pre in &prefixes_v4 {
-        if !subnet_v4.contains(pre) {
+        if !subnet_v4.is_some_and(|s| s.contains(pre)) {
+            let subnet = subnet_v4.map_or_else(|| "none".to_owned(), |s| s.to_string());
             return Err(Error::bad_metadata(
                 p("ipv4-prefix"),
-                format!("{pre} is outside the subnet {subnet_v4}"),
+                format!("{pre} is outside the subnet's IPv4 block ({subnet})"),
             ));
         }
     }
@@ -121,6 +110,30 @@ pub(crate) fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> 
         Some(v) => parse_nets(&p("subnet-ipv6-cidr-blocks"), &v)?,
         None => Vec::new(),
     };
+    if subnet_v4.is_none() {
+        // No IPv4: an IPv6-only ENI, routed by its IPv6 addresses, which must be there and lie
+        // in its subnet (AWS assigns them from the subnet's /64). Without them the directory
+        // is still being filled in (a just-attached ENI), or the subnet keys are half there.
+        let missing = if ipv6s.is_empty() {
+            Some("local-ipv4s")
+        } else if subnets_v6.is_empty() {
+            Some("subnet-ipv6-cidr-blocks")
+        } else {
+            None
+        };
+        if let Some(field) = missing {
+            return Err(Error::bad_metadata(p(field), "missing"));
+        }
+        if let Some(ip) = ipv6s
+            .iter()
+            .find(|ip| !subnets_v6.iter().any(|n| n.contains(*ip)))
+        {
+            return Err(Error::bad_metadata(
+                p("ipv6s"),
+                format!("{ip} is in none of the subnet's IPv6 blocks"),
+            ));
+        }
+    }
 
     // The VPC's blocks: a host route to any of them from this ENI's addresses must stay on the
     // ENI. Metadata publishes them on every ENI; should it not (an old IMDS, a stand-in), the
@@ -130,7 +143,7 @@ pub(crate) fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> 
         src,
         &base,
         "vpc-ipv4-cidr-blocks",
-        &[subnet_v4],
+        subnet_v4.as_slice(),
         16,
         "AWS VPC blocks are /16 to /28",
     )?;
@@ -157,6 +170,36 @@ pub(crate) fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> 
         vpc_v4,
         vpc_v6,
     })
+}
+
+/// The subnet's IPv4 block and the ENI's private IPv4s, which must be host addresses in it.
+fn parse_v4(
+    p: &dyn Fn(&str) -> String,
+    subnet: &str,
+    local: &str,
+) -> Result<(Ipv4Net, Vec<Ipv4Addr>)> {
+    let subnet_v4: Ipv4Net = parse_net(&p("subnet-ipv4-cidr-block"), subnet)?;
+    // AWS subnets are /16 to /28. Anything outside is garbage, and a /0 would make the subnet
+    // route a second default route (and a gateway computed from 0.0.0.0).
+    if subnet_v4.prefix_len() > 30 || subnet_v4.prefix_len() < 16 {
+        return Err(Error::bad_metadata(
+            p("subnet-ipv4-cidr-block"),
+            format!("{subnet_v4} is not a VPC subnet (AWS subnets are /16 to /28)"),
+        ));
+    }
+    let ipv4s: Vec<Ipv4Addr> = parse_list(&p("local-ipv4s"), local)?;
+    if ipv4s.is_empty() {
+        return Err(Error::bad_metadata(p("local-ipv4s"), "no address"));
+    }
+    for ip in &ipv4s {
+        if !subnet_v4.contains(ip) || *ip == subnet_v4.network() || *ip == subnet_v4.broadcast() {
+            return Err(Error::bad_metadata(
+                p("local-ipv4s"),
+                format!("{ip} is not a host address of the subnet {subnet_v4}"),
+            ));
+        }
+    }
+    Ok((subnet_v4, ipv4s))
 }
 
 /// The VPC's blocks of one family (`key` under the ENI's metadata directory `base`), refusing
@@ -362,7 +405,11 @@ mod tests {
         let eni = parse_eni(mac(), &mut src(&good())).unwrap();
         assert_eq!(eni.table(), 10001);
         assert_eq!(eni.ipv4s.len(), 2);
-        assert_eq!(eni.gateway_v4(), "10.0.1.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(
+            eni.gateway_v4(),
+            Some("10.0.1.1".parse::<Ipv4Addr>().unwrap())
+        );
+        assert!(!eni.is_ipv6_only());
         assert_eq!(eni.prefixes_v4.len(), 1);
         assert_eq!(eni.ipv6s.len(), 1);
     }
@@ -396,13 +443,13 @@ mod tests {
         );
         // Without the keys, the subnets stand in; a block that misses the subnet gains it.
         let eni = parse_eni(mac(), &mut src(&good())).unwrap();
-        assert_eq!(eni.vpc_v4, vec![eni.subnet_v4]);
+        assert_eq!(eni.vpc_v4, vec![eni.subnet_v4.unwrap()]);
         assert_eq!(eni.vpc_v6, eni.subnets_v6);
         let mut f = good();
         f.push(("vpc-ipv4-cidr-blocks", "172.31.0.0/16"));
         let eni = parse_eni(mac(), &mut src(&f)).unwrap();
         assert_eq!(eni.vpc_v4.len(), 2);
-        assert_eq!(eni.vpc_v4[1], eni.subnet_v4);
+        assert_eq!(Some(eni.vpc_v4[1]), eni.subnet_v4);
     }
 
     #[test]
@@ -483,6 +530,79 @@ mod tests {
         }
     }
 
+    /// An ENI in an IPv6-only subnet, as metadata publishes it: no `local-ipv4s`, no
+    /// `subnet-ipv4-cidr-block` (amazon-ec2-net-utils #40, cloud-init #5283).
+    fn ipv6_only() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("device-number", "1"),
+            ("network-card", "0"),
+            ("interface-id", "eni-0a9c4b60624c0e41d"),
+            ("ipv6s", "2600:1f18:0:1::20\n2600:1f18:0:1::21"),
+            ("subnet-ipv6-cidr-blocks", "2600:1f18:0:1::/64"),
+            ("vpc-ipv4-cidr-blocks", "10.0.0.0/16"),
+            ("vpc-ipv6-cidr-blocks", "2600:1f18::/56"),
+        ]
+    }
+
+    #[test]
+    fn an_eni_in_an_ipv6_only_subnet_is_read_with_its_ipv6_addresses_alone() {
+        let eni = parse_eni(mac(), &mut src(&ipv6_only())).unwrap();
+        assert!(eni.is_ipv6_only());
+        assert_eq!(eni.v4(), None);
+        assert_eq!(eni.gateway_v4(), None);
+        assert!(eni.ipv4s.is_empty());
+        assert_eq!(eni.ipv6s.len(), 2);
+        assert_eq!(eni.primary_address().to_string(), "2600:1f18:0:1::20");
+        assert_eq!(eni.table(), 10001);
+        // The VPC still has its IPv4 block (every VPC has one); no subnet is added to it.
+        let v4: Vec<String> = eni.vpc_v4.iter().map(|n| n.to_string()).collect();
+        assert_eq!(v4, ["10.0.0.0/16"]);
+    }
+
+    #[test]
+    fn an_eni_with_neither_ipv4_nor_complete_ipv6_keys_is_not_there_yet() {
+        // A directory still being filled in: the missing key is named ("missing" is what makes
+        // it worth waiting for), never read as an ENI without addresses.
+        for (drop, named) in [
+            (&["ipv6s", "subnet-ipv6-cidr-blocks"][..], "local-ipv4s"),
+            (&["ipv6s"][..], "local-ipv4s"),
+            (&["subnet-ipv6-cidr-blocks"][..], "subnet-ipv6-cidr-blocks"),
+        ] {
+            let mut f = ipv6_only();
+            f.retain(|(k, _)| !drop.contains(k));
+            let err = parse_eni(mac(), &mut src(&f)).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(named) && text.contains("missing"),
+                "{drop:?}: {text}"
+            );
+        }
+        // Half of the IPv4 keys is a directory being filled in too, whatever IPv6 says.
+        let mut f = ipv6_only();
+        f.push(("subnet-ipv4-cidr-block", "10.0.1.0/24"));
+        let err = parse_eni(mac(), &mut src(&f)).unwrap_err().to_string();
+        assert!(
+            err.contains("local-ipv4s") && err.contains("missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_only_enis_addresses_must_lie_in_its_subnet() {
+        for (k, v) in [
+            ("ipv6s", "2600:1f18:0:2::20"),
+            ("ipv4-prefix", "10.0.1.64/28"),
+            ("ipv6s", "fe80::1"),
+        ] {
+            let mut f = ipv6_only();
+            f.retain(|(n, _)| *n != k);
+            f.push((k, v));
+            let err = parse_eni(mac(), &mut src(&f)).expect_err(v);
+            assert_eq!(err.exit_code(), 2, "{err}");
+            assert!(err.to_string().contains(k), "{err}");
+        }
+    }
+
     #[test]
     fn mac_list() {
         let macs = parse_mac_list("02:00:00:00:00:01/\n02:00:00:00:00:02/\n").unwrap();
@@ -497,6 +617,27 @@ mod tests {
         proptest! {
             #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
+            /// The same for an IPv6-only ENI's directory: a parsed ENI always has an address to
+            /// route by, every IPv6 in its subnet.
+            #[test]
+            fn any_value_in_an_ipv6_only_eni_is_handled(field in 0usize..7, value in "\\PC{0,80}|[0-9./:a-f\\n-]{0,80}") {
+                let mut f: Vec<(String, String)> = ipv6_only().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                f[field].1 = value;
+                let m: HashMap<String, String> = f.into_iter().collect();
+                let mut s = move |k: &str| Ok(m.get(k).cloned());
+                match parse_eni(mac(), &mut s) {
+                    Ok(eni) => {
+                        prop_assert!(eni.is_ipv6_only() && eni.ipv4s.is_empty());
+                        prop_assert!(!eni.ipv6s.is_empty());
+                        prop_assert!(eni.ipv6s.iter().all(|ip| eni.subnets_v6.iter().any(|n| n.contains(ip))));
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(e.exit_code(), 2);
+                        prop_assert!(!e.to_string().contains('\n'));
+                    }
+                }
+            }
+
             /// Any value in any field gives a parsed ENI or a one-line BadMetadata, never a panic.
             #[test]
             fn any_field_value_is_handled(field in 0usize..8, value in "\\PC{0,80}|[0-9./:a-f\\n-]{0,80}") {
@@ -508,6 +649,7 @@ mod tests {
                     Ok(eni) => {
                         prop_assert!(eni.table() < 32766);
                         prop_assert!(!eni.ipv4s.is_empty());
+                        prop_assert!(eni.subnet_v4.is_some());
                     }
                     Err(e) => {
                         prop_assert_eq!(e.exit_code(), 2);

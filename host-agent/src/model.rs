@@ -1,7 +1,7 @@
 //! Validated identifiers and the instance's interfaces as IMDS describes them.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -182,11 +182,14 @@ pub struct ImdsEni {
     /// (amazon-ec2-net-utils #153), and reading that as card 0 takes another ENI's table.
     #[serde(skip)]
     pub card_published: bool,
-    /// Private IPv4 addresses, primary first.
+    /// Private IPv4 addresses, primary first; empty exactly when `subnet_v4` is `None`.
     pub ipv4s: Vec<Ipv4Addr>,
-    pub subnet_v4: Ipv4Net,
+    /// `None` for an ENI in an IPv6-only subnet: such a subnet has no IPv4 block, and metadata
+    /// publishes neither `subnet-ipv4-cidr-block` nor `local-ipv4s` for it.
+    pub subnet_v4: Option<Ipv4Net>,
     /// Delegated IPv4 prefixes.
     pub prefixes_v4: Vec<Ipv4Net>,
+    /// IPv6 addresses; never empty on an IPv6-only ENI.
     pub ipv6s: Vec<Ipv6Addr>,
     pub subnets_v6: Vec<Ipv6Net>,
     /// The VPC's IPv4 blocks (`vpc-ipv4-cidr-blocks`), the ENI's subnet always among them:
@@ -223,13 +226,28 @@ impl ImdsEni {
         self.table() - LOCAL_RULE_OFFSET
     }
 
-    pub fn primary_ipv4(&self) -> Ipv4Addr {
-        self.ipv4s[0]
+    /// The primary private IPv4 and the subnet's IPv4 block; `None` on an IPv6-only ENI.
+    pub fn v4(&self) -> Option<(Ipv4Addr, Ipv4Net)> {
+        Some((*self.ipv4s.first()?, self.subnet_v4?))
     }
 
-    /// The VPC router: the subnet's first host.
-    pub(crate) fn gateway_v4(&self) -> Ipv4Addr {
-        first_host(self.subnet_v4)
+    /// An ENI in an IPv6-only subnet: routed by its IPv6 addresses alone.
+    pub fn is_ipv6_only(&self) -> bool {
+        self.subnet_v4.is_none()
+    }
+
+    /// The address that names the ENI: its primary IPv4, or on an IPv6-only ENI its first IPv6.
+    pub fn primary_address(&self) -> IpAddr {
+        match self.v4() {
+            Some((ip, _)) => IpAddr::V4(ip),
+            None => IpAddr::V6(self.ipv6s[0]),
+        }
+    }
+
+    /// The VPC router for IPv4: the subnet's first host (none in an IPv6-only subnet, whose
+    /// router is the link-local address learned from its advertisements).
+    pub(crate) fn gateway_v4(&self) -> Option<Ipv4Addr> {
+        self.subnet_v4.map(first_host)
     }
 
     pub(crate) fn is_primary_device(&self) -> bool {
@@ -269,8 +287,6 @@ pub struct Unusable {
 pub enum UnusableKind {
     /// A field is still missing (a just-attached ENI): worth waiting for.
     NotYet,
-    /// IPv6 only: no IPv4 address, which this version configures routing for.
-    Ipv6Only,
     /// A value is malformed: left alone, never guessed at.
     Malformed,
 }

@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::kernel::Snapshot;
 use crate::metadata::is_link_local;
 use crate::model::{
-    ImdsEni, Instance, Mac, Target, DEVICES_PER_CARD, MAX_NETWORK_CARD, RTPROT_SYMROUTE, TABLE_BASE,
+    first_host, ImdsEni, Instance, Mac, Target, DEVICES_PER_CARD, MAX_NETWORK_CARD,
+    RTPROT_SYMROUTE, TABLE_BASE,
 };
 use crate::ops::{
     AddrSpec, Link, Op, RouteSpec, RuleSpec, IP6_DEFAULT_METRIC, RTPROT_RA, RT_TABLE_MAIN,
@@ -207,6 +208,7 @@ pub fn desired(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Desired {
     };
     // Addresses: an ENI that arrives unconfigured (RHEL/CentOS 7) gets all of them; on one a
     // DHCP client configured, only the missing secondary addresses are added.
+    let v4_len = eni.subnet_v4.map_or(32, |n| n.prefix_len());
     for ip in &eni.ipv4s {
         let held = snap
             .addrs
@@ -218,7 +220,7 @@ pub fn desired(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Desired {
                 index: link.index,
                 dev: link.name.clone(),
                 ip: IpAddr::V4(*ip),
-                prefix_len: eni.subnet_v4.prefix_len(),
+                prefix_len: v4_len,
                 protocol: RTPROT_SYMROUTE,
                 // Where the kernel keeps IFA_PROTO the protocol marks it; else the label does.
                 label: if snap.ifa_proto {
@@ -242,18 +244,20 @@ pub fn desired(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Desired {
             metric: None,
         }
     };
-    d.routes.push(route(
-        IpNet::V4(eni.subnet_v4),
-        None,
-        Some(IpAddr::V4(eni.primary_ipv4())),
-        true,
-    ));
-    d.routes.push(route(
-        IpNet::V4(Ipv4Net::default()),
-        Some(IpAddr::V4(eni.gateway_v4())),
-        None,
-        false,
-    ));
+    if let Some((primary, subnet)) = eni.v4() {
+        d.routes.push(route(
+            IpNet::V4(subnet),
+            None,
+            Some(IpAddr::V4(primary)),
+            true,
+        ));
+        d.routes.push(route(
+            IpNet::V4(Ipv4Net::default()),
+            Some(IpAddr::V4(first_host(subnet))),
+            None,
+            false,
+        ));
+    }
     if !eni.ipv6s.is_empty() {
         for net in &eni.subnets_v6 {
             d.routes.push(route(IpNet::V6(*net), None, None, false));
@@ -272,7 +276,7 @@ pub fn desired(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Desired {
 /// Another tool routes this ENI symmetrically when a foreign `from <its address> lookup T`
 /// rule points at a table that sends traffic out of the ENI's own link.
 pub(crate) fn foreign_owner(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Option<String> {
-    let primary = IpAddr::V4(eni.primary_ipv4());
+    let primary = eni.primary_address();
     snap.rules
         .iter()
         .filter_map(|r| r.spec.as_ref())
@@ -736,7 +740,7 @@ pub(crate) fn probe_destinations(eni: &ImdsEni) -> (Ipv4Addr, Ipv6Addr) {
     let v4 = ["192.0.2.1", "198.51.100.1", "203.0.113.1"]
         .iter()
         .map(|s| s.parse::<Ipv4Addr>().expect("literal"))
-        .find(|ip| !eni.subnet_v4.contains(ip))
+        .find(|ip| !eni.subnet_v4.is_some_and(|n| n.contains(ip)))
         .expect("a subnet cannot hold all three documentation ranges");
     let v6 = ["2001:db8::1", "3fff::1"]
         .iter()
@@ -760,7 +764,7 @@ mod tests {
             network_card: card.unwrap_or(0),
             card_published: card.is_some(),
             ipv4s: vec![ip.parse().unwrap()],
-            subnet_v4: "10.0.1.0/24".parse().unwrap(),
+            subnet_v4: Some("10.0.1.0/24".parse().unwrap()),
             prefixes_v4: vec![],
             ipv6s: vec![],
             subnets_v6: vec![],

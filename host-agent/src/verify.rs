@@ -4,7 +4,7 @@
 //! must leave by that peer's link, as it did before symroute. In the connmark mode, a reply
 //! carrying the ENI's mark must leave by the ENI's link whatever its source.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
@@ -44,14 +44,21 @@ pub fn mark_checks(kernel: &mut Kernel, snap: &Snapshot, eni: &ImdsEni, link: &L
     if !crate::connmark::is_on(snap, eni.table()) {
         return Vec::new();
     }
-    let (off4, _) = probe_destinations(eni);
+    let (off4, off6) = probe_destinations(eni);
     let mark = eni.flow_mark();
-    [IpAddr::V4(eni.gateway_v4()), IpAddr::V4(off4)]
-        .into_iter()
+    // An IPv6-only ENI's flows are IPv6: its marked replies are looked up in that family.
+    let (unspecified, dsts) = match eni.gateway_v4() {
+        Some(gw) => (
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            vec![IpAddr::V4(gw), IpAddr::V4(off4)],
+        ),
+        None => (IpAddr::V6(Ipv6Addr::UNSPECIFIED), vec![IpAddr::V6(off6)]),
+    };
+    dsts.into_iter()
         .map(|dst| {
             let (via, ok) = via(snap, kernel.route_get_marked(dst, mark), link.index);
             Check {
-                source: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                source: unspecified,
                 destination: dst,
                 mark: Some(mark),
                 via,
@@ -90,22 +97,45 @@ pub fn checks(
     let (off4, off6) = probe_destinations(eni);
     // (source, destination, the link the reply must take)
     let mut pairs: Vec<(IpAddr, IpAddr, u32)> = Vec::new();
-    for ip in &eni.ipv4s {
-        pairs.push((IpAddr::V4(*ip), IpAddr::V4(eni.gateway_v4()), link.index));
-        pairs.push((IpAddr::V4(*ip), IpAddr::V4(off4), link.index));
+    let mut unproven = Vec::new();
+    if let Some(gw) = eni.gateway_v4() {
+        for ip in &eni.ipv4s {
+            pairs.push((IpAddr::V4(*ip), IpAddr::V4(gw), link.index));
+            pairs.push((IpAddr::V4(*ip), IpAddr::V4(off4), link.index));
+        }
+        for (dst, oif) in local_peers(snap, eni, link) {
+            pairs.push((eni.primary_address(), dst, oif));
+        }
     }
-    for (dst, oif) in local_peers(snap, eni, link) {
-        pairs.push((IpAddr::V4(eni.primary_ipv4()), dst, oif));
-    }
+    // IPv6 where the ENI's table has its router, and always on an IPv6-only ENI: there IPv6 is
+    // all the routing there is, and a proof with no lookup would prove nothing (the wait for
+    // the ENI holds out for an address and a router; without them the lookups fail).
     let v6_default = snap
         .routes
         .iter()
         .any(|r| r.table == eni.table() && r.is_default() && r.dst.addr().is_ipv6());
-    if v6_default {
-        for ip in &eni.ipv6s {
+    if v6_default || eni.is_ipv6_only() {
+        let in_subnet = eni.subnets_v6.first().and_then(|n| v6_peer(snap, *n));
+        let mut held = eni
+            .ipv6s
+            .iter()
             // Only addresses the host holds can be a lookup's source.
-            if snap.addrs.iter().any(|a| a.ip == IpAddr::V6(*ip)) {
-                pairs.push((IpAddr::V6(*ip), IpAddr::V6(off6), link.index));
+            .filter(|ip| snap.addrs.iter().any(|a| a.ip == IpAddr::V6(**ip)))
+            .peekable();
+        if held.peek().is_none() && eni.is_ipv6_only() {
+            // Not one address to look up from: a failed proof, not a vacuous one.
+            unproven.push(Check {
+                source: IpAddr::V6(eni.ipv6s[0]),
+                destination: IpAddr::V6(off6),
+                mark: None,
+                via: None,
+                ok: false,
+            });
+        }
+        for ip in held {
+            pairs.push((IpAddr::V6(*ip), IpAddr::V6(off6), link.index));
+            if let Some(peer) = in_subnet {
+                pairs.push((IpAddr::V6(*ip), IpAddr::V6(peer), link.index));
             }
         }
     }
@@ -120,8 +150,18 @@ pub fn checks(
             ok,
         });
     }
+    out.extend(unproven);
     out.extend(mark_checks(kernel, snap, eni, link));
     Ok(out)
+}
+
+/// A host of the subnet's IPv6 block that this host does not hold (the same-subnet case).
+fn v6_peer(snap: &Snapshot, net: ipnet::Ipv6Net) -> Option<Ipv6Addr> {
+    let first = u128::from(net.network());
+    (1..8u128)
+        .map(|k| Ipv6Addr::from(first.wrapping_add(k)))
+        .filter(|h| net.contains(h))
+        .find(|h| !snap.addrs.iter().any(|a| a.ip == IpAddr::V6(*h)))
 }
 
 /// A host on each of the first few IPv4 routes of the main table that lead to a local peer: not

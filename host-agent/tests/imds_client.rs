@@ -19,7 +19,7 @@ fn eni(mac: &str, device: u32, ip: [u8; 4], id: &str) -> EniMeta {
         network_card: 0,
         interface_id: id.into(),
         local_ipv4s: vec![Ipv4Addr::from(ip)],
-        subnet_ipv4_cidr_block: "10.0.1.0/24".parse().unwrap(),
+        subnet_ipv4_cidr_block: Some("10.0.1.0/24".parse().unwrap()),
         ipv4_prefixes: vec![],
         ipv6s: vec![],
         subnet_ipv6_cidr_blocks: vec![],
@@ -300,4 +300,33 @@ fn a_paced_client_spaces_its_requests() {
         "{n} requests in {:?}",
         start.elapsed()
     );
+}
+
+/// An IPv6-only instance whose IPv4 stack cannot reach 169.254.169.254: the first endpoint
+/// cannot be connected to, so the token comes from the next, which then serves every read.
+/// An answer that refuses (HTTP) is not a reason to move on: that endpoint is IMDS.
+#[test]
+fn an_endpoint_that_cannot_be_connected_to_hands_over_to_the_next() {
+    let imds = server();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let live = imds.endpoint();
+    let c = Client::with_fallback(&[&dead, &live]).unwrap();
+    let instance = c.instance().expect("read through the second endpoint");
+    assert_eq!(instance.enis.len(), 2);
+    assert_eq!(c.endpoint(), live.trim_end_matches('/'));
+    assert_eq!(token_requests(&imds), 1);
+    assert_eq!(
+        c.attempts() as usize,
+        imds.request_count() + 1,
+        "one connection attempt to the dead endpoint, then only the live one"
+    );
+
+    imds.fail_next(1, 403);
+    let refused = Client::with_fallback(&[&live, &dead]).unwrap();
+    let err = refused.instance().unwrap_err().to_string();
+    assert!(err.contains("HTTP 403"), "{err}");
+    assert_eq!(refused.endpoint(), live.trim_end_matches('/'));
 }

@@ -99,9 +99,10 @@ fn an_eni_whose_network_card_is_not_published_yet_never_takes_another_enis_table
     );
 }
 
-/// One odd ENI does not stop the others: garbage in one ENI's metadata, an IPv6-only ENI. Each
-/// ENI is parsed on its own; `--eni` of a good one works; `--all` configures the good ones and
-/// still reports the garbage (exit 2, naming the field); IPv6-only is skipped with a reason.
+/// One odd ENI does not stop the others: garbage in one ENI's metadata, an IPv6-only ENI whose
+/// address lies outside its subnet. Each ENI is parsed on its own; `--eni` of a good one works;
+/// `--all` configures the good ones and still reports the garbage (exit 2, naming the field);
+/// the other odd one is skipped with its reason.
 #[test]
 fn one_odd_eni_does_not_stop_the_others() {
     need_root!();
@@ -129,9 +130,16 @@ fn one_odd_eni_does_not_stop_the_others() {
         &format!("{}/subnet-ipv4-cidr-block", dir(odd.mac())),
         "10.0.1.0/33",
     );
+    // An ENI of an IPv6-only subnet (no IPv4 keys at all), with an address outside its block.
     bed.imds.remove(&format!("{}/local-ipv4s", dir(v6.mac())));
     bed.imds
+        .remove(&format!("{}/subnet-ipv4-cidr-block", dir(v6.mac())));
+    bed.imds
         .set(&format!("{}/ipv6s", dir(v6.mac())), "2001:db8:1::23");
+    bed.imds.set(
+        &format!("{}/subnet-ipv6-cidr-blocks", dir(v6.mac())),
+        "2001:db8:2::/64",
+    );
 
     // A good ENI by name: the odd ones do not matter.
     let r = bed.agent(&["apply", "--eni", "eni-55555555555555552", "--json"]);
@@ -141,7 +149,7 @@ fn one_odd_eni_does_not_stop_the_others() {
         vec![("10.0.2.21/32".into(), 10002)]
     );
 
-    // --all: eth2 stays configured, eth1 (garbage) and eth3 (IPv6 only) are left alone.
+    // --all: eth2 stays configured, eth1 and eth3 (garbage both) are left alone.
     let r = bed.agent(&["apply", "--all", "--json", "--wait", "2"]);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
     let error = r.json["error"].as_str().unwrap_or_default();
@@ -151,7 +159,8 @@ fn one_odd_eni_does_not_stop_the_others() {
     );
     let notes = r.json["notes"].to_string();
     assert!(
-        notes.contains("eni-55555555555555553") && notes.contains("IPv6 only"),
+        notes.contains("eni-55555555555555553")
+            && notes.contains("in none of the subnet's IPv6 blocks"),
         "{notes}"
     );
     assert!(bed.rules_for_table(10001).is_empty());

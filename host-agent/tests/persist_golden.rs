@@ -128,6 +128,36 @@ fn golden_networkd_own_file_when_nothing_matches() {
     );
 }
 
+/// An ENI in an IPv6-only subnet, in every backend: IPv6 addresses, rules and table routes
+/// only, and nothing that needs an IPv4 (NetworkManager's IPv4 `disabled`, not `manual`).
+#[test]
+fn golden_every_backend_for_an_ipv6_only_eni() {
+    let t = TempTree::new();
+    t.write(
+        "/etc/network/interfaces",
+        "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
+    );
+    let mut files = BTreeMap::new();
+    for b in [
+        Backend::Networkd,
+        Backend::Netplan,
+        Backend::Nm,
+        Backend::Ifcfg,
+        Backend::Ifupdown,
+        Backend::Unit,
+    ] {
+        files.extend(rendered(b, &t.root(), &[ipv6_only()]));
+    }
+    for (path, content) in &files {
+        let text = String::from_utf8_lossy(content);
+        assert!(
+            !text.contains("10.0.") || path.contains("udev") || path.contains("systemd/system"),
+            "{path} names an IPv4 address:\n{text}"
+        );
+    }
+    check_golden("ipv6-only", files);
+}
+
 #[test]
 fn golden_netplan_merged_with_cloud_init() {
     let t = TempTree::new();

@@ -165,3 +165,58 @@ fn netplan_never_extends_a_glob_definition_that_also_matches_the_primary() {
         );
     }
 }
+
+/// netplan's own generator takes an IPv6-only ENI's definition: in the networkd file it writes,
+/// the ENI's IPv6 addresses, its table's routes and every rule (the local-peers rules from the
+/// drop-in beside it), and nothing IPv4.
+#[test]
+fn the_real_netplan_generator_renders_an_ipv6_only_eni() {
+    let t = TempTree::new();
+    let eni = persist_fixtures::ipv6_only();
+    let ops =
+        symroute_agent::persist::render(symroute_agent::persist::Backend::Netplan, &t.root(), &eni)
+            .expect("render");
+    for op in &ops {
+        if let symroute_agent::persist::FileOp::Write { path, content, .. } = op {
+            let f = t.path(path.to_str().unwrap());
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(&f, content).unwrap();
+        }
+    }
+    let generator = ["/usr/libexec/netplan/generate", "/usr/lib/netplan/generate"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("netplan's generator (make setup installs netplan.io)");
+    let out = std::process::Command::new(generator)
+        .arg("--root-dir")
+        .arg(&t.dir)
+        .output()
+        .expect("run the generator");
+    assert!(
+        out.status.success(),
+        "netplan refused it: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = t.path("/run/systemd/network/10-netplan-00-symroute-eth3.network");
+    let text = fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    for want in [
+        "PermanentMACAddress=0a:00:00:00:00:04",
+        "Address=2600:1f18:1:2::40/128",
+        "Address=2600:1f18:1:2::41/128",
+        "IPv6AcceptRA=yes",
+        "[RoutingPolicyRule]\nFrom=2600:1f18:1:2::40/128\nTable=10003\nPriority=10003",
+        "[RoutingPolicyRule]\nFrom=2600:1f18:1:2::41/128\nTo=2600:1f18:1::/56\nTable=10003\nPriority=8003",
+        "Destination=::/0\nGateway=fe80::1\nTable=10003",
+        "Destination=2600:1f18:1:2::/64\nScope=link\nTable=10003",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    assert!(
+        !text.contains("10.0."),
+        "an IPv4 in an IPv6-only ENI's file:\n{text}"
+    );
+    assert!(
+        !text.contains("DHCP=ipv4") && !text.contains("DHCP=yes"),
+        "{text}"
+    );
+}

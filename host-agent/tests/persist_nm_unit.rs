@@ -25,7 +25,12 @@ kf.load_from_file(sys.argv[1], GLib.KeyFileFlags.NONE)
 c = NM.keyfile_read(kf, sys.argv[2], NM.KeyfileHandlerFlags.NONE, None, None)
 c.verify()
 ip4 = c.get_setting_ip4_config()
+ip6 = c.get_setting_ip6_config()
 print(json.dumps({
+    "method6": ip6.get_method(), "route_table6": ip6.get_route_table(),
+    "addresses6": [f"{a.get_address()}/{a.get_prefix()}" for a in ip6.props.addresses],
+    "rules6": [ip6.get_routing_rule(i).to_string(NM.IPRoutingRuleAsStringFlags.NONE, None)
+               for i in range(ip6.get_num_routing_rules())],
     "id": c.get_id(), "uuid": c.get_uuid(), "type": c.get_connection_type(),
     "priority": c.get_setting_connection().get_autoconnect_priority(),
     "mac": c.get_setting_wired().get_mac_address(),
@@ -37,6 +42,59 @@ print(json.dumps({
               for i in range(ip4.get_num_routing_rules())],
 }))
 "#;
+
+/// What libnm reads from a keyfile, after its own `verify()`; a refusal fails the test.
+fn libnm_read(file: &std::path::Path) -> Value {
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", NM_CHECK])
+        .arg(file)
+        .arg(file.parent().unwrap())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "libnm refused the keyfile: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// An IPv6-only ENI's profile: libnm refuses IPv4 `manual` without an address, so IPv4 is
+/// `disabled`; IPv6 carries the addresses, the table and every rule.
+#[test]
+fn an_ipv6_only_keyfile_is_read_and_verified_by_libnm() {
+    let t = TempTree::new();
+    let eni = persist_fixtures::ipv6_only();
+    let ops =
+        symroute_agent::persist::render(symroute_agent::persist::Backend::Nm, &t.root(), &eni)
+            .expect("render");
+    let [symroute_agent::persist::FileOp::Write { path, content, .. }] = ops.as_slice() else {
+        panic!("one keyfile: {ops:?}");
+    };
+    let file = t.path(path.to_str().unwrap());
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, content).unwrap();
+    let got = libnm_read(&file);
+    assert_eq!(got["method"], "disabled", "{got}");
+    assert_eq!(got["method6"], "auto", "{got}");
+    assert_eq!(got["route_table6"], 10003, "{got}");
+    assert_eq!(
+        got["addresses6"],
+        serde_json::json!(["2600:1f18:1:2::40/128", "2600:1f18:1:2::41/128"])
+    );
+    let rules: Vec<&str> = got["rules6"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(rules.len(), 6, "{got}");
+    assert!(
+        rules.contains(&"priority 10003 from 2600:1f18:1:2::40 table 10003"),
+        "{rules:?}"
+    );
+    assert!(got["rules"].as_array().unwrap().is_empty(), "{got}");
+}
 
 #[test]
 fn nm_keyfile_is_read_and_verified_by_libnm() {
@@ -51,18 +109,7 @@ fn nm_keyfile_is_read_and_verified_by_libnm() {
         .unwrap();
     apply(&bed, "nm", &t.dir);
     let file = t.path("/etc/NetworkManager/system-connections/symroute-eth1.nmconnection");
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", NM_CHECK])
-        .arg(&file)
-        .arg(file.parent().unwrap())
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "libnm refused the keyfile: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = libnm_read(&file);
     let mac = eth1_mac(&bed).to_uppercase();
     assert_eq!(got["mac"], mac.as_str());
     assert_eq!(got["type"], "802-3-ethernet");

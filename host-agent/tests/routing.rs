@@ -809,6 +809,135 @@ fn the_secondarys_ra_default_goes_behind_the_primarys_and_the_primary_answers_ov
     );
 }
 
+/// An ENI in an IPv6-only subnet (metadata publishes neither `local-ipv4s` nor
+/// `subnet-ipv4-cidr-block` for it) is routed by its IPv6 addresses. Until its link has learned
+/// the VPC router it is waited for (exit 3 when the wait ends), since nothing could be proven;
+/// then: rules from its address, the subnet and the router in its table, nothing IPv4, the
+/// kernel's RA default behind the primary's, a proof made of IPv6 lookups, and a client in
+/// another subnet that gets answers from it and from the primary. Before, it was skipped as
+/// "IPv6 only", and `--eni` naming it was exit 2.
+#[test]
+fn an_ipv6_only_eni_is_routed_by_its_ipv6_addresses_and_the_primary_keeps_answering() {
+    need_root!();
+    let bed = Bed::new(true);
+    // No router for now: eth1 will ignore the VPC router's advertisements (new links take
+    // `default`'s setting, so none is learned before the test is ready for it).
+    bed.inst
+        .sysctl("net.ipv6.conf.default.accept_ra", "0")
+        .expect("accept_ra");
+    let eth1 = bed.attach(
+        EniSpec::new("eth1", &bed.a)
+            .ipv6_only()
+            .ipv6("2600:1f18:1:1::30"),
+        1,
+        0,
+        "eni-77777777777777771",
+    );
+    let dir = format!("meta-data/network/interfaces/macs/{}", eth1.mac());
+    assert_eq!(bed.imds.get(&format!("{dir}/local-ipv4s")), None);
+    assert_eq!(bed.imds.get(&format!("{dir}/subnet-ipv4-cidr-block")), None);
+    let far = bed
+        .vpc
+        .add_client_with(&bed.b, &["10.0.2.50", "2600:1f18:1:2::50"])
+        .unwrap();
+
+    let early = bed.agent(&[
+        "apply",
+        "--eni",
+        "eni-77777777777777771",
+        "--wait",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(early.code, 3, "{}\n{}", early.stdout, early.stderr);
+    let error = early.json["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("IPv6-only") && error.contains("no IPv6 router"),
+        "{error}"
+    );
+    assert!(bed.rules_for_table(10001).is_empty(), "nothing changed");
+
+    bed.inst
+        .sysctl("net.ipv6.conf.eth1.accept_ra", "1")
+        .expect("accept_ra");
+    let run = bed.apply(&["--eni", "eni-77777777777777771"]);
+    let eni = &run.json["enis"][0];
+    assert_eq!(eni["status"], "configure", "{}", run.stdout);
+    assert_eq!(eni["symmetric"], true, "{}", run.stdout);
+    let proven: Vec<(String, String)> = eni["verify"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["source"].as_str().unwrap().to_string(),
+                c["destination"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        proven.iter().all(|(src, _)| src == "2600:1f18:1:1::30")
+            && proven.iter().any(|(_, d)| d.starts_with("2600:1f18:1:1::"))
+            && proven
+                .iter()
+                .any(|(_, d)| !d.starts_with("2600:1f18:1:1::")),
+        "IPv6 lookups to the subnet and off it: {proven:?}"
+    );
+    assert_eq!(
+        bed.rules_for_table(10001),
+        vec![("2600:1f18:1:1::30/128".to_string(), 10001)]
+    );
+    assert!(
+        bed.ip_json(&["-4", "rule", "show", "table", "10001"])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "no IPv4 rule"
+    );
+    let v4_routes = bed
+        .inst
+        .exec(&["ip", "-4", "route", "show", "table", "all"])
+        .unwrap();
+    let v4_routes = String::from_utf8_lossy(&v4_routes.stdout);
+    assert!(
+        !v4_routes.contains("table 10001"),
+        "no IPv4 route:\n{v4_routes}"
+    );
+    let v6 = bed.table_routes(10001, "-6");
+    assert!(
+        v6.iter().any(|r| r["dst"] == "default"
+            && r["dev"] == "eth1"
+            && r["gateway"].as_str().unwrap_or("").starts_with("fe80:")),
+        "{v6:?}"
+    );
+    assert!(
+        v6.iter().any(|r| r["dst"] == "2600:1f18:1:1::/64"),
+        "{v6:?}"
+    );
+
+    // The VPC router's next RA (every 3-4 s here) brings eth1's default back behind eth0's.
+    let demoted = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        bed.ip_json(&["-6", "route", "show", "default", "dev", "eth1"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["metric"] == 10001)
+    });
+    assert!(demoted, "eth1's RA default did not come back at 10001");
+    assert!(
+        far.ping(ip("2600:1f18:1:1::30"), 1, 3),
+        "the IPv6-only ENI answers another subnet"
+    );
+    assert!(
+        far.ping(ip("2600:1f18:1:1::10"), 2, 2),
+        "the primary's IPv6 address still answers another subnet"
+    );
+    assert!(far.ping(ip("10.0.1.10"), 1, 2), "and its IPv4");
+    let again = bed.apply(&[]);
+    assert_eq!(again.json["changes"], 0, "{}", again.stdout);
+}
+
 /// status reports every ENI, with symmetric yes/no, and leaves a foreign setup alone.
 #[test]
 fn status_and_foreign_routing() {

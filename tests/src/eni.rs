@@ -45,6 +45,11 @@ pub struct EniSpec {
     /// Delegated IPv4 prefixes (`ipv4-prefix` in IMDS).
     pub ipv4_prefixes: Vec<Ipv4Net>,
     pub ipv6s: Vec<Ipv6Addr>,
+    /// An ENI in an IPv6-only subnet: no IPv4 at all (none allocated at attach; IMDS publishes
+    /// neither `local-ipv4s` nor `subnet-ipv4-cidr-block`), one IPv6 allocated if none is given.
+    /// The testbed's subnet keeps its IPv4 block for the other ENIs; the source/destination
+    /// check drops any IPv4 this ENI sends, as the VPC would.
+    pub ipv6_only: bool,
     pub config: Config,
 }
 
@@ -59,6 +64,7 @@ impl EniSpec {
             ipv4s: Vec::new(),
             ipv4_prefixes: Vec::new(),
             ipv6s: Vec::new(),
+            ipv6_only: false,
             config: Config::default(),
         }
     }
@@ -91,6 +97,12 @@ impl EniSpec {
     /// Adds an IPv6 address. Panics on a malformed literal.
     pub fn ipv6(mut self, addr: &str) -> Self {
         self.ipv6s.push(parse(addr, "IPv6 address"));
+        self
+    }
+
+    /// Makes it an IPv6-only ENI (see [`EniSpec::ipv6_only`]).
+    pub fn ipv6_only(mut self) -> Self {
+        self.ipv6_only = true;
         self
     }
 
@@ -127,6 +139,20 @@ impl EniSpec {
         }
         if u8::from_str_radix(octets[0], 16).is_ok_and(|b| b & 1 == 1) {
             return Err(Error::invalid("MAC", &self.mac, "is a multicast address"));
+        }
+        if self.ipv6_only && (!self.ipv4s.is_empty() || !self.ipv4_prefixes.is_empty()) {
+            return Err(Error::invalid(
+                "IPv6-only ENI",
+                &self.mac,
+                "has IPv4 addresses or prefixes",
+            ));
+        }
+        if self.ipv6_only && self.subnet.ipv6_prefix().is_none() {
+            return Err(Error::invalid(
+                "IPv6-only ENI",
+                &self.mac,
+                format!("subnet {} has no IPv6 block", self.subnet.cidr()),
+            ));
         }
         for p in &self.ipv4_prefixes {
             if !self.subnet.cidr().contains(p) || p.trunc() != *p {
@@ -174,7 +200,8 @@ fn fresh_mac() -> String {
     )
 }
 
-/// An attached ENI. The spec is complete here: `ipv4s` is never empty.
+/// An attached ENI. The spec is complete here: `ipv4s` is never empty, except on an IPv6-only
+/// ENI, whose `ipv6s` is never empty.
 #[derive(Clone, Debug)]
 pub struct Eni {
     pub(crate) spec: EniSpec,
@@ -201,7 +228,9 @@ impl Eni {
         &self.spec.subnet
     }
 
+    /// The primary private IPv4. Panics on an IPv6-only ENI, which has none.
     pub fn primary_ipv4(&self) -> Ipv4Addr {
+        assert!(!self.spec.ipv6_only, "{} is IPv6-only", self.spec.mac);
         self.spec.ipv4s[0]
     }
 

@@ -44,18 +44,21 @@ pub fn run(report: &mut Report) -> Result<()> {
                 .filter(|a| a.index == link.index && !is_link_local(&a.ip))
                 .map(|a| format!("{}/{}", a.ip, a.prefix_len))
                 .collect();
-            r.rules =
-                snap.rules
-                    .iter()
-                    .filter_map(|k| k.spec.as_ref())
-                    .filter(|k| {
-                        k.table == t
-                            || eni.ipv4s.iter().any(|ip| {
-                                k.src.contains(&IpAddr::V4(*ip)) && k.src.prefix_len() > 0
-                            })
-                    })
-                    .map(|k| k.to_string())
-                    .collect();
+            r.rules = snap
+                .rules
+                .iter()
+                .filter_map(|k| k.spec.as_ref())
+                .filter(|k| {
+                    k.table == t
+                        || eni
+                            .ipv4s
+                            .iter()
+                            .map(|ip| IpAddr::V4(*ip))
+                            .chain(eni.ipv6s.iter().map(|ip| IpAddr::V6(*ip)))
+                            .any(|ip| k.src.contains(&ip) && k.src.prefix_len() > 0)
+                })
+                .map(|k| k.to_string())
+                .collect();
             r.set_checks(verify::checks(&mut kernel, &snap, eni, link)?);
             r.connmark = Some(crate::connmark::is_on(&snap, t));
             r.rules.extend(

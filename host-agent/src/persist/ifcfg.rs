@@ -104,13 +104,16 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
         }
         FileOp::text(file(kind), s, 0o644)
     };
-    ops.push(lines("route", eni.routes_v4().map(route_line).collect()));
-    ops.push(lines(
-        "rule",
-        eni.rules_v4()
-            .map(|r| format!("{} protocol {RTPROT_SYMROUTE}", rule_selector(r)))
-            .collect(),
-    ));
+    // An IPv6-only ENI has no IPv4 routing to write.
+    if !eni.addrs_v4.is_empty() {
+        ops.push(lines("route", eni.routes_v4().map(route_line).collect()));
+        ops.push(lines(
+            "rule",
+            eni.rules_v4()
+                .map(|r| format!("{} protocol {RTPROT_SYMROUTE}", rule_selector(r)))
+                .collect(),
+        ));
+    }
     if !eni.addrs_v6.is_empty() {
         ops.push(lines("route6", eni.routes_v6().map(route_line).collect()));
         ops.push(lines(

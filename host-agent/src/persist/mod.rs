@@ -120,7 +120,7 @@ pub struct EniConfig {
     pub mac: Mac,
     pub ifname: String,
     pub table: u32,
-    /// Every private IPv4 with the subnet's length, primary first.
+    /// Every private IPv4 with the subnet's length, primary first (none on an IPv6-only ENI).
     pub addrs_v4: Vec<Ipv4Net>,
     /// Every IPv6 as /128 (as DHCPv6 on AWS assigns them).
     pub addrs_v6: Vec<Ipv6Net>,
@@ -143,7 +143,7 @@ pub struct EniConfig {
 
 impl EniConfig {
     pub fn new(eni: &ImdsEni, link: &Link, desired: &Desired) -> EniConfig {
-        let len = eni.subnet_v4.prefix_len();
+        let len = eni.subnet_v4.map_or(32, |n| n.prefix_len());
         EniConfig {
             eni_id: eni.eni_id.clone(),
             mac: eni.mac,

@@ -68,11 +68,19 @@ pub fn render(eni: &EniConfig) -> Vec<FileOp> {
         s.pop();
         let _ = writeln!(s, "mtu={m}\n");
     }
-    s.push_str("[ipv4]\nmethod=manual\n");
+    if eni.addrs_v4.is_empty() {
+        // An IPv6-only ENI. `manual` needs an address (libnm's verify() refuses it without),
+        // and DHCPv4 in an IPv6-only subnet only hands out a link-local 169.254 address.
+        s.push_str("[ipv4]\nmethod=disabled\n");
+    } else {
+        s.push_str("[ipv4]\nmethod=manual\n");
+    }
     for (i, a) in eni.addrs_v4.iter().enumerate() {
         let _ = writeln!(s, "address{}={a}", i + 1);
     }
-    let _ = writeln!(s, "route-table={}", eni.table);
+    if !eni.addrs_v4.is_empty() {
+        let _ = writeln!(s, "route-table={}", eni.table);
+    }
     // The subnet route is the prefix route NetworkManager adds for the addresses (in the table).
     let mut n = 0;
     for r in eni.routes_v4().filter(|r| r.gateway.is_some()) {

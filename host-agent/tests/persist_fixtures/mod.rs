@@ -45,6 +45,21 @@ pub fn dual_stack() -> EniConfig {
     )
 }
 
+/// eth3, device 3: IPv6-only, in an IPv6-only subnet 2600:1f18:1:2::/64 (table 10003).
+pub fn ipv6_only() -> EniConfig {
+    config(
+        "eni-33333333333333333",
+        "0a:00:00:00:00:04",
+        "eth3",
+        3,
+        &[],
+        "",
+        &[],
+        &["2600:1f18:1:2::40", "2600:1f18:1:2::41"],
+        Some("fe80::1"),
+    )
+}
+
 /// The persisted configuration of one ENI, through the live planner (`plan::desired`) with a
 /// kernel snapshot in which the link is up and, for IPv6, a router was learned.
 #[allow(clippy::too_many_arguments)]
@@ -67,7 +82,8 @@ pub fn config(
         network_card: card,
         card_published: true,
         ipv4s: v4.iter().map(|s| s.parse().unwrap()).collect(),
-        subnet_v4: subnet.parse().unwrap(),
+        // No IPv4 block: an ENI in an IPv6-only subnet.
+        subnet_v4: (!subnet.is_empty()).then(|| subnet.parse().unwrap()),
         prefixes_v4: prefixes.iter().map(|s| s.parse().unwrap()).collect(),
         ipv6s: v6.iter().map(|s| s.parse().unwrap()).collect(),
         subnets_v6: if v6.is_empty() {

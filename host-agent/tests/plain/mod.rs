@@ -26,7 +26,7 @@ pub fn eni(device: u8, ips: &[&str]) -> ImdsEni {
         network_card: 0,
         card_published: false,
         ipv4s: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
-        subnet_v4: "10.0.1.0/24".parse().unwrap(),
+        subnet_v4: Some("10.0.1.0/24".parse().unwrap()),
         prefixes_v4: vec![],
         ipv6s: vec![],
         subnets_v6: vec![],

@@ -56,7 +56,9 @@ pub struct EniMeta {
     pub interface_id: String,
     /// Primary first.
     pub local_ipv4s: Vec<Ipv4Addr>,
-    pub subnet_ipv4_cidr_block: Ipv4Net,
+    /// `None` for an ENI in an IPv6-only subnet: then neither this nor `local-ipv4s` is
+    /// written, as IMDS publishes neither for such an ENI.
+    pub subnet_ipv4_cidr_block: Option<Ipv4Net>,
     /// Written as `ipv4-prefix` only when not empty, as IMDS does.
     pub ipv4_prefixes: Vec<Ipv4Net>,
     pub ipv6s: Vec<Ipv6Addr>,
@@ -85,7 +87,7 @@ impl EniMeta {
             network_card,
             interface_id: eni_id.to_string(),
             local_ipv4s: spec.ipv4s.clone(),
-            subnet_ipv4_cidr_block: subnet.cidr(),
+            subnet_ipv4_cidr_block: (!spec.ipv6_only).then(|| subnet.cidr()),
             ipv4_prefixes: spec.ipv4_prefixes.clone(),
             ipv6s: spec.ipv6s.clone(),
             subnet_ipv6_cidr_blocks: subnet.ipv6_prefix().into_iter().collect(),
@@ -127,20 +129,19 @@ impl EniMeta {
             ("device-number", self.device_number.to_string()),
             ("network-card", self.network_card.to_string()),
             ("interface-id", self.interface_id.clone()),
-            (
-                "local-ipv4s",
-                lines(self.local_ipv4s.iter().map(|a| a.to_string()).collect()),
-            ),
-            (
-                "subnet-ipv4-cidr-block",
-                self.subnet_ipv4_cidr_block.to_string(),
-            ),
             ("mac", self.mac.clone()),
             ("subnet-id", self.subnet_id.clone()),
             ("vpc-id", self.vpc_id.clone()),
             ("owner-id", self.owner_id.clone()),
             ("local-hostname", self.local_hostname.clone()),
         ];
+        if let Some(subnet) = self.subnet_ipv4_cidr_block {
+            e.push((
+                "local-ipv4s",
+                lines(self.local_ipv4s.iter().map(|a| a.to_string()).collect()),
+            ));
+            e.push(("subnet-ipv4-cidr-block", subnet.to_string()));
+        }
         if !self.ipv4_prefixes.is_empty() {
             e.push((
                 "ipv4-prefix",

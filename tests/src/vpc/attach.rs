@@ -59,7 +59,13 @@ impl Vpc {
             Ok::<_, Error>(())
         });
         if let Err(e) = claim.and_then(|()| {
-            if spec.ipv4s.is_empty() {
+            if spec.ipv6_only {
+                if spec.ipv6s.is_empty() {
+                    let a = spec.subnet.allocate_ipv6()?;
+                    claimed.push(IpAddr::V6(a));
+                    spec.ipv6s.push(a);
+                }
+            } else if spec.ipv4s.is_empty() {
                 let a = spec.subnet.allocate_ipv4()?;
                 claimed.push(IpAddr::V4(a));
                 spec.ipv4s.push(a);
@@ -118,8 +124,8 @@ impl Vpc {
                 &format!("neigh replace {a} lladdr {mac} dev {bridge} nud permanent"),
             )?;
         }
-        let primary = eni.primary_ipv4();
         for p in eni.ipv4_prefixes() {
+            let primary = eni.primary_ipv4();
             cmd::ipl(r, &format!("route replace {p} via {primary} dev {bridge}"))?;
         }
         cmd::ipl(
@@ -156,14 +162,16 @@ fn configure(eni: &Eni) -> Result<()> {
     let i = Some(i);
     let dev = eni.ifname();
     cmd::ipl(i, &format!("link set {dev} up"))?;
-    let (primary, len) = (eni.primary_ipv4(), eni.subnet().cidr().prefix_len());
     // The kernel's own subnet route (metric 0): with two ENIs in one subnet the older route
     // wins, so replies to same-subnet hosts leave by the first interface, as in the field.
     // `replace`, as a DHCP client does (networkd sends RTM_NEWADDR with NLM_F_REPLACE): an
     // agent already waiting for this ENI may have added the address first, and in the field
-    // that race does not fail the OS's own configuration either.
-    cmd::ipl(i, &format!("addr replace {primary}/{len} brd + dev {dev}"))?;
-    if let Some(metric) = default_metric {
+    // that race does not fail the OS's own configuration either. An IPv6-only ENI has none.
+    if let Some(primary) = eni.ipv4s().first() {
+        let len = eni.subnet().cidr().prefix_len();
+        cmd::ipl(i, &format!("addr replace {primary}/{len} brd + dev {dev}"))?;
+    }
+    if let Some(metric) = default_metric.filter(|_| !eni.ipv4s().is_empty()) {
         let gateway = eni.subnet().gateway();
         cmd::ipl(
             i,
