@@ -157,28 +157,12 @@ fn run_file_ops(
         return Ok(persist::Journal::default());
     }
     let mut journal = persist::execute(root, ops, &mut report.persist)?;
-    if let Err(e) = netplan_generate(root, report) {
+    if let Err(e) = persist::after_change(root, &mut report.persist) {
         journal.rollback();
-        let _ = persist::netplan::generate(root);
+        persist::after_rollback(root, &report.persist);
         return Err(e);
     }
     Ok(journal)
-}
-
-/// After netplan files changed: `netplan generate`, so netplan's output follows at once.
-fn netplan_generate(root: &persist::Root, report: &mut Report) -> Result<()> {
-    let dir = std::path::Path::new(persist::netplan::DIR);
-    let changed = report.persist.files.iter().any(|f| {
-        f.action != crate::persist::FileAction::Unchanged
-            && std::path::Path::new(&f.path).starts_with(dir)
-    });
-    if changed && !persist::netplan::generate(root)? {
-        report
-            .persist
-            .warnings
-            .push("netplan is not installed here: nothing generated".into());
-    }
-    Ok(())
 }
 
 /// `remove`: deletes the files apply wrote for the removed ENIs (none with --persist none).

@@ -9,47 +9,70 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{owner_of, EniConfig, FileOp, Root};
+use super::ipcmd;
+use super::{owner_of, Backend, EniConfig, FileOp, Manager, Root};
 use crate::error::{Error, Result};
-use crate::model::RTPROT_SYMROUTE;
+use crate::model::{Mac, RTPROT_SYMROUTE};
 
 pub const DIR: &str = "/etc/sysconfig/network-scripts";
 
-/// The `ip route` arguments of a route (after `ip route add`).
-pub(crate) fn route_line(r: &crate::ops::RouteSpec) -> String {
-    let mut s = if r.is_default() {
-        "default".to_string()
-    } else {
-        r.dst.to_string()
-    };
-    if let Some(g) = r.gateway {
-        let _ = write!(s, " via {g}");
+/// network-scripts' script that reads `route-`/`rule-` files when `ifup` brings a link up
+/// (RHEL 9 and later keep the directory for NetworkManager's ifcfg plugin, without it).
+const IFUP_ROUTES: &str = "/etc/sysconfig/network-scripts/ifup-routes";
+
+pub(crate) struct Ifcfg;
+
+impl Manager for Ifcfg {
+    fn backend(&self) -> Backend {
+        Backend::Ifcfg
     }
-    let _ = write!(s, " dev {}", r.dev);
-    if r.scope_link {
-        s.push_str(" scope link");
+
+    /// A directory is not a manager: the script that reads our files must be there.
+    fn detect(&self, root: &Root, _: &[(String, Mac)]) -> Option<(Backend, String)> {
+        if !root.exists("/etc/sysconfig/network-scripts") {
+            return None;
+        }
+        if !root.exists(IFUP_ROUTES) {
+            log::debug!(
+                "/etc/sysconfig/network-scripts without {IFUP_ROUTES}: not network-scripts"
+            );
+            return None;
+        }
+        Some((
+            Backend::Ifcfg,
+            format!("detected: /etc/sysconfig/network-scripts, read by {IFUP_ROUTES}"),
+        ))
     }
-    if let Some(p) = r.prefsrc {
-        let _ = write!(s, " src {p}");
+
+    fn render(&self, root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
+        render(root, eni)
     }
-    if let Some(m) = r.metric {
-        let _ = write!(s, " metric {m}");
+
+    fn dirs(&self) -> &'static [&'static str] {
+        &[DIR]
     }
-    let _ = write!(s, " table {} proto {RTPROT_SYMROUTE}", r.table);
-    s
 }
 
-/// The `ip rule` selector of a rule (after `ip rule add|del`), without the protocol.
-pub(crate) fn rule_selector(r: &crate::ops::RuleSpec) -> String {
-    let mut s = format!("from {}", r.src);
-    if let Some(d) = r.dst {
-        let _ = write!(s, " to {d}");
+/// A value in an `ifcfg-` file: one word, or a list (network-scripts splits it on blanks).
+enum Value {
+    Word(String),
+    List(Vec<String>),
+}
+
+/// An `ifcfg-` file: `KEY=value` lines as network-scripts sources them with the shell; a list
+/// in double quotes (ours hold no quote, `$` or backslash: addresses, names, numbers).
+fn shell_vars(header: String, vars: &[(String, Value)]) -> String {
+    let mut s = header;
+    for (k, v) in vars {
+        match v {
+            Value::Word(w) => {
+                let _ = writeln!(s, "{k}={w}");
+            }
+            Value::List(items) => {
+                let _ = writeln!(s, "{k}=\"{}\"", items.join(" "));
+            }
+        }
     }
-    let _ = write!(s, " lookup {}", r.table);
-    if let Some(n) = r.suppress_prefixlength {
-        let _ = write!(s, " suppress_prefixlength {n}");
-    }
-    let _ = write!(s, " priority {}", r.priority);
     s
 }
 
@@ -69,32 +92,44 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
         }
     }
     if !foreign("ifcfg") {
-        let mut s = eni.header();
-        let _ = writeln!(
-            s,
-            "# Brings {} ({}) up with its addresses from instance metadata.",
-            eni.ifname, eni.eni_id
-        );
-        let _ = writeln!(
-            s,
-            "DEVICE={}\nHWADDR={}\nTYPE=Ethernet\nONBOOT=yes\nBOOTPROTO=none\nNM_CONTROLLED=no\nDEFROUTE=no",
-            eni.ifname, eni.mac
-        );
+        let word = |k: &str, v: String| (k.to_owned(), Value::Word(v));
+        let mut vars: Vec<(String, Value)> = vec![
+            word("DEVICE", eni.ifname.clone()),
+            word("HWADDR", eni.mac.to_string()),
+            word("TYPE", "Ethernet".into()),
+            word("ONBOOT", "yes".into()),
+            word("BOOTPROTO", "none".into()),
+            word("NM_CONTROLLED", "no".into()),
+            word("DEFROUTE", "no".into()),
+        ];
         if let Some(m) = eni.mtu {
             // The VPC's MTU as DHCP had set it: BOOTPROTO=none is static.
-            let _ = writeln!(s, "MTU={m}");
+            vars.push(word("MTU", m.to_string()));
         }
         for (i, a) in eni.addrs_v4.iter().enumerate() {
-            let _ = writeln!(s, "IPADDR{i}={}\nPREFIX{i}={}", a.addr(), a.prefix_len());
+            vars.push(word(&format!("IPADDR{i}"), a.addr().to_string()));
+            vars.push(word(&format!("PREFIX{i}"), a.prefix_len().to_string()));
         }
         if let Some((first, rest)) = eni.addrs_v6.split_first() {
-            let _ = writeln!(s, "IPV6INIT=yes\nIPV6_AUTOCONF=yes\nIPV6ADDR={first}");
+            vars.push(word("IPV6INIT", "yes".into()));
+            vars.push(word("IPV6_AUTOCONF", "yes".into()));
+            vars.push(word("IPV6ADDR", first.to_string()));
             if !rest.is_empty() {
-                let rest: Vec<String> = rest.iter().map(|a| a.to_string()).collect();
-                let _ = writeln!(s, "IPV6ADDR_SECONDARIES=\"{}\"", rest.join(" "));
+                vars.push((
+                    "IPV6ADDR_SECONDARIES".into(),
+                    Value::List(rest.iter().map(|a| a.to_string()).collect()),
+                ));
             }
         }
-        ops.push(FileOp::text(file("ifcfg"), s, 0o644));
+        let comment = format!(
+            "# Brings {} ({}) up with its addresses from instance metadata.\n",
+            eni.ifname, eni.eni_id
+        );
+        ops.push(FileOp::text(
+            file("ifcfg"),
+            shell_vars(eni.header() + &comment, &vars),
+            0o644,
+        ));
     }
     let lines = |kind: &str, items: Vec<String>| {
         let mut s = eni.header();
@@ -106,20 +141,20 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
     };
     // An IPv6-only ENI has no IPv4 routing to write.
     if !eni.addrs_v4.is_empty() {
-        ops.push(lines("route", eni.routes_v4().map(route_line).collect()));
+        ops.push(lines("route", eni.routes_v4().map(ipcmd::route).collect()));
         ops.push(lines(
             "rule",
             eni.rules_v4()
-                .map(|r| format!("{} protocol {RTPROT_SYMROUTE}", rule_selector(r)))
+                .map(|r| format!("{} protocol {RTPROT_SYMROUTE}", ipcmd::rule(r)))
                 .collect(),
         ));
     }
     if !eni.addrs_v6.is_empty() {
-        ops.push(lines("route6", eni.routes_v6().map(route_line).collect()));
+        ops.push(lines("route6", eni.routes_v6().map(ipcmd::route).collect()));
         ops.push(lines(
             "rule6",
             eni.rules_v6()
-                .map(|r| format!("{} protocol {RTPROT_SYMROUTE}", rule_selector(r)))
+                .map(|r| format!("{} protocol {RTPROT_SYMROUTE}", ipcmd::rule(r)))
                 .collect(),
         ));
     }

@@ -12,12 +12,13 @@
 //! /sys/class/net/<if>/address); for any other ENI the stanza does nothing.
 
 use std::fmt::Write as _;
+use std::fs;
 use std::path::Path;
 
-use super::ifcfg::{route_line, rule_selector};
-use super::{owner_of, EniConfig, FileOp, Root};
+use super::ipcmd;
+use super::{owner_of, Backend, EniConfig, FileOp, Manager, Root};
 use crate::error::{Error, Result};
-use crate::model::RTPROT_SYMROUTE;
+use crate::model::{Mac, RTPROT_SYMROUTE};
 
 pub const DIR: &str = "/etc/network/interfaces.d";
 const INTERFACES: &str = "/etc/network/interfaces";
@@ -54,6 +55,72 @@ fn stanza_line(text: &str, ifname: &str) -> Option<usize> {
     })
 }
 
+pub(crate) struct Ifupdown;
+
+impl Manager for Ifupdown {
+    fn backend(&self) -> Backend {
+        Backend::Ifupdown
+    }
+
+    /// A file is not a manager: `ifup` must be there, and something must run it at boot.
+    fn detect(&self, root: &Root, _: &[(String, Mac)]) -> Option<(Backend, String)> {
+        if !root.exists(INTERFACES) {
+            return None;
+        }
+        match at_boot(root) {
+            Some(why) => Some((Backend::Ifupdown, format!("detected: {INTERFACES}, {why}"))),
+            None => {
+                log::debug!(
+                    "{INTERFACES}, but no ifup that runs at boot (not installed, or \
+                     networking.service disabled and its udev rule masked): not ifupdown"
+                );
+                None
+            }
+        }
+    }
+
+    fn render(&self, root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
+        render(root, eni)
+    }
+
+    fn dirs(&self) -> &'static [&'static str] {
+        &[DIR]
+    }
+}
+
+/// What runs ifupdown at boot, if anything: `networking.service` enabled, or ifupdown's udev
+/// rule, which brings `allow-hotplug` stanzas (ours) up as their device appears, coldplug
+/// included, even with the service disabled, unless masked (a file of that name in
+/// /etc/udev/rules.d overrides it). `None` also when `ifup` is not installed.
+fn at_boot(root: &Root) -> Option<String> {
+    let ifup = ["/usr/sbin/ifup", "/sbin/ifup"]
+        .into_iter()
+        .find(|p| root.exists(p))?;
+    let enabled = [
+        "/etc/systemd/system/multi-user.target.wants/networking.service",
+        "/etc/systemd/system/network-online.target.wants/networking.service",
+    ]
+    .into_iter()
+    .find(|p| root.exists(p));
+    if let Some(p) = enabled {
+        return Some(format!("{ifup} run by networking.service ({p})"));
+    }
+    // Masked: a link to /dev/null or an empty file in /etc (a real file there replaces it).
+    let over = root.path("/etc/udev/rules.d/80-ifupdown.rules");
+    let masked = fs::read_link(&over).is_ok_and(|t| t == Path::new("/dev/null"))
+        || fs::metadata(&over).is_ok_and(|m| m.len() == 0);
+    let rule = [
+        "/usr/lib/udev/rules.d/80-ifupdown.rules",
+        "/lib/udev/rules.d/80-ifupdown.rules",
+    ]
+    .into_iter()
+    .find(|p| root.exists(p));
+    match rule {
+        Some(r) if !masked => Some(format!("{ifup} run by its udev rule ({r})")),
+        _ => None,
+    }
+}
+
 pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
     let main = root.read(Path::new(INTERFACES)).unwrap_or_default();
     if !sources_dir(&main) {
@@ -87,101 +154,132 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
         )));
     }
     let ifn = &eni.ifname;
-    let mut s = eni.header();
-    let _ = writeln!(
-        s,
-        "# Policy routing for {ifn} ({}); each line acts only while {ifn} has MAC {}.",
+    let comment = format!(
+        "# Policy routing for {ifn} ({}); each line acts only while {ifn} has MAC {}.\n",
         eni.eni_id, eni.mac
     );
     // `[ mac != ours ] || cmd`: nothing happens (and ifup goes on) for another ENI.
-    let only = format!(
-        "[ \"$(cat /sys/class/net/{ifn}/address)\" != {} ] || ",
-        eni.mac
-    );
+    let only = |cmd: String| {
+        format!(
+            "[ \"$(cat /sys/class/net/{ifn}/address)\" != {} ] || {cmd}",
+            eni.mac
+        )
+    };
+    let mut st = Stanza {
+        hotplug: !existing,
+        iface: ifn.clone(),
+        hooks: Vec::new(),
+    };
     // The kernel learns the VPC router's RA default on this link at the primary's metric
     // (1024) unless told otherwise before the link comes up: tell it (Linux 5.18+), and drop
     // a default it learned before this stanza ran (another stanza brought the link up first).
-    let ra = eni.ra_metric.map(|m| {
-        let conf = format!("/proc/sys/net/ipv6/conf/{ifn}/ra_defrtr_metric");
-        (
-            format!("    pre-up {only}[ ! -w {conf} ] || echo {m} > {conf}"),
-            format!(
-                "    post-up {only}[ ! -w {conf} ] || ip -6 route del default dev {ifn} proto ra metric 1024 2>/dev/null || true"
-            ),
-        )
-    });
-    let skip = if existing {
-        let _ = writeln!(s, "iface {ifn} inet manual");
-        if let Some((pre, _)) = &ra {
-            let _ = writeln!(s, "{pre}");
-        }
-        1
-    } else {
+    let conf = format!("/proc/sys/net/ipv6/conf/{ifn}/ra_defrtr_metric");
+    if let Some(m) = eni.ra_metric {
+        st.hook(
+            Hook::PreUp,
+            only(format!("[ ! -w {conf} ] || echo {m} > {conf}")),
+        );
+    }
+    // The existing stanza brings the link up and its primary address (DHCP).
+    let skip = usize::from(existing);
+    if !existing {
         // The VPC's MTU as DHCP had set it, where it is above 1500: `inet manual` is static.
         let mtu = eni.mtu.map_or_else(String::new, |m| format!("mtu {m} "));
-        let _ = writeln!(s, "allow-hotplug {ifn}\niface {ifn} inet manual");
-        if let Some((pre, _)) = &ra {
-            let _ = writeln!(s, "{pre}");
-        }
-        let _ = writeln!(s, "    pre-up {only}ip link set dev {ifn} {mtu}up");
-        0
-    };
-    if let Some((_, post)) = &ra {
-        let _ = writeln!(s, "{post}");
+        st.hook(Hook::PreUp, only(format!("ip link set dev {ifn} {mtu}up")));
     }
-    let add_addr = |s: &mut String, a: String, fam: &str| {
-        let _ = writeln!(s, "    post-up {only}ip {fam}addr replace {a} dev {ifn}");
-    };
+    if eni.ra_metric.is_some() {
+        st.hook(
+            Hook::PostUp,
+            only(format!(
+                "[ ! -w {conf} ] || ip -6 route del default dev {ifn} proto ra metric 1024 2>/dev/null || true"
+            )),
+        );
+    }
     for a in eni.addrs_v4.iter().skip(skip) {
-        add_addr(&mut s, a.to_string(), "");
+        st.hook(Hook::PostUp, only(format!("ip addr replace {a} dev {ifn}")));
     }
     for a in &eni.addrs_v6 {
-        add_addr(&mut s, format!("{a} nodad"), "-6 ");
-    }
-    let fam = |v6: bool| if v6 { "-6 " } else { "" };
-    for r in &eni.routes {
-        let _ = writeln!(
-            s,
-            "    post-up {only}ip {}route replace {}",
-            fam(r.dst.addr().is_ipv6()),
-            route_line(r)
+        st.hook(
+            Hook::PostUp,
+            only(format!("ip -6 addr replace {a} nodad dev {ifn}")),
         );
+    }
+    for r in &eni.routes {
+        st.hook(Hook::PostUp, only(ipcmd::route_cmd("replace", r)));
     }
     for r in &eni.rules {
         // `rule add` of an existing rule fails: delete first, so that ifup is repeatable.
-        let f = fam(r.src.addr().is_ipv6());
-        let sel = rule_selector(r);
-        let _ = writeln!(
-            s,
-            "    post-up {only}{{ ip {f}rule del {sel} protocol {RTPROT_SYMROUTE} 2>/dev/null; ip {f}rule add {sel} protocol {RTPROT_SYMROUTE}; }}"
+        st.hook(
+            Hook::PostUp,
+            only(format!(
+                "{{ {} 2>/dev/null; {}; }}",
+                ipcmd::rule_cmd("del", r),
+                ipcmd::rule_cmd("add", r)
+            )),
         );
     }
     for r in &eni.rules {
-        let _ = writeln!(
-            s,
-            "    pre-down ip {}rule del {} protocol {RTPROT_SYMROUTE} || true",
-            fam(r.src.addr().is_ipv6()),
-            rule_selector(r)
+        st.hook(
+            Hook::PreDown,
+            format!("{} || true", ipcmd::rule_cmd("del", r)),
         );
     }
-    let mut v6 = false;
-    for r in &eni.routes {
-        v6 |= r.dst.addr().is_ipv6();
-    }
-    let _ = writeln!(
-        s,
-        "    pre-down ip route flush table {} proto {RTPROT_SYMROUTE} || true",
-        eni.table
-    );
-    if v6 {
-        let _ = writeln!(
-            s,
-            "    pre-down ip -6 route flush table {} proto {RTPROT_SYMROUTE} || true",
+    let flush = |v6: bool| {
+        format!(
+            "ip {}route flush table {} proto {RTPROT_SYMROUTE} || true",
+            ipcmd::family(v6),
             eni.table
-        );
+        )
+    };
+    st.hook(Hook::PreDown, flush(false));
+    if eni.routes.iter().any(|r| r.dst.addr().is_ipv6()) {
+        st.hook(Hook::PreDown, flush(true));
     }
     let path = Path::new(DIR).join(name);
-    Ok(vec![FileOp::text(path, s, 0o644)])
+    Ok(vec![FileOp::text(
+        path,
+        st.render(eni.header() + &comment),
+        0o644,
+    )])
+}
+
+/// When ifupdown runs a hook line of a stanza.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hook {
+    PreUp,
+    PostUp,
+    PreDown,
+}
+
+/// One `iface <if> inet manual` stanza (with `allow-hotplug` when it also brings the link up:
+/// ifupdown's udev rule then runs it when the device appears) and its hook lines, in order.
+struct Stanza {
+    hotplug: bool,
+    iface: String,
+    hooks: Vec<(Hook, String)>,
+}
+
+impl Stanza {
+    fn hook(&mut self, when: Hook, cmd: String) {
+        self.hooks.push((when, cmd));
+    }
+
+    fn render(&self, header: String) -> String {
+        let mut s = header;
+        if self.hotplug {
+            let _ = writeln!(s, "allow-hotplug {}", self.iface);
+        }
+        let _ = writeln!(s, "iface {} inet manual", self.iface);
+        for (when, cmd) in &self.hooks {
+            let word = match when {
+                Hook::PreUp => "pre-up",
+                Hook::PostUp => "post-up",
+                Hook::PreDown => "pre-down",
+            };
+            let _ = writeln!(s, "    {word} {cmd}");
+        }
+        s
+    }
 }
 
 #[cfg(test)]

@@ -1,18 +1,28 @@
 //! Persistence: the routing of each configured ENI written into the host's own network
 //! configuration, so that the host's network stack brings it back after a reboot or a network
-//! restart by itself. One file per backend renders typed data into text; this file detects the
-//! backend, plans file changes, carries them out as one transaction and finds what symroute
-//! wrote earlier.
+//! restart by itself.
+//!
+//! - One file per backend, each a [`Manager`]: how to tell it runs here, its files for one ENI,
+//!   where they live, and what it needs run after they change. [`MANAGERS`] lists them in
+//!   detection order.
+//! - One renderer per file format, fed typed data: `ini` (networkd's .network files and
+//!   NetworkManager's keyfiles), `yaml` (netplan), `ipcmd` (the `ip` lines network-scripts and
+//!   ifupdown run); ifcfg's shell variables and ifupdown's stanza are typed in their files.
+//! - This file detects the backend, plans file changes, carries them out as one transaction and
+//!   finds what symroute wrote earlier.
 //!
 //! Every file symroute writes starts with a header line naming the ENI it belongs to (or
 //! `shared`), which is how `remove` finds exactly its own files and never touches anyone else's.
 
 pub mod ifcfg;
 pub mod ifupdown;
+mod ini;
+mod ipcmd;
 pub mod netplan;
 pub mod networkd;
 pub mod nm;
 pub mod unit;
+mod yaml;
 
 use std::fs;
 use std::io::Write as _;
@@ -21,7 +31,6 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use log::debug;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -50,6 +59,49 @@ impl Backend {
             Backend::Ifupdown => "ifupdown",
             Backend::Unit => "unit",
         }
+    }
+}
+
+/// One way of persisting: the network manager (or, for `unit`, systemd itself) that brings the
+/// routing back at boot. Each backend's file implements it; detection, apply and remove ask
+/// only this.
+pub(crate) trait Manager: Sync {
+    fn backend(&self) -> Backend;
+
+    /// Why this manager configures the interfaces here, when it does (auto-detection asks the
+    /// managers in [`MANAGERS`]' order). It may hand over to another backend: netplan renders
+    /// to NetworkManager, whose netplan backend drops routing-policy.
+    fn detect(&self, root: &Root, ifaces: &[(String, Mac)]) -> Option<(Backend, String)>;
+
+    /// One ENI's files (reading the root where they must fit into existing configuration).
+    fn render(&self, root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>>;
+
+    /// Where its files live (for finding symroute's files again, whatever wrote them).
+    fn dirs(&self) -> &'static [&'static str];
+
+    /// After files in its directories changed: what the manager needs run so that its own
+    /// output follows at once (netplan's generator). `Ok(Some(note))`: nothing to run here.
+    fn after_change(&self, _root: &Root) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+/// Every manager, in auto-detection order (see [`detect`]).
+pub(crate) const MANAGERS: [&dyn Manager; 6] = [
+    &netplan::Netplan,
+    &networkd::Networkd,
+    &nm::Nm,
+    &ifcfg::Ifcfg,
+    &ifupdown::Ifupdown,
+    &unit::Unit,
+];
+
+impl Backend {
+    pub(crate) fn manager(self) -> &'static dyn Manager {
+        *MANAGERS
+            .iter()
+            .find(|m| m.backend() == self)
+            .expect("every backend has its manager")
     }
 }
 
@@ -369,50 +421,6 @@ const ROUTING_TOOLS: &[(&str, &str)] = &[
     ),
 ];
 
-/// NetworkManager runs this boot (its runtime directory), or starts at the next one.
-const NM_ACTIVE: &[&str] = &[
-    "/run/NetworkManager",
-    "/etc/systemd/system/multi-user.target.wants/NetworkManager.service",
-    "/etc/systemd/system/network-online.target.wants/NetworkManager-wait-online.service",
-];
-
-/// network-scripts' script that reads `route-`/`rule-` files when `ifup` brings a link up
-/// (RHEL 9 and later keep the directory for NetworkManager's ifcfg plugin, without it).
-const IFUP_ROUTES: &str = "/etc/sysconfig/network-scripts/ifup-routes";
-
-/// What runs ifupdown at boot, if anything: `networking.service` enabled, or ifupdown's udev
-/// rule, which brings `allow-hotplug` stanzas (ours) up as their device appears, coldplug
-/// included, even with the service disabled, unless masked (a file of that name in
-/// /etc/udev/rules.d overrides it). `None` also when `ifup` is not installed.
-fn ifupdown_at_boot(root: &Root) -> Option<String> {
-    let ifup = ["/usr/sbin/ifup", "/sbin/ifup"]
-        .into_iter()
-        .find(|p| root.exists(p))?;
-    let enabled = [
-        "/etc/systemd/system/multi-user.target.wants/networking.service",
-        "/etc/systemd/system/network-online.target.wants/networking.service",
-    ]
-    .into_iter()
-    .find(|p| root.exists(p));
-    if let Some(p) = enabled {
-        return Some(format!("{ifup} run by networking.service ({p})"));
-    }
-    // Masked: a link to /dev/null or an empty file in /etc (a real file there replaces it).
-    let over = root.path("/etc/udev/rules.d/80-ifupdown.rules");
-    let masked = fs::read_link(&over).is_ok_and(|t| t == Path::new("/dev/null"))
-        || fs::metadata(&over).is_ok_and(|m| m.len() == 0);
-    let rule = [
-        "/usr/lib/udev/rules.d/80-ifupdown.rules",
-        "/lib/udev/rules.d/80-ifupdown.rules",
-    ]
-    .into_iter()
-    .find(|p| root.exists(p));
-    match rule {
-        Some(r) if !masked => Some(format!("{ifup} run by its udev rule ({r})")),
-        _ => None,
-    }
-}
-
 /// `auto`: the first that applies, in this order:
 /// 1. amazon-ec2-net-utils present: it already owns ENI routing, so nothing (unless `force`).
 /// 2. netplan (`/etc/netplan/*.yaml`): netplan generates the networkd (or NM) configuration, so
@@ -420,13 +428,15 @@ fn ifupdown_at_boot(root: &Root) -> Option<String> {
 ///    it must be the source, or the next `netplan generate` drops what we add below it.
 /// 3. systemd-networkd: a .network file matches one of the interfaces, or networkd is enabled.
 ///    Before NM and ifupdown because networkd deletes foreign rules on reconfigure.
-/// 4. NetworkManager (`/etc/NetworkManager`), running or enabled (`NM_ACTIVE`): RHEL 8/9 keep
-///    network-scripts around, but NM owns the interfaces there, so NM goes before ifcfg.
-/// 5. network-scripts (`/etc/sysconfig/network-scripts` with `IFUP_ROUTES`): RHEL/CentOS 7,
+/// 4. NetworkManager (`/etc/NetworkManager`), running or enabled (`nm::NM_ACTIVE`): RHEL 8/9
+///    keep network-scripts around, but NM owns the interfaces there, so NM goes before ifcfg.
+/// 5. network-scripts (`/etc/sysconfig/network-scripts` with its `ifup-routes`): RHEL/CentOS 7,
 ///    Amazon Linux 2.
-/// 6. ifupdown (`/etc/network/interfaces`, and `ifupdown_at_boot`): Debian without networkd.
+/// 6. ifupdown (`/etc/network/interfaces`, and an `ifup` run at boot): Debian without networkd.
 /// 7. systemd (running as init) without any of the above: the boot-time unit.
 /// 8. none, with a warning: the routing is live only.
+///
+/// 2 to 7 are [`MANAGERS`]' own `detect`, asked in that order.
 pub fn detect(root: &Root, ifaces: &[(String, Mac)], force: bool) -> Choice {
     let found = |b: Backend, why: String| Choice {
         backend: Some(b),
@@ -444,70 +454,8 @@ pub fn detect(root: &Root, ifaces: &[(String, Mac)], force: bool) -> Choice {
             };
         }
     }
-    if root
-        .list("/etc/netplan")
-        .iter()
-        .any(|p| p.extension().is_some_and(|e| e == "yaml"))
-    {
-        // netplan's NetworkManager backend drops `routing-policy` (seen with netplan 0.106 in
-        // a real Debian 12 guest: the profile it generated had the table routes and no rule,
-        // so the ENI was asymmetric after a reboot). Where netplan hands our definition to NM,
-        // NM's own keyfile carries the rules.
-        if let (netplan::Renderer::NetworkManager, from) = netplan::default_renderer(root) {
-            if let Some(why) = NM_ACTIVE.iter().find(|p| root.exists(p)) {
-                let from = from.map_or_else(String::new, |p| format!(" in {}", p.display()));
-                return found(
-                    Backend::Nm,
-                    format!(
-                        "detected: netplan renders to NetworkManager (renderer{from}), whose netplan \
-                         backend drops routing-policy; NetworkManager runs ({why})"
-                    ),
-                );
-            }
-        }
-        return found(Backend::Netplan, "detected: /etc/netplan/*.yaml".into());
-    }
-    if let Some(why) = networkd::detect(root, ifaces) {
-        return found(Backend::Networkd, format!("detected: {why}"));
-    }
-    // Installed is not enough (seen: ifupdown running, NetworkManager installed but disabled, and
-    // a keyfile nobody read): it runs now, or is enabled to start at boot.
-    if root.exists("/etc/NetworkManager") {
-        if let Some(why) = NM_ACTIVE.iter().find(|p| root.exists(p)) {
-            return found(Backend::Nm, format!("detected: NetworkManager ({why})"));
-        }
-    }
-    // A directory or a file is not a manager: the tool that reads ours must be there, and
-    // something must run it at boot.
-    if root.exists("/etc/sysconfig/network-scripts") {
-        if root.exists(IFUP_ROUTES) {
-            return found(
-                Backend::Ifcfg,
-                format!("detected: /etc/sysconfig/network-scripts, read by {IFUP_ROUTES}"),
-            );
-        }
-        debug!("/etc/sysconfig/network-scripts without {IFUP_ROUTES}: not network-scripts");
-    }
-    if root.exists("/etc/network/interfaces") {
-        match ifupdown_at_boot(root) {
-            Some(why) => {
-                return found(
-                    Backend::Ifupdown,
-                    format!("detected: /etc/network/interfaces, {why}"),
-                )
-            }
-            None => debug!(
-                "/etc/network/interfaces, but no ifup that runs at boot (not installed, or \
-                 networking.service disabled and its udev rule masked): not ifupdown"
-            ),
-        }
-    }
-    // systemd is the running init (sd_booted(): /run/systemd/system), not merely installed.
-    if root.exists("/run/systemd/system") {
-        return found(
-            Backend::Unit,
-            "detected: systemd without a network manager that symroute can configure".into(),
-        );
+    if let Some((backend, why)) = MANAGERS.iter().find_map(|m| m.detect(root, ifaces)) {
+        return found(backend, why);
     }
     Choice {
         backend: None,
@@ -522,31 +470,43 @@ pub fn detect(root: &Root, ifaces: &[(String, Mac)], force: bool) -> Choice {
 /// Renders one ENI's files with a backend (reading the root where the backend has to fit
 /// into existing configuration).
 pub fn render(backend: Backend, root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
-    match backend {
-        Backend::Networkd => networkd::render(root, eni),
-        Backend::Netplan => Ok(netplan::render(root, eni)),
-        Backend::Nm => Ok(nm::render(eni)),
-        Backend::Ifcfg => ifcfg::render(root, eni),
-        Backend::Ifupdown => ifupdown::render(root, eni),
-        Backend::Unit => unit::render(eni),
-    }
+    backend.manager().render(root, eni)
 }
 
-/// Where symroute may have written files: every directory any backend writes to.
-const OWNED_DIRS: &[&str] = &[
-    networkd::DIR,
-    netplan::DIR,
-    nm::DIR,
-    ifcfg::DIR,
-    ifupdown::DIR,
-    unit::RULES_DIR,
-    unit::UNIT_DIR,
-];
+/// After a run changed files: each manager whose directories hold a changed file gets its
+/// `after_change`; what could not run is a warning in the report.
+pub fn after_change(root: &Root, report: &mut PersistReport) -> Result<()> {
+    for m in MANAGERS {
+        let changed = report.files.iter().any(|f| {
+            f.action != FileAction::Unchanged
+                && m.dirs().iter().any(|d| Path::new(&f.path).starts_with(d))
+        });
+        if changed {
+            if let Some(note) = m.after_change(root)? {
+                report.warnings.push(note);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The same after a failed run put the files back: best effort, nothing reported.
+pub fn after_rollback(root: &Root, report: &PersistReport) {
+    for m in MANAGERS {
+        let touched = report.files.iter().any(|f| {
+            f.action != FileAction::Unchanged
+                && m.dirs().iter().any(|d| Path::new(&f.path).starts_with(d))
+        });
+        if touched {
+            let _ = m.after_change(root);
+        }
+    }
+}
 
 /// Every file symroute wrote (found by its header), with its owner.
 pub fn owned_files(root: &Root) -> Vec<(PathBuf, Owner)> {
     let mut files: Vec<PathBuf> = Vec::new();
-    for dir in OWNED_DIRS {
+    for dir in MANAGERS.iter().flat_map(|m| m.dirs()) {
         files.extend(root.list(dir));
     }
     // networkd drop-ins live in `<name>.network.d/` beside the files they extend.

@@ -22,10 +22,11 @@
 //! `macaddress:`/`name:`/`driver:`) and a flow-style `match: {name: "en*"}`, which is what it
 //! needs to find the id; anything it cannot read is treated as "may match", never merged into.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{networkd, owner_of, EniConfig, FileOp, Root};
+use super::ini::{self, Block};
+use super::yaml::{self, Node};
+use super::{networkd, nm, owner_of, Backend, EniConfig, FileOp, Manager, Root};
 use crate::error::{Error, Result};
 use crate::model::Mac;
 use crate::ops::RuleSpec;
@@ -221,97 +222,132 @@ pub fn existing(root: &Root, mac: Mac) -> Option<(String, PathBuf)> {
     })
 }
 
+pub(crate) struct Netplan;
+
+impl Manager for Netplan {
+    fn backend(&self) -> Backend {
+        Backend::Netplan
+    }
+
+    /// First among the managers: netplan generates the networkd (or NetworkManager)
+    /// configuration, so it must be the source, or the next `netplan generate` drops what is
+    /// added below it. Where it renders to NetworkManager, which drops its routing-policy (seen
+    /// with netplan 0.106 in a real Debian 12 guest: the profile it generated had the table
+    /// routes and no rule, so the ENI was asymmetric after a reboot), NetworkManager's own
+    /// keyfile carries the rules instead.
+    fn detect(&self, root: &Root, _: &[(String, Mac)]) -> Option<(Backend, String)> {
+        let yaml = root
+            .list(DIR)
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "yaml"));
+        if !yaml {
+            return None;
+        }
+        if let (Renderer::NetworkManager, from) = default_renderer(root) {
+            if let Some(why) = nm::active(root) {
+                let from = from.map_or_else(String::new, |p| format!(" in {}", p.display()));
+                return Some((
+                    Backend::Nm,
+                    format!(
+                        "detected: netplan renders to NetworkManager (renderer{from}), whose netplan \
+                         backend drops routing-policy; NetworkManager runs ({why})"
+                    ),
+                ));
+            }
+        }
+        Some((Backend::Netplan, "detected: /etc/netplan/*.yaml".into()))
+    }
+
+    fn render(&self, root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
+        Ok(render(root, eni))
+    }
+
+    fn dirs(&self) -> &'static [&'static str] {
+        &[DIR]
+    }
+
+    /// netplan's generator, so that its output in /run follows the YAML at once.
+    fn after_change(&self, root: &Root) -> Result<Option<String>> {
+        Ok((!generate(root)?).then(|| "netplan is not installed here: nothing generated".into()))
+    }
+}
+
 pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
     let found = existing(root, eni.mac);
-    let mut s = eni.header();
-    let id = match &found {
+    let mut header = eni.header();
+    let (id, mut def) = match &found {
         Some((id, file)) => {
-            let _ = writeln!(
-                s,
-                "# Policy routing for {} ({}); merges with the definition of {id} in {}.",
+            header.push_str(&format!(
+                "# Policy routing for {} ({}); merges with the definition of {id} in {}.\n",
                 eni.ifname,
                 eni.eni_id,
                 file.display()
-            );
-            id.clone()
+            ));
+            // The existing definition brings the primary address (DHCP). The default route it
+            // learns again at each boot or renewal stays behind the primary's (a tie sends the
+            // primary's replies out of this ENI). netplan 0.106 has no `ra-overrides`.
+            let metric = || Node::map().with("route-metric", Node::plain(eni.table));
+            let def = Node::map()
+                .with("dhcp4-overrides", metric())
+                .with("dhcp6-overrides", metric());
+            (id.clone(), def)
         }
         None => {
-            let _ = writeln!(
-                s,
-                "# Policy routing for {} ({}), matched by MAC; its networkd file sorts first.",
+            header.push_str(&format!(
+                "# Policy routing for {} ({}), matched by MAC; its networkd file sorts first.\n",
                 eni.ifname, eni.eni_id
-            );
-            own_id(&eni.ifname)
+            ));
+            let def = Node::map()
+                .with("match", Node::map().with("macaddress", Node::str(eni.mac)))
+                // The VPC's MTU as DHCP had set it: this definition is static.
+                .with_some("mtu", eni.mtu.map(Node::plain))
+                .with_some(
+                    "accept-ra",
+                    (!eni.addrs_v6.is_empty()).then(|| Node::plain(true)),
+                );
+            (own_id(&eni.ifname), def)
         }
     };
-    let _ = writeln!(s, "network:\n  version: 2\n  ethernets:\n    {id}:");
-    let skip = if found.is_some() {
-        // The existing definition brings the primary address (DHCP). The default route it
-        // learns again at each boot or renewal stays behind the primary's (a tie sends the
-        // primary's replies out of this ENI). netplan 0.106 has no `ra-overrides`.
-        let _ = writeln!(
-            s,
-            "      dhcp4-overrides:\n        route-metric: {t}\n      dhcp6-overrides:\n        route-metric: {t}",
-            t = eni.table
-        );
-        1
-    } else {
-        let _ = writeln!(s, "      match:\n        macaddress: \"{}\"", eni.mac);
-        if let Some(m) = eni.mtu {
-            // The VPC's MTU as DHCP had set it: this definition is static.
-            let _ = writeln!(s, "      mtu: {m}");
-        }
-        if !eni.addrs_v6.is_empty() {
-            s.push_str("      accept-ra: true\n");
-        }
-        0
-    };
-    let addrs: Vec<String> = eni
+    let skip = usize::from(found.is_some());
+    let addrs: Vec<Node> = eni
         .addrs_v4
         .iter()
         .skip(skip)
-        .map(|a| a.to_string())
-        .chain(eni.addrs_v6.iter().map(|a| a.to_string()))
+        .map(Node::str)
+        .chain(eni.addrs_v6.iter().map(Node::str))
         .collect();
     if !addrs.is_empty() {
-        s.push_str("      addresses:\n");
-        for a in addrs {
-            let _ = writeln!(s, "        - \"{a}\"");
-        }
+        def = def.with("addresses", Node::Seq(addrs));
     }
-    s.push_str("      routes:\n");
-    for r in &eni.routes {
-        let _ = writeln!(s, "        - to: \"{}\"", r.dst);
-        if let Some(g) = r.gateway {
-            let _ = writeln!(s, "          via: \"{g}\"");
-        }
-        if r.scope_link {
-            s.push_str("          scope: link\n");
-        }
-        if let Some(p) = r.prefsrc {
-            let _ = writeln!(s, "          from: \"{p}\"");
-        }
-        if let Some(m) = r.metric {
-            let _ = writeln!(s, "          metric: {m}");
-        }
-        let _ = writeln!(s, "          table: {}", r.table);
-    }
-    s.push_str("      routing-policy:\n");
+    let routes = eni.routes.iter().map(|r| {
+        Node::map()
+            .with("to", Node::str(r.dst))
+            .with_some("via", r.gateway.map(Node::str))
+            .with_some("scope", r.scope_link.then(|| Node::plain("link")))
+            .with_some("from", r.prefsrc.map(Node::str))
+            .with_some("metric", r.metric.map(Node::plain))
+            .with("table", Node::plain(r.table))
+    });
+    def = def.with("routes", Node::Seq(routes.collect()));
     let (local, own): (Vec<&RuleSpec>, Vec<&RuleSpec>) = eni
         .rules
         .iter()
         .partition(|r| r.suppress_prefixlength.is_some());
-    for r in own {
-        let _ = writeln!(s, "        - from: \"{}\"", r.src);
-        if let Some(d) = r.dst {
-            let _ = writeln!(s, "          to: \"{d}\"");
-        }
-        let _ = writeln!(
-            s,
-            "          table: {}\n          priority: {}",
-            r.table, r.priority
-        );
-    }
+    let policy = own.iter().map(|r| {
+        Node::map()
+            .with("from", Node::str(r.src))
+            .with_some("to", r.dst.map(Node::str))
+            .with("table", Node::plain(r.table))
+            .with("priority", Node::plain(r.priority))
+    });
+    def = def.with("routing-policy", Node::Seq(policy.collect()));
+    let doc = Node::map().with(
+        "network",
+        Node::map()
+            .with("version", Node::plain(2))
+            .with("ethernets", Node::map().with(id.clone(), def)),
+    );
+    let s = yaml::render(header, &doc);
     let path = Path::new(DIR).join(format!("90-symroute-{}.yaml", eni.ifname));
     // netplan warns about (and future versions refuse) world-readable configuration.
     let mut ops = vec![FileOp::text(path, s, 0o600)];
@@ -321,24 +357,19 @@ pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
     // from /etc for a .network file in /run.
     // The connmark mode's rules go there too: netplan's `mark` takes no mask.
     if !local.is_empty() || !eni.marks.is_empty() {
-        let mut d = eni.header();
-        let _ = writeln!(
-            d,
-            "# Local peers (docker0, VPNs, bridges) keep their routes in main for {} ({}); \
+        let mut blocks = vec![Block::Comment(vec![format!(
+            "Local peers (docker0, VPNs, bridges) keep their routes in main for {} ({}); \
              netplan's routing-policy cannot say suppress_prefixlength.",
             eni.ifname, eni.eni_id
-        );
-        for r in local {
-            networkd::rule(&mut d, r);
-        }
+        )])];
+        blocks.extend(local.into_iter().map(|r| networkd::rule(r).into()));
         if !eni.marks.is_empty() {
-            d.push_str(
-                "\n# The connmark mode's rules: netplan's routing-policy `mark` takes no mask.\n",
-            );
+            blocks.push(Block::Comment(vec![
+                "The connmark mode's rules: netplan's routing-policy `mark` takes no mask.".into(),
+            ]));
         }
-        for m in &eni.marks {
-            networkd::mark_rule(&mut d, m);
-        }
+        blocks.extend(eni.marks.iter().map(|m| networkd::mark_rule(m).into()));
+        let d = ini::render(eni.header(), &blocks);
         ops.push(FileOp::text(
             Path::new(networkd::DIR)
                 .join(format!("10-netplan-{id}.network.d"))

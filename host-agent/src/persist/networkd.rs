@@ -11,10 +11,10 @@
 //!   settings copied so nothing else changes.
 //! - None matches: a file of its own with the addresses from metadata.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{owner_of, EniConfig, FileOp, Root};
+use super::ini::{self, Block, Section};
+use super::{owner_of, Backend, EniConfig, FileOp, Manager, Root};
 use crate::error::{Error, Result};
 use crate::model::Mac;
 use crate::ops::{RouteSpec, RuleSpec, RT_TABLE_MAIN};
@@ -69,6 +69,27 @@ pub(crate) fn winner(root: &Root, ifname: &str, mac: Mac) -> Option<Winner> {
             specific,
         })
     })
+}
+
+pub(crate) struct Networkd;
+
+impl Manager for Networkd {
+    fn backend(&self) -> Backend {
+        Backend::Networkd
+    }
+
+    /// Before NetworkManager and ifupdown: networkd deletes foreign rules on reconfigure.
+    fn detect(&self, root: &Root, ifaces: &[(String, Mac)]) -> Option<(Backend, String)> {
+        detect(root, ifaces).map(|why| (Backend::Networkd, format!("detected: {why}")))
+    }
+
+    fn render(&self, root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
+        render(root, eni)
+    }
+
+    fn dirs(&self) -> &'static [&'static str] {
+        &[DIR]
+    }
 }
 
 /// Is networkd in charge here: enabled, configured in /etc or /run, or shipping a file that
@@ -160,16 +181,18 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
     if let Some(w) = found.as_ref().filter(|w| w.specific) {
         let name = w.path.file_name().unwrap().to_string_lossy();
         let path = Path::new(DIR).join(format!("{name}.d")).join(DROPIN);
-        let mut s = eni.header();
-        let _ = writeln!(
-            s,
-            "# Policy routing for {} ({}), added to {} which configures it.",
+        let mut blocks = vec![Block::Comment(vec![format!(
+            "Policy routing for {} ({}), added to {} which configures it.",
             eni.ifname,
             eni.eni_id,
             w.path.display()
-        );
-        sections(&mut s, eni, 1);
-        return Ok(vec![FileOp::text(path, s, 0o644)]);
+        )])];
+        blocks.extend(sections(eni, 1));
+        return Ok(vec![FileOp::text(
+            path,
+            ini::render(eni.header(), &blocks),
+            0o644,
+        )]);
     }
     let own = format!("{OWN_PREFIX}{}.network", eni.ifname);
     if let Some(w) = &found {
@@ -181,139 +204,111 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
             )));
         }
     }
-    let mut s = eni.header();
-    let _ = writeln!(s, "[Match]\nMACAddress={}", eni.mac);
+    let mut blocks = vec![Section::new("Match").set("MACAddress", eni.mac).into()];
     let skip_primary = match &found {
         Some(w) => {
-            let _ = writeln!(
-                s,
-                "\n# Copied from {}, which matches more interfaces than {}: this file takes its place\n# for {} alone and adds the policy routing.",
-                w.path.display(),
-                eni.ifname,
-                eni.ifname
+            blocks.push(Block::Comment(vec![
+                format!(
+                    "Copied from {}, which matches more interfaces than {}: this file takes its place",
+                    w.path.display(),
+                    eni.ifname
+                ),
+                format!("for {} alone and adds the policy routing.", eni.ifname),
+            ]));
+            blocks.extend(
+                ini::parse(&w.text)
+                    .into_iter()
+                    .filter(|s| s.name() != "Match")
+                    .map(Block::from),
             );
-            copy_without_match(&mut s, &w.text);
             1
         }
         None => {
-            let _ = writeln!(
-                s,
-                "\n[Link]\n# A secondary ENI must not hold up boot (network-online.target).\nRequiredForOnline=no"
+            blocks.push(
+                Section::new("Link")
+                    .note("A secondary ENI must not hold up boot (network-online.target).")
+                    .set("RequiredForOnline", "no")
+                    // The VPC's MTU as DHCP had set it: this file configures the link statically.
+                    .set_some("MTUBytes", eni.mtu)
+                    .into(),
             );
-            if let Some(m) = eni.mtu {
-                // The VPC's MTU as DHCP had set it: this file configures the link statically.
-                let _ = writeln!(s, "MTUBytes={m}");
-            }
-            let _ = writeln!(
-                s,
-                "\n[Network]\nIPv6AcceptRA={}",
-                if eni.addrs_v6.is_empty() { "no" } else { "yes" }
+            blocks.push(
+                Section::new("Network")
+                    .set(
+                        "IPv6AcceptRA",
+                        if eni.addrs_v6.is_empty() { "no" } else { "yes" },
+                    )
+                    .into(),
             );
             0
         }
     };
-    sections(&mut s, eni, skip_primary);
-    Ok(vec![FileOp::text(Path::new(DIR).join(own), s, 0o644)])
-}
-
-/// The winner's sections other than [Match], without its comments.
-fn copy_without_match(out: &mut String, text: &str) {
-    let mut in_match = false;
-    let mut started = false;
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            in_match = t == "[Match]";
-            if !in_match {
-                started = true;
-                out.push('\n');
-            }
-        }
-        if started && !in_match && !t.starts_with('#') && !t.is_empty() {
-            out.push_str(t);
-            out.push('\n');
-        }
-    }
+    blocks.extend(sections(eni, skip_primary));
+    Ok(vec![FileOp::text(
+        Path::new(DIR).join(own),
+        ini::render(eni.header(), &blocks),
+        0o644,
+    )])
 }
 
 /// Addresses (all but the first `skip` IPv4s, which the rest of the configuration brings,
 /// e.g. by DHCP), then the table's routes and the rules.
-fn sections(s: &mut String, eni: &EniConfig, skip: usize) {
-    for a in eni.addrs_v4.iter().skip(skip) {
-        let _ = writeln!(s, "\n[Address]\nAddress={a}");
-    }
-    for a in &eni.addrs_v6 {
-        let _ = writeln!(s, "\n[Address]\nAddress={a}");
-    }
-    for r in &eni.routes {
-        route(s, r);
-    }
-    for r in &eni.rules {
-        rule(s, r);
-    }
-    for m in &eni.marks {
-        mark_rule(s, m);
-    }
+fn sections(eni: &EniConfig, skip: usize) -> Vec<Block> {
+    let mut out: Vec<Block> = Vec::new();
+    let addrs = eni
+        .addrs_v4
+        .iter()
+        .skip(skip)
+        .map(|a| a.to_string())
+        .chain(eni.addrs_v6.iter().map(|a| a.to_string()));
+    out.extend(addrs.map(|a| Section::new("Address").set("Address", a).into()));
+    out.extend(eni.routes.iter().map(|r| route(r).into()));
+    out.extend(eni.rules.iter().map(|r| rule(r).into()));
+    out.extend(eni.marks.iter().map(|m| mark_rule(m).into()));
     // A default route this ENI learns again after a reboot or a lease renewal (DHCP, router
     // advertisements) must stay behind the primary's: a tie at networkd's default metric 1024
     // sends the primary's replies out of this ENI, where the VPC drops them. Same metric as the
     // live demotion's floor (the table number).
-    let _ = writeln!(
-        s,
-        "\n[DHCPv4]\nRouteMetric={t}\n\n[DHCPv6]\nRouteMetric={t}\n\n[IPv6AcceptRA]\nRouteMetric={t}",
-        t = eni.table
-    );
+    for name in ["DHCPv4", "DHCPv6", "IPv6AcceptRA"] {
+        out.push(Section::new(name).set("RouteMetric", eni.table).into());
+    }
+    out
 }
 
-fn route(s: &mut String, r: &RouteSpec) {
-    s.push_str("\n[Route]\n");
-    if !r.is_default() {
-        let _ = writeln!(s, "Destination={}", r.dst);
-    }
-    if let Some(g) = r.gateway {
-        let _ = writeln!(s, "Gateway={g}");
-    }
-    if r.scope_link {
-        s.push_str("Scope=link\n");
-    }
-    if let Some(p) = r.prefsrc {
-        let _ = writeln!(s, "PreferredSource={p}");
-    }
-    if let Some(m) = r.metric {
-        let _ = writeln!(s, "Metric={m}");
-    }
-    let _ = writeln!(s, "Table={}", r.table);
+fn route(r: &RouteSpec) -> Section {
+    Section::new("Route")
+        .set_some("Destination", (!r.is_default()).then_some(r.dst))
+        .set_some("Gateway", r.gateway)
+        .set_some("Scope", r.scope_link.then_some("link"))
+        .set_some("PreferredSource", r.prefsrc)
+        .set_some("Metric", r.metric)
+        .set("Table", r.table)
 }
 
-pub(crate) fn rule(s: &mut String, r: &RuleSpec) {
-    let _ = write!(s, "\n[RoutingPolicyRule]\nFrom={}\n", r.src);
-    if let Some(d) = r.dst {
-        let _ = writeln!(s, "To={d}");
-    }
-    if r.table == RT_TABLE_MAIN {
-        s.push_str("Table=main\n");
+pub(crate) fn rule(r: &RuleSpec) -> Section {
+    let table = if r.table == RT_TABLE_MAIN {
+        "main".to_owned()
     } else {
-        let _ = writeln!(s, "Table={}", r.table);
-    }
-    // systemd 245 and later; older networkd would ignore the key and send every reply to main.
-    if let Some(n) = r.suppress_prefixlength {
-        let _ = writeln!(s, "SuppressPrefixLength={n}");
-    }
-    let _ = writeln!(s, "Priority={}", r.priority);
+        r.table.to_string()
+    };
+    Section::new("RoutingPolicyRule")
+        .set("From", r.src)
+        .set_some("To", r.dst)
+        .set("Table", table)
+        // systemd 245 and later; older networkd would ignore the key and send every reply to
+        // main.
+        .set_some("SuppressPrefixLength", r.suppress_prefixlength)
+        .set("Priority", r.priority)
 }
 
 /// The connmark mode's rule, `FirewallMark=mark/mask` (networkd 252 takes the mask: proven in
 /// tests/persist_networkd.rs).
-pub(crate) fn mark_rule(s: &mut String, m: &crate::ops::MarkRuleSpec) {
-    let _ = writeln!(
-        s,
-        "\n[RoutingPolicyRule]\nFirewallMark={:#x}/{:#x}\nFamily={}\nTable={}\nPriority={}",
-        m.mark,
-        m.mask,
-        if m.v6 { "ipv6" } else { "ipv4" },
-        m.table,
-        m.priority
-    );
+pub(crate) fn mark_rule(m: &crate::ops::MarkRuleSpec) -> Section {
+    Section::new("RoutingPolicyRule")
+        .set("FirewallMark", format!("{:#x}/{:#x}", m.mark, m.mask))
+        .set("Family", if m.v6 { "ipv6" } else { "ipv4" })
+        .set("Table", m.table)
+        .set("Priority", m.priority)
 }
 
 #[cfg(test)]

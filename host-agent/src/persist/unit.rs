@@ -10,8 +10,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{EniConfig, FileOp, Owner, Root, SHARED_HEADER};
+use super::{Backend, EniConfig, FileOp, Manager, Owner, Root, SHARED_HEADER};
 use crate::error::{Error, Result};
+use crate::model::Mac;
 
 pub(crate) const UNIT_DIR: &str = "/etc/systemd/system";
 pub(crate) const RULES_DIR: &str = "/etc/udev/rules.d";
@@ -19,6 +20,33 @@ pub(crate) const TEMPLATE: &str = "/etc/systemd/system/symroute@.service";
 pub(crate) const BIN: &str = "/usr/local/sbin/symroute-boot";
 /// Directories of our own, removed again once empty (the copy's directory is the system's).
 pub(crate) const OWN_DIRS: &[&str] = &[];
+
+pub(crate) struct Unit;
+
+impl Manager for Unit {
+    fn backend(&self) -> Backend {
+        Backend::Unit
+    }
+
+    /// Last: systemd is the running init (sd_booted(): /run/systemd/system), not merely
+    /// installed, and no network manager symroute can configure owns the interfaces.
+    fn detect(&self, root: &Root, _: &[(String, Mac)]) -> Option<(Backend, String)> {
+        root.exists("/run/systemd/system").then(|| {
+            (
+                Backend::Unit,
+                "detected: systemd without a network manager that symroute can configure".into(),
+            )
+        })
+    }
+
+    fn render(&self, _: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
+        render(eni)
+    }
+
+    fn dirs(&self) -> &'static [&'static str] {
+        &[RULES_DIR, UNIT_DIR]
+    }
+}
 
 pub(crate) fn template() -> String {
     let mut s = SHARED_HEADER.to_string();
