@@ -297,6 +297,17 @@ pub(crate) fn foreign_owner(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Opti
         })
 }
 
+/// What the host's files say about who routes its ENIs, beside the kernel's rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostOwners {
+    /// ENIs that symroute's persisted files configure.
+    pub persisted: Vec<Mac>,
+    /// A tool that routes every ENI of this host by itself (amazon-ec2-net-utils, cloud-init's
+    /// hotplug, nm-cloud-setup, SUSE cloud-netconfig), and the file that says so: it will route
+    /// an ENI it has not reached yet too, so symroute steps aside before it acts, not after.
+    pub native: Option<String>,
+}
+
 /// Who routes an ENI, decided once for `apply` and `status`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ownership {
@@ -308,24 +319,29 @@ pub struct Ownership {
     /// symroute persisted this ENI: after a reboot the network manager installs symroute's rules
     /// under its own protocol number, so a "foreign" rule is symroute's own.
     pub persisted: bool,
+    /// The host's own tool for ENIs (see [`HostOwners::native`]).
+    pub native: Option<String>,
 }
 
 impl Ownership {
-    pub fn of(eni: &ImdsEni, link: &Link, snap: &Snapshot, persisted: &[Mac]) -> Ownership {
+    pub fn of(eni: &ImdsEni, link: &Link, snap: &Snapshot, host: &HostOwners) -> Ownership {
         let t = eni.table();
         Ownership {
             foreign: foreign_owner(eni, link, snap),
             ours: ours_rules(snap).any(|r| r.table == t && r.priority == t),
-            persisted: persisted.contains(&eni.mac),
+            persisted: host.persisted.contains(&eni.mac),
+            native: host.native.clone(),
         }
     }
 
-    /// Another tool's, which `apply` leaves alone without `--force`.
+    /// Another tool's, which `apply` leaves alone without `--force`: a rule of another tool
+    /// routes it, or the host's own tool for ENIs will (its live state included: acting before
+    /// it would have two tools fight over one table).
     pub fn other(&self) -> Option<&str> {
         if self.persisted {
             None
         } else {
-            self.foreign.as_deref()
+            self.foreign.as_deref().or(self.native.as_deref())
         }
     }
 
@@ -338,6 +354,7 @@ impl Ownership {
             }
             (_, _, true) => Some("symroute".into()),
             (Some(f), false, false) => Some(f.clone()),
+            (None, false, false) => self.native.clone(),
             (None, _, false) => None,
         }
     }
@@ -635,7 +652,7 @@ pub fn plan_apply(
     snap: &Snapshot,
     sel: &Target,
     force: bool,
-    persisted: &[Mac],
+    host: &HostOwners,
 ) -> Plan {
     let primary = primary_link(inst, snap);
     let all = *sel == Target::All;
@@ -671,7 +688,7 @@ pub fn plan_apply(
         match link {
             None => p.status = EniStatus::Missing,
             Some(link) => {
-                p.owner = Ownership::of(eni, link, snap, persisted)
+                p.owner = Ownership::of(eni, link, snap, host)
                     .other()
                     .map(str::to_owned);
                 if p.owner.is_some() && !force {
@@ -853,11 +870,12 @@ mod tests {
             routes: vec![ra_default(&eth0, 1024), ra_default(&eth1, 1024)],
             ..Snapshot::default()
         };
-        let ops: Vec<String> = plan_apply(&inst, &snap, &Target::All, false, &[])
-            .ops()
-            .iter()
-            .map(|o| o.to_string())
-            .collect();
+        let ops: Vec<String> =
+            plan_apply(&inst, &snap, &Target::All, false, &HostOwners::default())
+                .ops()
+                .iter()
+                .map(|o| o.to_string())
+                .collect();
         assert!(
             ops.contains(&"sysctl -w net/ipv6/conf/eth1/ra_defrtr_metric=10001".to_string()),
             "{ops:?}"
@@ -872,7 +890,7 @@ mod tests {
         // After the next RA: eth1's default behind eth0's, nothing to demote.
         snap.links[1].ra_defrtr_metric = Some(10001);
         snap.routes[1] = ra_default(&eth1, 10001);
-        let again = plan_apply(&inst, &snap, &Target::All, false, &[]);
+        let again = plan_apply(&inst, &snap, &Target::All, false, &HostOwners::default());
         assert!(
             !again
                 .ops()
@@ -884,7 +902,7 @@ mod tests {
         // A daemon handles RAs on eth1 (no kernel RA metric): nothing of this kind.
         snap.links[1].ra_defrtr_metric = None;
         snap.routes[1] = ra_default(&eth1, 1024);
-        let daemon = plan_apply(&inst, &snap, &Target::All, false, &[]);
+        let daemon = plan_apply(&inst, &snap, &Target::All, false, &HostOwners::default());
         assert!(!daemon
             .ops()
             .iter()
@@ -903,7 +921,7 @@ mod tests {
     #[test]
     fn an_eni_without_its_network_card_is_not_ready_and_takes_no_table() {
         let (inst, snap) = multi_card(None);
-        let plan = plan_apply(&inst, &snap, &Target::All, false, &[]);
+        let plan = plan_apply(&inst, &snap, &Target::All, false, &HostOwners::default());
         let b = of(&plan, B);
         assert_eq!(b.status, EniStatus::NotReady, "{:?}", b.warnings);
         assert!(b.ops.is_empty());
@@ -915,7 +933,7 @@ mod tests {
         }
         // Once published, it gets its own table.
         let (inst, snap) = multi_card(Some(1));
-        let plan = plan_apply(&inst, &snap, &Target::All, false, &[]);
+        let plan = plan_apply(&inst, &snap, &Target::All, false, &HostOwners::default());
         let b = of(&plan, B);
         assert_eq!((b.status, b.eni.table()), (EniStatus::Configure, 10101));
     }
@@ -923,7 +941,7 @@ mod tests {
     #[test]
     fn two_settled_enis_with_one_table_are_both_left_alone() {
         let (inst, snap) = multi_card(Some(0));
-        let plan = plan_apply(&inst, &snap, &Target::All, false, &[]);
+        let plan = plan_apply(&inst, &snap, &Target::All, false, &HostOwners::default());
         for mac in [A, B] {
             let p = of(&plan, mac);
             assert_eq!(p.status, EniStatus::TableConflict, "{mac}");

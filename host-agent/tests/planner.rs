@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use symroute_agent::kernel::Snapshot;
 use symroute_agent::model::{ImdsEni, Instance, Target, RTPROT_SYMROUTE};
 use symroute_agent::ops::{KernelRule, Op};
-use symroute_agent::plan::plan_apply;
+use symroute_agent::plan::{plan_apply, HostOwners};
 
 /// eth0 (the primary, DHCP-configured) and `secondaries` as links.
 fn host(secondaries: &[(u8, bool)]) -> Snapshot {
@@ -45,7 +45,7 @@ fn primary() -> ImdsEni {
 
 /// The plan's changes as `ip` commands.
 fn lines(inst: &Instance, snap: &Snapshot, sel: &Target) -> Vec<String> {
-    plan_apply(inst, snap, sel, false, &[])
+    plan_apply(inst, snap, sel, false, &HostOwners::default())
         .ops()
         .iter()
         .map(|o| o.to_string())
@@ -453,7 +453,7 @@ fn generated() -> impl Strategy<Value = (Instance, Snapshot)> {
 proptest! {
     #[test]
     fn a_plan_then_its_inverses_in_reverse_order_restore_the_snapshot((inst, snap) in generated()) {
-        let ops = plan_apply(&inst, &snap, &Target::All, false, &[]).ops();
+        let ops = plan_apply(&inst, &snap, &Target::All, false, &HostOwners::default()).ops();
         let mut host = snap.clone();
         for op in &ops {
             run(&mut host, op);
@@ -466,12 +466,12 @@ proptest! {
 
     #[test]
     fn after_one_plan_the_next_plan_is_empty((inst, snap) in generated()) {
-        let ops = plan_apply(&inst, &snap, &Target::All, false, &[]).ops();
+        let ops = plan_apply(&inst, &snap, &Target::All, false, &HostOwners::default()).ops();
         let mut host = snap.clone();
         for op in &ops {
             run(&mut host, op);
         }
-        let again: Vec<String> = plan_apply(&inst, &host, &Target::All, false, &[]).ops().iter().map(|o| o.to_string()).collect();
+        let again: Vec<String> = plan_apply(&inst, &host, &Target::All, false, &HostOwners::default()).ops().iter().map(|o| o.to_string()).collect();
         prop_assert!(again.is_empty(), "first {:?}\nthen {:?}", ops.iter().map(|o| o.to_string()).collect::<Vec<_>>(), again);
     }
 }
@@ -500,6 +500,24 @@ fn ownership_says_who_routes_an_eni_for_apply_and_status() {
             foreign,
             ours,
             persisted,
+            native: None,
+        };
+        assert_eq!(o.other().is_some(), other, "{o:?}");
+        assert_eq!(o.describe(), says, "{o:?}");
+    }
+    // The host's own tool for ENIs: another's, even before it has put a rule in (not where
+    // symroute persisted the ENI).
+    let native = Some("amazon-ec2-net-utils handles hot-plugged ENIs here (...)".to_string());
+    for (ours, persisted, other, says) in [
+        (false, false, true, native.clone()),
+        (true, false, true, symroute.clone()),
+        (false, true, false, None),
+    ] {
+        let o = Ownership {
+            foreign: None,
+            ours,
+            persisted,
+            native: native.clone(),
         };
         assert_eq!(o.other().is_some(), other, "{o:?}");
         assert_eq!(o.describe(), says, "{o:?}");
@@ -510,9 +528,13 @@ fn ownership_says_who_routes_an_eni_for_apply_and_status() {
     snap.rules.push(rule(32765, "10.0.1.20/32", 200, KERNEL));
     snap.routes
         .push(route(200, "0.0.0.0/0", Some("10.0.1.1"), 1, KERNEL, None));
-    let o = Ownership::of(&inst.enis[1], &snap.links[1], &snap, &[]);
+    let o = Ownership::of(&inst.enis[1], &snap.links[1], &snap, &HostOwners::default());
     assert!(o.other().is_some() && !o.ours);
-    let o = Ownership::of(&inst.enis[1], &snap.links[1], &snap, &[mac(1)]);
+    let persisted = HostOwners {
+        persisted: vec![mac(1)],
+        native: None,
+    };
+    let o = Ownership::of(&inst.enis[1], &snap.links[1], &snap, &persisted);
     assert!(o.other().is_none() && o.persisted);
 }
 

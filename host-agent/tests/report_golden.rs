@@ -42,7 +42,13 @@ fn world() -> (Instance, Snapshot) {
 
 fn report(action: Action, dry_run: bool) -> Report {
     let (inst, snap) = world();
-    let plan = plan_apply(&inst, &snap, &Target::All, false, &[]);
+    let plan = plan_apply(
+        &inst,
+        &snap,
+        &Target::All,
+        false,
+        &symroute_agent::plan::HostOwners::default(),
+    );
     let mut r = Report::new(action, dry_run);
     r.instance_id = inst.instance_id.clone();
     r.enis = plan.enis.iter().map(EniReport::from_plan).collect();

@@ -186,6 +186,76 @@ fn a_first_good_apply_leaves_the_trigger_and_a_failed_one_does_not() {
         .exists());
 }
 
+/// On a host whose own tool routes every ENI (here amazon-ec2-net-utils, by its unit), apply
+/// steps aside before that tool has acted too: an ENI it has not reached yet (no rule of its
+/// own yet, the race after an attach) is reported as its and left as it is, live state
+/// included, so the two never fight over one table; `--force` still configures it.
+#[test]
+fn where_the_hosts_own_tool_routes_enis_apply_steps_aside_before_it_has_acted() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip(PRIMARY).ip(SECONDARY),
+        1,
+        0,
+        ENI,
+    );
+    let t = systemd_tree();
+    t.write(
+        "/usr/lib/systemd/system/policy-routes@.service",
+        "# amazon-ec2-net-utils\n",
+    );
+    let root = t.dir.to_str().unwrap();
+    let before = bed.routing_state();
+    let r = bed.agent(&[
+        "apply",
+        "--json",
+        "--root",
+        root,
+        "--eni",
+        ENI,
+        "--persist",
+        "none",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let eni = &r.json["enis"][0];
+    assert_eq!(eni["status"], "managed-by-other", "{}", r.stdout);
+    assert!(
+        eni["managed_by"]
+            .as_str()
+            .is_some_and(|m| m.contains("amazon-ec2-net-utils")),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.json["changes"], 0, "{}", r.stdout);
+    assert_eq!(bed.routing_state(), before, "nothing changed");
+
+    let forced = bed.agent(&[
+        "apply",
+        "--json",
+        "--root",
+        root,
+        "--eni",
+        ENI,
+        "--persist",
+        "none",
+        "--force",
+    ]);
+    assert_eq!(forced.code, 0, "{}\n{}", forced.stdout, forced.stderr);
+    assert_eq!(
+        forced.json["enis"][0]["status"], "configure",
+        "{}",
+        forced.stdout
+    );
+    assert_eq!(
+        bed.rules_for_table(10001),
+        vec![
+            (format!("{PRIMARY}/32"), 10001),
+            (format!("{SECONDARY}/32"), 10001)
+        ]
+    );
+}
+
 /// The periodic check (`symroute check`, what `symroute-check.timer` runs) after a run that
 /// kept the fixed metadata: it asks IMDS nothing that cannot change on an attached ENI, and
 /// still puts back a dropped rule, follows an address assigned with no event, and, when an ENI

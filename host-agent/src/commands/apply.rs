@@ -142,7 +142,7 @@ fn apply(
         report.notes.push(format!("skipped {}", u.describe()));
     }
     let snap = kernel.snapshot()?;
-    let plan = plan_apply(&inst, &snap, sel, args.force, &super::persisted_macs(root));
+    let plan = plan_apply(&inst, &snap, sel, args.force, &super::host_owners(root));
     debug!("plan: {} change(s)", plan.ops().len());
     report.enis = plan.enis.iter().map(EniReport::from_plan).collect();
     report.pruned = plan.prune.iter().map(|o| o.to_string()).collect();

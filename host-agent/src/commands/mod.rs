@@ -77,6 +77,15 @@ pub(crate) fn persisted_macs(root: &persist::Root) -> Vec<Mac> {
         .collect()
 }
 
+/// Who routes this host's ENIs besides the kernel's rules: symroute's persisted files, and the
+/// host's own tool for ENIs if it has one.
+pub(crate) fn host_owners(root: &persist::Root) -> crate::plan::HostOwners {
+    crate::plan::HostOwners {
+        persisted: persisted_macs(root),
+        native: crate::trigger::native_owner(root),
+    }
+}
+
 /// The backend for this run: none, forced by name, or detected (for `apply` with `--force`,
 /// also where amazon-ec2-net-utils is present).
 fn persist_choice(

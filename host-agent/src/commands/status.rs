@@ -18,11 +18,11 @@ pub fn run(report: &mut Report) -> Result<()> {
             .map(|u| format!("not configurable: {}", u.describe())),
     );
     let snap = kernel.snapshot()?;
-    let persisted = super::persisted_macs(&super::persist_root(None)?);
+    let host = super::host_owners(&super::persist_root(None)?);
     for eni in &inst.enis {
         let link = snap.link_by_mac(eni.mac);
         let t = eni.table();
-        let ownership = link.map(|l| Ownership::of(eni, l, &snap, &persisted));
+        let ownership = link.map(|l| Ownership::of(eni, l, &snap, &host));
         let plan = EniPlan {
             eni: eni.clone(),
             link: link.cloned(),
