@@ -354,6 +354,7 @@ mod tests {
             ipv4s: vec![ip.parse().unwrap()],
             subnet_v4: Some("10.0.1.0/24".parse().unwrap()),
             prefixes_v4: vec![],
+            prefixes_v6: vec![],
             ipv6s: if v6 {
                 vec!["2600:1f18::20".parse().unwrap()]
             } else {

@@ -110,6 +110,20 @@ pub(crate) fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> 
         Some(v) => parse_nets(&p("subnet-ipv6-cidr-blocks"), &v)?,
         None => Vec::new(),
     };
+    let prefixes_v6: Vec<Ipv6Net> = match src.field("ipv6-prefix")? {
+        Some(v) => parse_nets(&p("ipv6-prefix"), &v)?,
+        None => Vec::new(),
+    };
+    // AWS delegates /80s of the subnet's /64; a prefix outside the subnet is not this ENI's.
+    if let Some(pre) = prefixes_v6
+        .iter()
+        .find(|pre| !subnets_v6.iter().any(|n| n.contains(*pre)))
+    {
+        return Err(Error::bad_metadata(
+            p("ipv6-prefix"),
+            format!("{pre} is in none of the subnet's IPv6 blocks"),
+        ));
+    }
     if subnet_v4.is_none() {
         // No IPv4: an IPv6-only ENI, routed by its IPv6 addresses, which must be there and lie
         // in its subnet (AWS assigns them from the subnet's /64). Without them the directory
@@ -166,6 +180,7 @@ pub(crate) fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> 
         subnet_v4,
         prefixes_v4,
         ipv6s,
+        prefixes_v6,
         subnets_v6,
         vpc_v4,
         vpc_v6,
@@ -600,6 +615,25 @@ mod tests {
             let err = parse_eni(mac(), &mut src(&f)).expect_err(v);
             assert_eq!(err.exit_code(), 2, "{err}");
             assert!(err.to_string().contains(k), "{err}");
+        }
+    }
+
+    #[test]
+    fn delegated_ipv6_prefixes_are_read_and_must_lie_in_the_subnet() {
+        let mut f = good();
+        f.push((
+            "ipv6-prefix",
+            "2600:1f18:0:0:8000::/80\n2600:1f18:0:0:8001::/80",
+        ));
+        let eni = parse_eni(mac(), &mut src(&f)).unwrap();
+        let got: Vec<String> = eni.prefixes_v6.iter().map(|n| n.to_string()).collect();
+        assert_eq!(got, ["2600:1f18:0:0:8000::/80", "2600:1f18:0:0:8001::/80"]);
+        for bad in ["2600:1f19::/80", "2600:1f18::1/80", "garbage"] {
+            let mut f = good();
+            f.push(("ipv6-prefix", bad));
+            let err = parse_eni(mac(), &mut src(&f)).expect_err(bad);
+            assert_eq!(err.exit_code(), 2, "{err}");
+            assert!(err.to_string().contains("ipv6-prefix"), "{err}");
         }
     }
 

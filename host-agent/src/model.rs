@@ -191,6 +191,8 @@ pub struct ImdsEni {
     pub prefixes_v4: Vec<Ipv4Net>,
     /// IPv6 addresses; never empty on an IPv6-only ENI.
     pub ipv6s: Vec<Ipv6Addr>,
+    /// Delegated IPv6 prefixes (`ipv6-prefix`, /80s of the subnet's /64).
+    pub prefixes_v6: Vec<Ipv6Net>,
     pub subnets_v6: Vec<Ipv6Net>,
     /// The VPC's IPv4 blocks (`vpc-ipv4-cidr-blocks`), the ENI's subnet always among them:
     /// destinations whose replies must leave by this ENI even where the main table has a more

@@ -139,7 +139,8 @@ fn rules_with(eni: &ImdsEni, vpc_bound: &[IpNet]) -> Vec<RuleSpec> {
         .iter()
         .map(|ip| IpNet::V4(Ipv4Net::from(*ip)))
         .chain(eni.prefixes_v4.iter().map(|p| IpNet::V4(*p)))
-        .chain(eni.ipv6s.iter().map(|ip| IpNet::V6(Ipv6Net::from(*ip))));
+        .chain(eni.ipv6s.iter().map(|ip| IpNet::V6(Ipv6Net::from(*ip))))
+        .chain(eni.prefixes_v6.iter().map(|p| IpNet::V6(*p)));
     let mut out = Vec::new();
     for src in srcs {
         let mut blocks: Vec<IpNet> = match src {
@@ -560,6 +561,7 @@ pub fn stale(inst: &Instance, snap: &Snapshot) -> Vec<Op> {
     for eni in inst.enis.iter().filter(|e| !inst.is_settled(e)) {
         unsettled_srcs.extend(eni.ipv4s.iter().map(|ip| IpNet::V4(Ipv4Net::from(*ip))));
         unsettled_srcs.extend(eni.prefixes_v4.iter().map(|p| IpNet::V4(*p)));
+        unsettled_srcs.extend(eni.prefixes_v6.iter().map(|p| IpNet::V6(*p)));
         unsettled_srcs.extend(eni.ipv6s.iter().map(|ip| IpNet::V6(Ipv6Net::from(*ip))));
         if let Some(link) = snap.link_by_mac(eni.mac) {
             unsettled_links.push(link.index);
@@ -783,6 +785,7 @@ mod tests {
             ipv4s: vec![ip.parse().unwrap()],
             subnet_v4: Some("10.0.1.0/24".parse().unwrap()),
             prefixes_v4: vec![],
+            prefixes_v6: vec![],
             ipv6s: vec![],
             subnets_v6: vec![],
             vpc_v4: vec!["10.0.0.0/16".parse().unwrap()],

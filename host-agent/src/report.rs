@@ -92,6 +92,7 @@ impl EniReport {
                 .map(|i| i.to_string())
                 .chain(e.prefixes_v4.iter().map(|n| n.to_string()))
                 .chain(e.ipv6s.iter().map(|i| i.to_string()))
+                .chain(e.prefixes_v6.iter().map(|n| n.to_string()))
                 .collect(),
             rules: Vec::new(),
             changes: p.ops.iter().map(|o| o.to_string()).collect(),

@@ -22,6 +22,7 @@ fn eni(mac: &str, device: u32, ip: [u8; 4], id: &str) -> EniMeta {
         subnet_ipv4_cidr_block: Some("10.0.1.0/24".parse().unwrap()),
         ipv4_prefixes: vec![],
         ipv6s: vec![],
+        ipv6_prefixes: vec![],
         subnet_ipv6_cidr_blocks: vec![],
         vpc_ipv4_cidr_blocks: vec!["10.0.0.0/16".parse().unwrap()],
         vpc_ipv6_cidr_blocks: vec![],

@@ -938,6 +938,72 @@ fn an_ipv6_only_eni_is_routed_by_its_ipv6_addresses_and_the_primary_keeps_answer
     assert_eq!(again.json["changes"], 0, "{}", again.stdout);
 }
 
+/// A delegated IPv6 prefix (`ipv6-prefix`, what EKS and containers hand out addresses from):
+/// its own three rules, so that an address from it answers through the ENI it was delegated
+/// to. Before, the prefix had no rule: once apply had put eth1's RA default behind the
+/// primary's, replies from the prefix left by eth0 and the VPC dropped them.
+#[test]
+fn an_address_from_a_delegated_ipv6_prefix_answers_through_its_eni() {
+    need_root!();
+    let bed = Bed::new(true);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a)
+            .ip("10.0.1.20")
+            .ipv6("2600:1f18:1:1::20")
+            .ipv6_prefix("2600:1f18:1:1:8000::/80"),
+        1,
+        0,
+        "eni-88888888888888881",
+    );
+    let far = bed
+        .vpc
+        .add_client_with(&bed.b, &["10.0.2.50", "2600:1f18:1:2::50"])
+        .unwrap();
+    bed.inst
+        .wait_ipv6_default("eth1", 10)
+        .expect("eth1 learned an IPv6 default from RA");
+    // A container's address from the prefix, held by the host.
+    bed.inst
+        .exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2600:1f18:1:1:8000::5/128",
+            "dev",
+            "lo",
+        ])
+        .expect("prefix address");
+
+    let run = bed.apply(&[]);
+    assert_eq!(run.json["enis"][0]["symmetric"], true, "{}", run.stdout);
+    let out_dev = bed.ip_json(&[
+        "-6",
+        "route",
+        "get",
+        "2600:1f18:1:2::50",
+        "from",
+        "2600:1f18:1:1:8000::5",
+    ])[0]["dev"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(out_dev, "eth1", "replies from the prefix leave by its ENI");
+    assert!(
+        far.ping(ip("2600:1f18:1:1:8000::5"), 2, 2),
+        "an address from the delegated prefix answers another subnet"
+    );
+    let rules = bed.rules_for_table(10001);
+    assert!(
+        rules.contains(&("2600:1f18:1:1:8000::/80".to_string(), 10001)),
+        "{rules:?}"
+    );
+    let addresses = run.json["enis"][0]["addresses"].to_string();
+    assert!(addresses.contains("2600:1f18:1:1:8000::/80"), "{addresses}");
+    let again = bed.apply(&[]);
+    assert_eq!(again.json["changes"], 0, "{}", again.stdout);
+}
+
 /// status reports every ENI, with symmetric yes/no, and leaves a foreign setup alone.
 #[test]
 fn status_and_foreign_routing() {

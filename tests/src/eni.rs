@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::error::{Error, Result};
 use crate::subnet::Subnet;
@@ -45,6 +45,9 @@ pub struct EniSpec {
     /// Delegated IPv4 prefixes (`ipv4-prefix` in IMDS).
     pub ipv4_prefixes: Vec<Ipv4Net>,
     pub ipv6s: Vec<Ipv6Addr>,
+    /// Delegated IPv6 prefixes (`ipv6-prefix` in IMDS): the router routes them via the ENI's
+    /// first IPv6 address.
+    pub ipv6_prefixes: Vec<Ipv6Net>,
     /// An ENI in an IPv6-only subnet: no IPv4 at all (none allocated at attach; IMDS publishes
     /// neither `local-ipv4s` nor `subnet-ipv4-cidr-block`), one IPv6 allocated if none is given.
     /// The testbed's subnet keeps its IPv4 block for the other ENIs; the source/destination
@@ -64,6 +67,7 @@ impl EniSpec {
             ipv4s: Vec::new(),
             ipv4_prefixes: Vec::new(),
             ipv6s: Vec::new(),
+            ipv6_prefixes: Vec::new(),
             ipv6_only: false,
             config: Config::default(),
         }
@@ -97,6 +101,13 @@ impl EniSpec {
     /// Adds an IPv6 address. Panics on a malformed literal.
     pub fn ipv6(mut self, addr: &str) -> Self {
         self.ipv6s.push(parse(addr, "IPv6 address"));
+        self
+    }
+
+    /// Adds a delegated IPv6 prefix such as `2600:1f18:1:1:8000::/80`. Panics on a malformed
+    /// literal.
+    pub fn ipv6_prefix(mut self, cidr: &str) -> Self {
+        self.ipv6_prefixes.push(parse(cidr, "IPv6 prefix"));
         self
     }
 
@@ -153,6 +164,16 @@ impl EniSpec {
                 &self.mac,
                 format!("subnet {} has no IPv6 block", self.subnet.cidr()),
             ));
+        }
+        for p in &self.ipv6_prefixes {
+            let inside = self.subnet.ipv6_prefix().is_some_and(|n| n.contains(p));
+            if !inside || p.trunc() != *p || self.ipv6s.is_empty() {
+                return Err(Error::invalid(
+                    "IPv6 prefix",
+                    p.to_string(),
+                    "must be a network inside the subnet's IPv6 block, on an ENI with an IPv6 address",
+                ));
+            }
         }
         for p in &self.ipv4_prefixes {
             if !self.subnet.cidr().contains(p) || p.trunc() != *p {
@@ -244,6 +265,10 @@ impl Eni {
 
     pub fn ipv6s(&self) -> &[Ipv6Addr] {
         &self.spec.ipv6s
+    }
+
+    pub fn ipv6_prefixes(&self) -> &[Ipv6Net] {
+        &self.spec.ipv6_prefixes
     }
 
     /// The router-side veth or tap, a port of the subnet's bridge (what the src/dst check

@@ -85,6 +85,7 @@ pub fn config(
         // No IPv4 block: an ENI in an IPv6-only subnet.
         subnet_v4: (!subnet.is_empty()).then(|| subnet.parse().unwrap()),
         prefixes_v4: prefixes.iter().map(|s| s.parse().unwrap()).collect(),
+        prefixes_v6: vec![],
         ipv6s: v6.iter().map(|s| s.parse().unwrap()).collect(),
         subnets_v6: if v6.is_empty() {
             vec![]

@@ -28,6 +28,7 @@ pub fn eni(device: u8, ips: &[&str]) -> ImdsEni {
         ipv4s: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
         subnet_v4: Some("10.0.1.0/24".parse().unwrap()),
         prefixes_v4: vec![],
+        prefixes_v6: vec![],
         ipv6s: vec![],
         subnets_v6: vec![],
         vpc_v4: vec!["10.0.0.0/16".parse().unwrap()],

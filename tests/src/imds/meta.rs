@@ -62,6 +62,8 @@ pub struct EniMeta {
     /// Written as `ipv4-prefix` only when not empty, as IMDS does.
     pub ipv4_prefixes: Vec<Ipv4Net>,
     pub ipv6s: Vec<Ipv6Addr>,
+    /// Written as `ipv6-prefix` only when not empty, as IMDS does.
+    pub ipv6_prefixes: Vec<Ipv6Net>,
     /// Written only when not empty.
     pub subnet_ipv6_cidr_blocks: Vec<Ipv6Net>,
     /// `vpc-ipv4-cidr-blocks` (and its first as `vpc-ipv4-cidr-block`): the testbed's VPC is the
@@ -90,6 +92,7 @@ impl EniMeta {
             subnet_ipv4_cidr_block: (!spec.ipv6_only).then(|| subnet.cidr()),
             ipv4_prefixes: spec.ipv4_prefixes.clone(),
             ipv6s: spec.ipv6s.clone(),
+            ipv6_prefixes: spec.ipv6_prefixes.clone(),
             subnet_ipv6_cidr_blocks: subnet.ipv6_prefix().into_iter().collect(),
             vpc_ipv4_cidr_blocks: vec![Ipv4Net::new(subnet.cidr().network(), 16)
                 .expect("16 is a prefix length")
@@ -146,6 +149,12 @@ impl EniMeta {
             e.push((
                 "ipv4-prefix",
                 lines(self.ipv4_prefixes.iter().map(|p| p.to_string()).collect()),
+            ));
+        }
+        if !self.ipv6_prefixes.is_empty() {
+            e.push((
+                "ipv6-prefix",
+                lines(self.ipv6_prefixes.iter().map(|p| p.to_string()).collect()),
             ));
         }
         if !self.ipv6s.is_empty() {

@@ -128,6 +128,10 @@ impl Vpc {
             let primary = eni.primary_ipv4();
             cmd::ipl(r, &format!("route replace {p} via {primary} dev {bridge}"))?;
         }
+        for p in eni.ipv6_prefixes() {
+            let first = eni.ipv6s()[0];
+            cmd::ipl(r, &format!("-6 route replace {p} via {first} dev {bridge}"))?;
+        }
         cmd::ipl(
             r,
             &format!("link set {port} master {bridge} addrgenmode none up"),
@@ -145,6 +149,9 @@ impl Vpc {
         }
         for p in eni.ipv4_prefixes() {
             let _ = cmd::ip(r, &["route", "del", &p.to_string()]);
+        }
+        for p in eni.ipv6_prefixes() {
+            let _ = cmd::ip(r, &["-6", "route", "del", &p.to_string()]);
         }
         st.enis.retain(|e| e.port != eni.port);
         let _ = srcdst::apply(self.router.name(), &ports(&st.enis));
@@ -194,7 +201,12 @@ fn ports(enis: &[Eni]) -> Vec<srcdst::Port> {
                 .map(|a| Ipv4Net::from(*a))
                 .chain(e.ipv4_prefixes().iter().copied())
                 .collect(),
-            v6: e.ipv6s().iter().map(|a| Ipv6Net::from(*a)).collect(),
+            v6: e
+                .ipv6s()
+                .iter()
+                .map(|a| Ipv6Net::from(*a))
+                .chain(e.ipv6_prefixes().iter().copied())
+                .collect(),
         })
         .collect()
 }
