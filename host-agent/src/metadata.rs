@@ -648,6 +648,21 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
+        /// A metadata directory made of `fields`, with the value of the `field`th replaced.
+        fn with_value(
+            fields: &[(&str, &str)],
+            field: usize,
+            value: String,
+        ) -> impl FnMut(&str) -> Result<Option<String>> {
+            let mut f: Vec<(String, String)> = fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            f[field].1 = value;
+            let m: HashMap<String, String> = f.into_iter().collect();
+            move |k: &str| Ok(m.get(k).cloned())
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -655,11 +670,7 @@ mod tests {
             /// route by, every IPv6 in its subnet.
             #[test]
             fn any_value_in_an_ipv6_only_eni_is_handled(field in 0usize..7, value in "\\PC{0,80}|[0-9./:a-f\\n-]{0,80}") {
-                let mut f: Vec<(String, String)> = ipv6_only().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-                f[field].1 = value;
-                let m: HashMap<String, String> = f.into_iter().collect();
-                let mut s = move |k: &str| Ok(m.get(k).cloned());
-                match parse_eni(mac(), &mut s) {
+                match parse_eni(mac(), &mut with_value(&ipv6_only(), field, value)) {
                     Ok(eni) => {
                         prop_assert!(eni.is_ipv6_only() && eni.ipv4s.is_empty());
                         prop_assert!(!eni.ipv6s.is_empty());
@@ -675,11 +686,7 @@ mod tests {
             /// Any value in any field gives a parsed ENI or a one-line BadMetadata, never a panic.
             #[test]
             fn any_field_value_is_handled(field in 0usize..8, value in "\\PC{0,80}|[0-9./:a-f\\n-]{0,80}") {
-                let mut f: Vec<(String, String)> = good().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-                f[field].1 = value;
-                let m: HashMap<String, String> = f.into_iter().collect();
-                let mut s = move |k: &str| Ok(m.get(k).cloned());
-                match parse_eni(mac(), &mut s) {
+                match parse_eni(mac(), &mut with_value(&good(), field, value)) {
                     Ok(eni) => {
                         prop_assert!(eni.table() < 32766);
                         prop_assert!(!eni.ipv4s.is_empty());

@@ -138,14 +138,7 @@ fn golden_every_backend_for_an_ipv6_only_eni() {
         "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
     );
     let mut files = BTreeMap::new();
-    for b in [
-        Backend::Networkd,
-        Backend::Netplan,
-        Backend::Nm,
-        Backend::Ifcfg,
-        Backend::Ifupdown,
-        Backend::Unit,
-    ] {
+    for b in Backend::ALL {
         files.extend(rendered(b, &t.root(), &[ipv6_only()]));
     }
     for (path, content) in &files {
@@ -616,14 +609,7 @@ fn run(root: &Root, ops: &[FileOp]) -> PersistReport {
 
 #[test]
 fn every_backend_removes_exactly_what_it_wrote() {
-    for backend in [
-        Backend::Networkd,
-        Backend::Netplan,
-        Backend::Nm,
-        Backend::Ifcfg,
-        Backend::Ifupdown,
-        Backend::Unit,
-    ] {
+    for backend in Backend::ALL {
         let t = busy_tree();
         let root = t.root();
         let before = snapshot(&t.dir);

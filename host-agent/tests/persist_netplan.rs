@@ -172,17 +172,10 @@ fn netplan_never_extends_a_glob_definition_that_also_matches_the_primary() {
 #[test]
 fn the_real_netplan_generator_renders_an_ipv6_only_eni() {
     let t = TempTree::new();
-    let eni = persist_fixtures::ipv6_only();
-    let ops =
-        symroute_agent::persist::render(symroute_agent::persist::Backend::Netplan, &t.root(), &eni)
-            .expect("render");
-    for op in &ops {
-        if let symroute_agent::persist::FileOp::Write { path, content, .. } = op {
-            let f = t.path(path.to_str().unwrap());
-            fs::create_dir_all(f.parent().unwrap()).unwrap();
-            fs::write(&f, content).unwrap();
-        }
-    }
+    t.write_rendered(
+        symroute_agent::persist::Backend::Netplan,
+        &persist_fixtures::ipv6_only(),
+    );
     let generator = ["/usr/libexec/netplan/generate", "/usr/lib/netplan/generate"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())

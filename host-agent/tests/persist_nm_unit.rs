@@ -64,17 +64,14 @@ fn libnm_read(file: &std::path::Path) -> Value {
 #[test]
 fn an_ipv6_only_keyfile_is_read_and_verified_by_libnm() {
     let t = TempTree::new();
-    let eni = persist_fixtures::ipv6_only();
-    let ops =
-        symroute_agent::persist::render(symroute_agent::persist::Backend::Nm, &t.root(), &eni)
-            .expect("render");
-    let [symroute_agent::persist::FileOp::Write { path, content, .. }] = ops.as_slice() else {
-        panic!("one keyfile: {ops:?}");
+    let files = t.write_rendered(
+        symroute_agent::persist::Backend::Nm,
+        &persist_fixtures::ipv6_only(),
+    );
+    let [file] = files.as_slice() else {
+        panic!("one keyfile: {files:?}");
     };
-    let file = t.path(path.to_str().unwrap());
-    fs::create_dir_all(file.parent().unwrap()).unwrap();
-    fs::write(&file, content).unwrap();
-    let got = libnm_read(&file);
+    let got = libnm_read(file);
     assert_eq!(got["method"], "disabled", "{got}");
     assert_eq!(got["method6"], "auto", "{got}");
     assert_eq!(got["route_table6"], 10003, "{got}");

@@ -362,10 +362,7 @@ fn a_dnatted_container_answers_over_ipv6_through_the_eni_it_was_reached_on_with_
         0,
         "eni-0a9c4b60624c0e41e",
     );
-    let far = bed
-        .vpc
-        .add_client_with(&bed.b, &["10.0.2.50", "2600:1f18:1:2::50"])
-        .expect("client b");
+    let far = bed.v6_client();
     bed.inst
         .wait_ipv6_default("eth1", 10)
         .expect("eth1 learned an IPv6 default from RA");
@@ -648,10 +645,7 @@ fn ipv6_rules_and_ra_default() {
         0,
         "eni-66666666666666661",
     );
-    let client = bed
-        .vpc
-        .add_client_with(&bed.b, &["10.0.2.50", "2600:1f18:1:2::50"])
-        .unwrap();
+    let client = bed.v6_client();
     // Wait (bounded) for eth1 to learn the router from an RA.
     bed.inst
         .wait_ipv6_default("eth1", 10)
@@ -703,10 +697,7 @@ fn the_secondarys_ra_default_goes_behind_the_primarys_and_the_primary_answers_ov
         0,
         "eni-66666666666666662",
     );
-    let far = bed
-        .vpc
-        .add_client_with(&bed.b, &["10.0.2.50", "2600:1f18:1:2::50"])
-        .unwrap();
+    let far = bed.v6_client();
     bed.inst
         .wait_ipv6_default("eth1", 10)
         .expect("eth1 learned an IPv6 default from RA");
@@ -740,16 +731,7 @@ fn the_secondarys_ra_default_goes_behind_the_primarys_and_the_primary_answers_ov
     );
     // Where the kernel would send the primary's IPv6 replies, and a new outbound connection
     // (asked of its FIB; nothing is sent).
-    let out_dev = |from: Option<&str>| {
-        let mut args = vec!["-6", "route", "get", "2600:1f18:1:2::50"];
-        if let Some(src) = from {
-            args.extend(["from", src]);
-        }
-        bed.ip_json(&args)[0]["dev"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    };
+    let out_dev = |from: Option<&str>| bed.v6_out_dev(from);
     assert_eq!(
         (out_dev(Some("2600:1f18:1:1::10")), out_dev(None)),
         ("eth1".to_string(), "eth1".to_string()),
@@ -836,10 +818,7 @@ fn an_ipv6_only_eni_is_routed_by_its_ipv6_addresses_and_the_primary_keeps_answer
     let dir = format!("meta-data/network/interfaces/macs/{}", eth1.mac());
     assert_eq!(bed.imds.get(&format!("{dir}/local-ipv4s")), None);
     assert_eq!(bed.imds.get(&format!("{dir}/subnet-ipv4-cidr-block")), None);
-    let far = bed
-        .vpc
-        .add_client_with(&bed.b, &["10.0.2.50", "2600:1f18:1:2::50"])
-        .unwrap();
+    let far = bed.v6_client();
 
     let early = bed.agent(&[
         "apply",
@@ -955,10 +934,7 @@ fn an_address_from_a_delegated_ipv6_prefix_answers_through_its_eni() {
         0,
         "eni-88888888888888881",
     );
-    let far = bed
-        .vpc
-        .add_client_with(&bed.b, &["10.0.2.50", "2600:1f18:1:2::50"])
-        .unwrap();
+    let far = bed.v6_client();
     bed.inst
         .wait_ipv6_default("eth1", 10)
         .expect("eth1 learned an IPv6 default from RA");
@@ -977,18 +953,11 @@ fn an_address_from_a_delegated_ipv6_prefix_answers_through_its_eni() {
 
     let run = bed.apply(&[]);
     assert_eq!(run.json["enis"][0]["symmetric"], true, "{}", run.stdout);
-    let out_dev = bed.ip_json(&[
-        "-6",
-        "route",
-        "get",
-        "2600:1f18:1:2::50",
-        "from",
-        "2600:1f18:1:1:8000::5",
-    ])[0]["dev"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    assert_eq!(out_dev, "eth1", "replies from the prefix leave by its ENI");
+    assert_eq!(
+        bed.v6_out_dev(Some("2600:1f18:1:1:8000::5")),
+        "eth1",
+        "replies from the prefix leave by its ENI"
+    );
     assert!(
         far.ping(ip("2600:1f18:1:1:8000::5"), 2, 2),
         "an address from the delegated prefix answers another subnet"

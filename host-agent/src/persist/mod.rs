@@ -50,6 +50,16 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Every backend, in the order `--persist` lists them.
+    pub const ALL: [Backend; 6] = [
+        Backend::Networkd,
+        Backend::Netplan,
+        Backend::Nm,
+        Backend::Ifcfg,
+        Backend::Ifupdown,
+        Backend::Unit,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Backend::Networkd => "networkd",
@@ -476,15 +486,9 @@ pub fn render(backend: Backend, root: &Root, eni: &EniConfig) -> Result<Vec<File
 /// After a run changed files: each manager whose directories hold a changed file gets its
 /// `after_change`; what could not run is a warning in the report.
 pub fn after_change(root: &Root, report: &mut PersistReport) -> Result<()> {
-    for m in MANAGERS {
-        let changed = report.files.iter().any(|f| {
-            f.action != FileAction::Unchanged
-                && m.dirs().iter().any(|d| Path::new(&f.path).starts_with(d))
-        });
-        if changed {
-            if let Some(note) = m.after_change(root)? {
-                report.warnings.push(note);
-            }
+    for m in touched(report) {
+        if let Some(note) = m.after_change(root)? {
+            report.warnings.push(note);
         }
     }
     Ok(())
@@ -492,15 +496,22 @@ pub fn after_change(root: &Root, report: &mut PersistReport) -> Result<()> {
 
 /// The same after a failed run put the files back: best effort, nothing reported.
 pub fn after_rollback(root: &Root, report: &PersistReport) {
-    for m in MANAGERS {
-        let touched = report.files.iter().any(|f| {
-            f.action != FileAction::Unchanged
-                && m.dirs().iter().any(|d| Path::new(&f.path).starts_with(d))
-        });
-        if touched {
-            let _ = m.after_change(root);
-        }
+    for m in touched(report) {
+        let _ = m.after_change(root);
     }
+}
+
+/// The managers whose directories hold a file this run changed.
+fn touched(report: &PersistReport) -> Vec<&'static dyn Manager> {
+    MANAGERS
+        .into_iter()
+        .filter(|m| {
+            report.files.iter().any(|f| {
+                f.action != FileAction::Unchanged
+                    && m.dirs().iter().any(|d| Path::new(&f.path).starts_with(d))
+            })
+        })
+        .collect()
 }
 
 /// Every file symroute wrote (found by its header), with its owner.

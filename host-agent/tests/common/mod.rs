@@ -115,6 +115,26 @@ impl Bed {
         }
     }
 
+    /// The client of subnet B that the IPv6 tests ping from (10.0.2.50, 2600:1f18:1:2::50).
+    pub fn v6_client(&self) -> symroute_testbed::Host {
+        self.vpc
+            .add_client_with(&self.b, &["10.0.2.50", "2600:1f18:1:2::50"])
+            .expect("client in subnet B")
+    }
+
+    /// The link the kernel's FIB picks for an IPv6 packet to that client, from `from` (the
+    /// lookup a reply or a new connection gets; nothing is sent).
+    pub fn v6_out_dev(&self, from: Option<&str>) -> String {
+        let mut args = vec!["-6", "route", "get", "2600:1f18:1:2::50"];
+        if let Some(src) = from {
+            args.extend(["from", src]);
+        }
+        self.ip_json(&args)[0]["dev"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
     /// `apply` that must succeed.
     pub fn apply(&self, extra: &[&str]) -> Run {
         let mut args = vec!["apply", "--json", "--persist", "none", "--wait", "10"];

@@ -172,6 +172,26 @@ impl TempTree {
         fs::write(p, content).unwrap();
     }
 
+    /// Writes the files a backend renders for `eni` into the tree; returns their paths in it.
+    pub fn write_rendered(
+        &self,
+        backend: symroute_agent::persist::Backend,
+        eni: &EniConfig,
+    ) -> Vec<PathBuf> {
+        let ops = symroute_agent::persist::render(backend, &self.root(), eni).expect("render");
+        ops.iter()
+            .filter_map(|op| match op {
+                symroute_agent::persist::FileOp::Write { path, content, .. } => {
+                    let f = self.path(path.to_str().unwrap());
+                    fs::create_dir_all(f.parent().unwrap()).unwrap();
+                    fs::write(&f, content).unwrap();
+                    Some(f)
+                }
+                symroute_agent::persist::FileOp::Delete { .. } => None,
+            })
+            .collect()
+    }
+
     pub fn read(&self, abs: &str) -> String {
         fs::read_to_string(self.path(abs)).unwrap_or_else(|e| panic!("{abs}: {e}"))
     }
