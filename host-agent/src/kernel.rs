@@ -184,9 +184,7 @@ impl Kernel {
             msg.header.address_family = family;
             for m in self.dump(RouteNetlinkMessage::GetRoute(msg), "routes")? {
                 if let RouteNetlinkMessage::NewRoute(r) = m {
-                    if let Some(spec) = parse_route(&r, links) {
-                        out.push(spec);
-                    }
+                    out.extend(parse_route(&r, links));
                 }
             }
         }
@@ -620,16 +618,30 @@ fn rule_msg(r: &RuleSpec) -> RuleMessage {
     m
 }
 
-fn parse_route(r: &RouteMessage, links: &[Link]) -> Option<RouteSpec> {
+/// One dumped route as the routes it is for the kernel: usually one; for an IPv6 multipath
+/// route, one per next hop. IPv6 keeps equal-cost routes as siblings and dumps them as one
+/// message with RTA_MULTIPATH; each sibling is a route of its own (an RTM_DELROUTE naming its
+/// gateway and device removes that one alone, checked on Linux 6.18). networkd appends each
+/// link's RA default, so a secondary's RA default at the primary's metric (1024 for both, seen
+/// in the lab's networkd guest) merges with the primary's into one such route: read whole, it
+/// would hide the secondary's router and the tie. IPv4 multipath routes are one route with
+/// several next hops, made by hand, never a DHCP client's or the agent's: left out.
+fn parse_route(r: &RouteMessage, links: &[Link]) -> Vec<RouteSpec> {
     if r.header.kind != RouteType::Unicast {
-        return None;
+        return Vec::new();
     }
+    let unspecified: IpAddr = match r.header.address_family {
+        AddressFamily::Inet => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        AddressFamily::Inet6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        _ => return Vec::new(),
+    };
     let mut table = r.header.table as u32;
     let mut dst = None;
     let mut gateway = None;
     let mut oif = None;
     let mut prefsrc = None;
     let mut metric = None;
+    let mut hops = None;
     for a in &r.attributes {
         match a {
             RouteAttribute::Table(t) => table = *t,
@@ -638,22 +650,17 @@ fn parse_route(r: &RouteMessage, links: &[Link]) -> Option<RouteSpec> {
             RouteAttribute::Oif(i) => oif = Some(*i),
             RouteAttribute::PrefSource(s) => prefsrc = route_ip(s),
             RouteAttribute::Priority(p) => metric = Some(*p),
+            RouteAttribute::MultiPath(h) => hops = Some(h),
             _ => {}
         }
     }
-    // Multipath routes have no single link and are never the agent's.
-    let oif = oif?;
-    let unspecified: IpAddr = match r.header.address_family {
-        AddressFamily::Inet => std::net::Ipv4Addr::UNSPECIFIED.into(),
-        AddressFamily::Inet6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
-        _ => return None,
-    };
-    let dst = IpNet::new(
+    let Ok(dst) = IpNet::new(
         dst.unwrap_or(unspecified),
         r.header.destination_prefix_length,
-    )
-    .ok()?;
-    Some(RouteSpec {
+    ) else {
+        return Vec::new();
+    };
+    let route = |oif: u32, gateway: Option<IpAddr>| RouteSpec {
         table,
         dst,
         gateway,
@@ -663,7 +670,21 @@ fn parse_route(r: &RouteMessage, links: &[Link]) -> Option<RouteSpec> {
         scope_link: r.header.scope == RouteScope::Link,
         protocol: u8::from(r.header.protocol),
         metric,
-    })
+    };
+    match (oif, hops) {
+        (Some(oif), _) => vec![route(oif, gateway)],
+        (None, Some(hops)) if dst.addr().is_ipv6() => hops
+            .iter()
+            .map(|h| {
+                let gateway = h.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(g) => route_ip(g),
+                    _ => None,
+                });
+                route(h.interface_index, gateway)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn route_ip(a: &RouteAddress) -> Option<IpAddr> {

@@ -384,15 +384,20 @@ fn demotions(eni: &ImdsEni, link: &Link, snap: &Snapshot, primary: Option<&Link>
 /// route", or a second route). So the link's `ra_defrtr_metric` goes to the table number and
 /// the kernel's route at the tying metric is deleted; the next RA adds it back behind the
 /// primary's. Until then the ENI's table keeps its copy (`learned_v6_router`).
+///
+/// Where a daemon handles the link's RAs (networkd, NetworkManager: the kernel's `accept_ra`
+/// is off, so there is no `ra_defrtr_metric` to set), the daemon installs the default itself,
+/// and networkd appends it next to the primary's: one multipath route in main whose next hops
+/// the kernel picks per flow (seen in the lab's dual-stack networkd guest). The secondary's next
+/// hop is deleted; the daemon adds it again at its next RA with the metric of the file it has
+/// bound, which is the persisted `RouteMetric` once it has reloaded its files (networkd's
+/// `after_change`).
 fn ra_demotion(eni: &ImdsEni, link: &Link, snap: &Snapshot, primary: &Link) -> Vec<Op> {
-    let Some(current) = link.ra_defrtr_metric else {
-        return Vec::new();
-    };
     let Some((best_primary, new_metric)) = demotion_metrics(eni, snap, primary, true) else {
         return Vec::new();
     };
     let mut ops = Vec::new();
-    if current <= best_primary {
+    if let Some(current) = link.ra_defrtr_metric.filter(|m| *m <= best_primary) {
         ops.push(Op::SetRaMetric {
             dev: link.name.clone(),
             metric: new_metric,
@@ -902,7 +907,8 @@ mod tests {
             "{:?}",
             again.ops()
         );
-        // A daemon handles RAs on eth1 (no kernel RA metric): nothing of this kind.
+        // A daemon handles RAs on eth1 (no kernel RA metric): no sysctl, but its default that
+        // ties is taken out of main (the daemon's next RA adds it with its file's metric).
         snap.links[1].ra_defrtr_metric = None;
         snap.routes[1] = ra_default(&eth1, 1024);
         let daemon = plan_apply(&inst, &snap, &Target::All, false, &HostOwners::default());
@@ -910,6 +916,14 @@ mod tests {
             .ops()
             .iter()
             .any(|o| matches!(o, Op::SetRaMetric { .. })));
+        assert!(
+            daemon
+                .ops()
+                .iter()
+                .any(|o| matches!(o, Op::DelRoute(r) if r == &snap.routes[1])),
+            "{:?}",
+            daemon.ops()
+        );
 
         // remove puts the kernel's default back.
         snap.links[1].ra_defrtr_metric = Some(10001);

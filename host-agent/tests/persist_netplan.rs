@@ -51,7 +51,8 @@ fn netplan_merges_with_cloud_init_and_brings_it_back_through_networkd() {
         format!("Address={SECONDARY}/24"),
         format!("[RoutingPolicyRule]\nFrom={PRIMARY}/32\nTable={TABLE}\nPriority={TABLE}"),
         format!("[RoutingPolicyRule]\nFrom={SECONDARY}/32\nTable={TABLE}\nPriority={TABLE}"),
-        format!("Destination=0.0.0.0/0\nGateway=10.0.1.1\nTable={TABLE}"),
+        // On-link: networkd must not refuse it while the address is not back yet.
+        format!("Destination=0.0.0.0/0\nGateway=10.0.1.1\nGatewayOnLink=true\nTable={TABLE}"),
         format!("Destination=10.0.1.0/24\nPreferredSource={PRIMARY}\nScope=link\nTable={TABLE}"),
     ] {
         assert!(

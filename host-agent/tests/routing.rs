@@ -457,6 +457,23 @@ fn a_dnatted_container_answers_over_ipv6_through_the_eni_it_was_reached_on_with_
         "the IPv6 fwmark rule: {v6_marks}"
     );
 
+    // The mode left half in place (its IPv4 rule dropped behind symroute's back, the IPv6 one
+    // kept) is repaired by the next run, as the periodic check runs it. Before, the ENI's own
+    // proof already asked for the mode's lookups, failed on the missing rule and undid the run
+    // (seen in the lab's dual-stack networkd guest: the check exited 1 every time).
+    bed.inst
+        .exec(&["ip", "rule", "del", "pref", "7001"])
+        .expect("drop the IPv4 fwmark rule");
+    let repaired = bed.apply(&[]);
+    assert_eq!(repaired.json["changes"], 1, "{}", repaired.stdout);
+    assert_eq!(repaired.json["enis"][0]["connmark"], true);
+    let v4_marks = bed.ip_json(&["rule", "show", "pref", "7001"]);
+    assert_eq!(
+        v4_marks.as_array().map(Vec::len),
+        Some(1),
+        "the IPv4 fwmark rule is back: {v4_marks}"
+    );
+
     let off = bed.apply(&["--connmark", "off"]);
     assert_eq!(off.json["changes"], 2);
     assert!(
@@ -789,6 +806,100 @@ fn the_secondarys_ra_default_goes_behind_the_primarys_and_the_primary_answers_ov
         "1024",
         "remove gives the kernel its default metric back"
     );
+}
+
+/// Where a daemon handles RAs (networkd, NetworkManager: the kernel's `accept_ra` is off), the
+/// daemon installs each link's RA default itself, and networkd appends them: eth1's, at the
+/// primary's metric, merges with eth0's into one multipath route in main (seen in the lab's
+/// dual-stack networkd guest), whose next hops the kernel picks per flow. apply reads eth1's
+/// router from that route's next hop (before, a multipath route was not read at all: eth1's
+/// table got no IPv6 default and its IPv6 replies followed main) and takes eth1's next hop out
+/// of main, leaving eth0's: the primary's replies and new connections leave by eth0.
+#[test]
+fn a_daemons_multipath_ra_default_is_read_per_next_hop_and_the_secondarys_leaves_main() {
+    need_root!();
+    let bed = Bed::new(true);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a)
+            .ip("10.0.1.20")
+            .ipv6("2600:1f18:1:1::20"),
+        1,
+        0,
+        "eni-66666666666666663",
+    );
+    let far = bed.v6_client();
+    bed.inst
+        .wait_ipv6_default("eth1", 10)
+        .expect("eth1 learned an IPv6 default from RA");
+    // What networkd does: the kernel learns nothing from RAs, the daemon adds each link's
+    // default, the second one appended (ECMP).
+    let router = bed.a.ipv6_router_link_local().to_string();
+    for dev in ["eth0", "eth1"] {
+        bed.inst
+            .sysctl(&format!("net.ipv6.conf.{dev}.accept_ra"), "0")
+            .expect("accept_ra");
+        bed.inst
+            .exec(&["ip", "-6", "route", "del", "default", "dev", dev])
+            .expect("delete the kernel's RA default");
+    }
+    for (dev, verb) in [("eth0", "add"), ("eth1", "append")] {
+        bed.inst
+            .exec(&[
+                "ip", "-6", "route", verb, "default", "via", &router, "dev", dev, "metric", "1024",
+                "proto", "ra",
+            ])
+            .expect("the daemon's RA default");
+    }
+    let main_defaults = || bed.ip_json(&["-6", "route", "show", "default"]);
+    let before = main_defaults();
+    assert!(
+        before[0]["nexthops"].as_array().map(Vec::len) == Some(2),
+        "testbed sanity: one multipath default over eth0 and eth1: {before}"
+    );
+
+    let run = bed.apply(&[]);
+    assert_eq!(run.json["enis"][0]["symmetric"], true, "{}", run.stdout);
+    let table = bed.table_routes(10001, "-6");
+    let def = table
+        .iter()
+        .find(|r| r["dst"] == "default")
+        .unwrap_or_else(|| panic!("no IPv6 default in eth1's table: {table:?}"));
+    assert_eq!(
+        (def["dev"].as_str(), def["gateway"].as_str()),
+        (Some("eth1"), Some(router.as_str()))
+    );
+    let after = main_defaults();
+    assert_eq!(
+        after
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (
+                r["dev"].as_str().unwrap_or("multipath"),
+                r["metric"].as_u64()
+            ))
+            .collect::<Vec<_>>(),
+        vec![("eth0", Some(1024))],
+        "eth1's next hop left main, eth0's stayed: {after}"
+    );
+    assert_eq!(
+        (
+            bed.v6_out_dev(Some("2600:1f18:1:1::10")),
+            bed.v6_out_dev(None)
+        ),
+        ("eth0".to_string(), "eth0".to_string()),
+        "the primary's replies and new connections leave by eth0"
+    );
+    assert!(
+        far.ping(ip("2600:1f18:1:1::10"), 2, 2),
+        "the primary answers over IPv6"
+    );
+    assert!(
+        far.ping(ip("2600:1f18:1:1::20"), 2, 2),
+        "eth1 answers over IPv6"
+    );
+    let again = bed.apply(&[]);
+    assert_eq!(again.json["changes"], 0, "{}", again.stdout);
 }
 
 /// An ENI in an IPv6-only subnet (metadata publishes neither `local-ipv4s` nor

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use symroute_testbed::lab::{Image, Lab};
+use symroute_testbed::lab::{Image, Lab, Stack};
 use symroute_testbed::{repo_root, require_root};
 
 const ENI_ID: &str = "eni-0a9c4b60624c0e41d";
@@ -22,6 +22,8 @@ const ENI2_ID: &str = "eni-0b1c2d3e4f5a6b7c8";
 const ETH0: &str = "10.0.1.10";
 const ETH1: &str = "10.0.1.11";
 const ETH2: &str = "10.0.1.12";
+/// The client's IPv6 address in a dual-stack lab (its IPv4 one is 10.0.2.10).
+const CLIENT6: &str = "2600:1f18:1:2::10";
 /// The trigger's udev rule in the guest.
 const TRIGGER_RULE: &str = "/etc/udev/rules.d/81-symroute-hotplug.rules";
 
@@ -33,7 +35,8 @@ fn ip(s: &str) -> IpAddr {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Manager {
     /// systemd-networkd with one DHCP file for `eth*` (Debian's and Arch's cloud images
-    /// without netplan; AL2023 before net-utils' per-interface files).
+    /// without netplan; AL2023 before net-utils' per-interface files), in a dual-stack VPC:
+    /// DHCPv4, DHCPv6 and RAs on every NIC.
     Networkd,
     /// NetworkManager's daemon with its automatic per-device DHCP profiles (RHEL, Fedora).
     Nm,
@@ -64,6 +67,16 @@ impl Manager {
         }
     }
 
+    /// The VPC's address families for this row. networkd's row is dual-stack: networkd handles
+    /// RAs and DHCPv6 itself (the kernel's `accept_ra` is off), the case where a reboot put
+    /// both RA defaults in main at metric 1024.
+    fn stack(self) -> Stack {
+        match self {
+            Manager::Networkd => Stack::Dual,
+            _ => Stack::V4,
+        }
+    }
+
     fn slug(self) -> &'static str {
         match self {
             Manager::Networkd => "networkd",
@@ -90,7 +103,7 @@ impl Manager {
             Manager::Networkd => (
                 vec![(
                     "/etc/systemd/network/20-eth.network",
-                    "[Match]\nName=eth*\n\n[Network]\nDHCP=ipv4\n".into(),
+                    "[Match]\nName=eth*\n\n[Network]\nDHCP=yes\n".into(),
                 )],
                 "systemctl enable --now systemd-networkd.service systemd-networkd.socket",
             ),
@@ -327,10 +340,10 @@ fn wait_for(bound: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration>
     None
 }
 
-/// The guest holds `addr` on some interface.
+/// The guest holds `addr` (IPv4 or IPv6) on some interface.
 fn has_address(lab: &Lab, addr: &str) -> bool {
     lab.guest
-        .sh(&format!("ip -4 -o addr show | grep -q ' {addr}/'"))
+        .sh(&format!("ip -o addr show | grep -q ' {addr}/'"))
         .is_ok_and(|o| o.success())
 }
 
@@ -405,17 +418,31 @@ fn answers(lab: &Lab, addr: &str) -> bool {
 
 fn state(lab: &Lab) -> String {
     lab.guest
-        .sh("ip -br addr; ip rule; ip route show table all | grep -v '^local\\|^broadcast\\|^multicast\\|ff00::/8\\|fe80::/64'")
+        .sh("ip -br addr; ip rule; ip -6 rule; ip route show table all | grep -v '^local\\|^broadcast\\|^multicast\\|ff00::/8\\|fe80::/64'")
         .map(|o| o.stdout)
         .unwrap_or_default()
 }
 
-/// DHCP acknowledgements the VPC's DHCP has sent for `addr` so far.
+/// DHCP acknowledgements the VPC's DHCP has sent for `addr` so far (DHCPv4 ACKs, DHCPv6
+/// REPLYs).
 fn acks(lab: &Lab, addr: &str) -> usize {
     lab.dhcp_log()
         .lines()
-        .filter(|l| l.contains("DHCPACK(") && l.contains(&format!(" {addr} ")))
+        .filter(|l| {
+            (l.contains("DHCPACK(") || l.contains("DHCPREPLY(")) && l.contains(&format!(" {addr} "))
+        })
         .count()
+}
+
+/// Which device the guest's main table sends new IPv6 traffic to the client by (no source
+/// chosen yet: what a connection the guest opens would use), with the IPv6 defaults.
+fn v6_default_route(lab: &Lab) -> String {
+    lab.guest
+        .sh(&format!(
+            "ip -6 route get {CLIENT6}; ip -6 route show default table main"
+        ))
+        .map(|o| o.stdout.trim().to_string())
+        .unwrap_or_else(|e| e.to_string())
 }
 
 /// The managers' own account of the boot.
@@ -435,7 +462,9 @@ fn leftovers(lab: &Lab) -> String {
     lab.guest
         .sh(&format!(
             "ip rule | grep -v 'lookup \\(local\\|main\\|default\\)$'; \
+             ip -6 rule | grep -v 'lookup \\(local\\|main\\)$'; \
              ip route show table all | grep 'table 1[0-9][0-9][0-9][0-9]'; \
+             ip -6 route show table all | grep 'table 1[0-9][0-9][0-9][0-9]'; \
              for f in $(grep -rl symroute /etc/systemd/network /etc/network /etc/netplan \
                /etc/NetworkManager/system-connections /etc/systemd/system /etc/udev/rules.d \
                2>/dev/null); do head -n 1 \"$f\" | grep -q '^# symroute: trigger' || echo \"$f\"; done; \
@@ -486,6 +515,19 @@ fn bring_up(lab: &Lab, manager: Manager) {
         "the primary does not answer before anything of ours ran:\n{}",
         state(lab)
     );
+    if let Some(v6) = lab.ipv6_of(ETH0) {
+        // DHCPv6 starts on the RA's M flag; radvd advertises every 3–4 s.
+        let up = wait_for(Duration::from_secs(60), || {
+            has_address(lab, &v6) && answers(lab, &v6)
+        });
+        assert!(
+            up.is_some(),
+            "eth0 never answered at {v6} (DHCPv6 and RA):\n{}\n{}\n{}",
+            state(lab),
+            journal(lab),
+            lab.dhcp_log()
+        );
+    }
 }
 
 fn grid(manager: Manager) {
@@ -496,7 +538,8 @@ fn grid(manager: Manager) {
         cells: Vec::new(),
         figures: Vec::new(),
     };
-    let lab = Lab::start(&p.image).expect("lab");
+    let lab = Lab::start_with(&p.image, manager.stack()).expect("lab");
+    let (eth0_v6, eth1_v6) = (lab.ipv6_of(ETH0), lab.ipv6_of(ETH1));
     g.figure(
         "first boot (QEMU start → guest agent)",
         format!("{:.1} s", started.elapsed().as_secs_f64()),
@@ -554,6 +597,31 @@ fn grid(manager: Manager) {
         stats.lost() == 0,
         format!("{}/{} answered", stats.received, stats.sent),
     );
+    if let Some(v6) = &eth1_v6 {
+        let ok = answers(&lab, v6);
+        g.check(
+            "attach: ENI symmetric over IPv6",
+            ok,
+            format!("ping {CLIENT6} → {v6}"),
+        );
+        if !ok {
+            eprintln!("IPv6 after the attach:\n{out}\n{}", state(&lab));
+        }
+        // networkd adds eth1's RA default again at every RA, with the metric of the file it
+        // has bound: the catch-all's (a tie with the primary's, merged into one multipath
+        // route) until it has reloaded symroute's file, then the persisted one.
+        let behind = wait_for(Duration::from_secs(20), || {
+            let r = v6_default_route(&lab);
+            r.lines().next().is_some_and(|l| l.contains(" dev eth0 "))
+                && r.contains("dev eth1 proto ra metric 10001")
+        });
+        let route = v6_default_route(&lab);
+        g.check(
+            "attach: after the next RAs, main's IPv6 default is the primary's",
+            behind.is_some(),
+            route.replace('\n', "; "),
+        );
+    }
 
     // 1b. The first run left the on-host trigger behind: a second ENI is routed the moment it
     // appears, with no document run, and its detach takes what was its own.
@@ -642,6 +710,35 @@ fn grid(manager: Manager) {
     if eni_back.is_none() || primary_back.is_none() {
         eprintln!("after the reboot:\n{}\n{}", state(&lab), journal(&lab));
     }
+    // IPv6 across the reboot: the RA defaults of both NICs come back from the manager alone;
+    // the primary's must stay preferred in main, or its IPv6 replies leave by eth1 and the
+    // source/destination check drops them (issue 10, item 5, for IPv6).
+    if let (Some(p6), Some(e6)) = (&eth0_v6, &eth1_v6) {
+        let p_back = wait_for(Duration::from_secs(60), || answers(&lab, p6));
+        let e_back = wait_for(Duration::from_secs(60), || answers(&lab, e6));
+        let route = v6_default_route(&lab);
+        g.check(
+            "reboot: primary answers over IPv6",
+            p_back.is_some(),
+            format!("ping {CLIENT6} → {p6}"),
+        );
+        g.check(
+            "reboot: ENI symmetric over IPv6",
+            e_back.is_some(),
+            format!("ping {CLIENT6} → {e6}"),
+        );
+        g.check(
+            "reboot: main's IPv6 default is the primary's",
+            route
+                .lines()
+                .next()
+                .is_some_and(|l| l.contains(" dev eth0 ")),
+            route.replace('\n', "; "),
+        );
+        if p_back.is_none() || e_back.is_none() {
+            eprintln!("IPv6 after the reboot:\n{}\n{}", state(&lab), journal(&lab));
+        }
+    }
     // What the manager brought back keeps local peers working too (the local-peers rule).
     let (peer_ok, peer_detail) = local_peer_answers(&lab, ETH1);
     g.check(
@@ -698,6 +795,32 @@ fn grid(manager: Manager) {
             None => "no renewal seen".into(),
         },
     );
+    // DHCPv6 renews at T1 too (half the lease), and networkd then rewrites its routes.
+    if let (Some(p6), Some(e6)) = (&eth0_v6, &eth1_v6) {
+        let (p_now, e_now) = (acks(&lab, p6), acks(&lab, e6));
+        let renewed = wait_for(Duration::from_secs(150), || {
+            acks(&lab, p6) > p_now && acks(&lab, e6) > e_now
+        });
+        let route = v6_default_route(&lab);
+        g.check(
+            "DHCPv6 renewal: both answer over IPv6, primary's default preferred",
+            renewed.is_some()
+                && answers(&lab, p6)
+                && answers(&lab, e6)
+                && route
+                    .lines()
+                    .next()
+                    .is_some_and(|l| l.contains(" dev eth0 ")),
+            match renewed {
+                Some(d) => format!(
+                    "eth0 and eth1 renewed within {:.0} s; {}",
+                    d.as_secs_f64(),
+                    route.replace('\n', "; ")
+                ),
+                None => "no renewal seen".into(),
+            },
+        );
+    }
 
     // 3. The manager reloads or restarts.
     let reload = match manager {
@@ -710,12 +833,31 @@ fn grid(manager: Manager) {
     };
     let reloaded = lab.guest.sh(reload).expect("reload");
     std::thread::sleep(Duration::from_secs(3));
+    let sym = wait_for(Duration::from_secs(30), || answers(&lab, ETH1)).is_some();
+    if !sym {
+        eprintln!(
+            "after the reload:\n{}\n{}",
+            state(&lab),
+            lab.guest
+                .sh("networkctl status eth1 --no-pager -n 40 2>&1; \
+                     journalctl -b --no-pager -u systemd-networkd 2>&1 | tail -40")
+                .map(|o| o.stdout)
+                .unwrap_or_default()
+        );
+    }
     g.check(
         "reload: ENI symmetric",
-        wait_for(Duration::from_secs(30), || answers(&lab, ETH1)).is_some(),
+        sym,
         format!("`{reload}`: exit {:?}", reloaded.code),
     );
     g.check("reload: primary answers", answers(&lab, ETH0), "");
+    if let (Some(p6), Some(e6)) = (&eth0_v6, &eth1_v6) {
+        g.check(
+            "reload: both answer over IPv6",
+            wait_for(Duration::from_secs(30), || answers(&lab, e6)).is_some() && answers(&lab, p6),
+            format!("{p6}, {e6}"),
+        );
+    }
 
     // 3b. The periodic check: its timer runs wherever the trigger ran (here since the boot), and
     // it puts back what drifted with no event (a rule dropped behind symroute's back).
@@ -753,6 +895,16 @@ fn grid(manager: Manager) {
         .guest
         .sh("ip rule show pref 7001")
         .is_ok_and(|o| o.stdout.contains("fwmark 0x27110000/0x7fff0000"));
+    if !(back && mark_back) {
+        eprintln!(
+            "the check's run:\n{}\n{}",
+            lab.guest
+                .sh("journalctl -b --no-pager -u symroute-check.service | tail -40")
+                .map(|o| o.stdout)
+                .unwrap_or_default(),
+            state(&lab)
+        );
+    }
     g.check(
         "check: puts back a rule dropped with no event",
         back && mark_back,
@@ -787,6 +939,13 @@ fn grid(manager: Manager) {
         eprintln!("{out}");
     }
     let left = leftovers(&lab);
+    if !left.is_empty() {
+        eprintln!(
+            "after detach + remove:\n{out}\n{}\n{}",
+            state(&lab),
+            journal(&lab)
+        );
+    }
     g.check(
         "detach + remove: nothing of ours left",
         left.is_empty(),
@@ -826,9 +985,14 @@ fn grid(manager: Manager) {
         format!("{:.1} s", start.as_secs_f64()),
     );
     let primary_ok = wait_for(Duration::from_secs(60), || answers(&lab, ETH0)).is_some();
+    let stray_v6 = lab
+        .ipv6_of("10.0.1.12")
+        .unwrap_or_else(|| "10.0.1.12".into());
     let stray = lab
         .guest
-        .sh("ip -4 -o addr show | grep -c '10.0.1.12/'")
+        .sh(&format!(
+            "ip -o addr show | grep -c -e ' 10.0.1.12/' -e ' {stray_v6}/'"
+        ))
         .map(|o| o.stdout.trim().to_string())
         .unwrap_or_default();
     g.check("stop/start: primary answers", primary_ok, "");
@@ -838,7 +1002,7 @@ fn grid(manager: Manager) {
     g.check(
         "stop/start: the detached ENI's address is nowhere",
         stray == "0",
-        format!("{stray} interfaces hold 10.0.1.12"),
+        format!("{stray} interfaces hold 10.0.1.12 or {stray_v6}"),
     );
     g.figure(
         "whole run",

@@ -323,6 +323,13 @@ pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
         Node::map()
             .with("to", Node::str(r.dst))
             .with_some("via", r.gateway.map(Node::str))
+            // On-link, as networkd's own rendering says why (persist/networkd.rs `route`).
+            .with_some(
+                "on-link",
+                r.gateway
+                    .filter(std::net::IpAddr::is_ipv4)
+                    .map(|_| Node::plain("true")),
+            )
             .with_some("scope", r.scope_link.then(|| Node::plain("link")))
             .with_some("from", r.prefsrc.map(Node::str))
             .with_some("metric", r.metric.map(Node::plain))

@@ -11,6 +11,7 @@
 //!   settings copied so nothing else changes.
 //! - None matches: a file of its own with the addresses from metadata.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::ini::{self, Block, Section};
@@ -90,6 +91,56 @@ impl Manager for Networkd {
     fn dirs(&self) -> &'static [&'static str] {
         &[DIR]
     }
+
+    /// `networkctl reload`, where networkd runs: networkd then reconfigures each link whose
+    /// matching .network changed (`manager_reload` → `link_reconfigure(link, force=false)`),
+    /// which is the ENI's alone, since symroute's own file matches it by MAC and a drop-in is
+    /// written only for a file that matches this ENI alone. Without it, networkd keeps what it
+    /// bound at hot-plug (a catch-all `Name=eth*` file): it adds the ENI's RA default again at
+    /// every RA at the primary's metric, merged with the primary's into one multipath route,
+    /// so some of the primary's IPv6 replies leave by the ENI (seen in the lab's dual-stack
+    /// networkd guest until the next boot). A failed reload is a warning: the live routing is
+    /// in place, and networkd reads the files at its next reload or boot.
+    fn after_change(&self, root: &Root) -> Result<Option<String>> {
+        if root.path("/") != Path::new("/") || !running() {
+            return Ok(None);
+        }
+        let Some(bin) = NETWORKCTL.iter().find(|p| Path::new(p).exists()) else {
+            return Ok(Some(
+                "networkctl not found: networkd reads symroute's files at its next reload or boot"
+                    .into(),
+            ));
+        };
+        let why = match std::process::Command::new(bin).arg("reload").output() {
+            Ok(out) if out.status.success() => return Ok(None),
+            Ok(out) => {
+                let err = String::from_utf8_lossy(&out.stderr);
+                crate::model::clip(
+                    err.lines()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("")
+                        .trim(),
+                )
+            }
+            Err(e) => e.to_string(),
+        };
+        Ok(Some(format!(
+            "{bin} reload failed ({why}): networkd reads symroute's files at its next reload or boot"
+        )))
+    }
+}
+
+const NETWORKCTL: [&str; 2] = ["/usr/bin/networkctl", "/bin/networkctl"];
+
+/// Whether systemd-networkd runs here (a process named so: its 15-character `comm`). Only a
+/// running networkd is asked to reload: the D-Bus call would start an enabled one early.
+fn running() -> bool {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.trim_end() == "systemd-network")
+    })
 }
 
 /// Is networkd in charge here: enabled, configured in /etc or /run, or shipping a file that
@@ -275,10 +326,20 @@ fn sections(eni: &EniConfig, skip: usize) -> Vec<Block> {
     out
 }
 
+/// An IPv4 gateway is marked on-link: the VPC router is always on the ENI's subnet, and the
+/// kernel refuses a gateway it cannot reach through a connected route right now ("Nexthop has
+/// invalid gateway"). networkd asks for the table's routes while the address is not back yet
+/// when it reconfigures the link (it drops the DHCP lease first): seen in the lab's
+/// networkd guest after `networkctl reconfigure`, which left the ENI failed and without its
+/// IPv4 address. An IPv6 link-local gateway needs no such check.
 fn route(r: &RouteSpec) -> Section {
     Section::new("Route")
         .set_some("Destination", (!r.is_default()).then_some(r.dst))
         .set_some("Gateway", r.gateway)
+        .set_some(
+            "GatewayOnLink",
+            r.gateway.filter(std::net::IpAddr::is_ipv4).map(|_| "yes"),
+        )
         .set_some("Scope", r.scope_link.then_some("link"))
         .set_some("PreferredSource", r.prefsrc)
         .set_some("Metric", r.metric)

@@ -1,5 +1,7 @@
 //! The VPC's DHCP service for guests: dnsmasq in the router namespace, one static lease per
-//! ENI (its MAC, its primary address), as EC2's DHCP answers only for attached ENIs.
+//! ENI (its MAC, its primary address), as EC2's DHCP answers only for attached ENIs. On a subnet
+//! with an IPv6 /64 it is also the DHCPv6 server (stateful, as in a VPC: radvd's RAs carry the
+//! M flag), leasing the ENI's first IPv6 address to its MAC.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -13,13 +15,15 @@ use crate::Eni;
 pub struct Dhcp {
     child: Child,
     hosts: PathBuf,
+    /// MAC and the addresses leased to it (`10.0.1.10` or `10.0.1.10,[2600:…]`).
     entries: Vec<(String, String)>,
     log: PathBuf,
 }
 
 impl Dhcp {
     /// Serves `subnets` (their bridges in `router_ns`) with leases of `lease_secs` (dnsmasq's
-    /// minimum is 120): short leases make renewals happen while a test runs.
+    /// minimum is 120): short leases make renewals happen while a test runs. Subnets with an
+    /// IPv6 /64 get DHCPv6 too (static: only the hosts file's addresses).
     pub fn start(
         router_ns: &str,
         subnets: &[&Subnet],
@@ -50,6 +54,13 @@ impl Dhcp {
                 net.network(),
                 net.netmask()
             ));
+            if let Some(v6) = s.ipv6_prefix() {
+                cmd.arg(format!(
+                    "--dhcp-range={},static,{},{lease_secs}",
+                    v6.network(),
+                    v6.prefix_len()
+                ));
+            }
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -91,10 +102,15 @@ impl Dhcp {
         }
     }
 
-    /// Leases the ENI's primary IPv4 to its MAC (from the next request on).
+    /// Leases the ENI's primary IPv4, and its first IPv6 address if it has one, to its MAC
+    /// (from the next request on). dnsmasq finds a DHCPv6 client's MAC in the router's
+    /// neighbour table (the client's RS and DAD put it there), as no DUID type is forced here.
     pub fn add(&mut self, eni: &Eni) -> Result<()> {
-        self.entries
-            .push((eni.mac().to_string(), eni.primary_ipv4().to_string()));
+        let mut leased = eni.primary_ipv4().to_string();
+        if let Some(v6) = eni.ipv6s().first() {
+            leased.push_str(&format!(",[{v6}]"));
+        }
+        self.entries.push((eni.mac().to_string(), leased));
         self.reload()
     }
 

@@ -27,6 +27,18 @@ use crate::{Config, Eni, EniMeta, EniSpec, Host, Imds, InstanceMeta, Subnet, Vpc
 /// routes) happen during a run, not only at boot.
 pub const LEASE_SECS: u32 = 120;
 
+/// The VPC's address families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stack {
+    /// IPv4 only (most VPCs).
+    V4,
+    /// Dual-stack subnets: each also has an IPv6 /64 (`2600:1f18:1:<n>::/64`), advertised by
+    /// radvd (M flag, default route only) and served by DHCPv6; every ENI gets the IPv6 address
+    /// whose last group is its IPv4 address's last octet (10.0.1.11 → `…:1::11`), the client
+    /// `2600:1f18:1:2::10`.
+    Dual,
+}
+
 /// One instance in its own VPC. Everything goes on drop (guest killed, namespaces removed).
 pub struct Lab {
     // Field order is drop order: the guest goes before its taps and namespaces.
@@ -37,6 +49,7 @@ pub struct Lab {
     pub eth0: Eni,
     pub subnet: Subnet,
     pub far: Subnet,
+    pub stack: Stack,
     enis: Mutex<Vec<Attached>>,
     pub vpc: Vpc,
 }
@@ -57,19 +70,30 @@ impl Lab {
     /// guest booted from `image` with eth0 at 10.0.1.10. Returns once the guest agent answers;
     /// the guest has no network manager running yet (see [`Lab`]'s users for each one).
     pub fn start(image: &Image) -> Result<Lab> {
+        Lab::start_with(image, Stack::V4)
+    }
+
+    /// [`Lab::start`] with the VPC's address families chosen.
+    pub fn start_with(image: &Image, stack: Stack) -> Result<Lab> {
         let vpc = Vpc::new()?;
-        let subnet = vpc.add_subnet("10.0.1.0/24", None)?;
-        let far = vpc.add_subnet("10.0.2.0/24", None)?;
-        let client = vpc.add_client(&far, "10.0.2.10")?;
+        let v6 = |n: u8| (stack == Stack::Dual).then(|| format!("2600:1f18:1:{n}::/64"));
+        let subnet = vpc.add_subnet("10.0.1.0/24", v6(1).as_deref())?;
+        let far = vpc.add_subnet("10.0.2.0/24", v6(2).as_deref())?;
+        let client = match stack {
+            Stack::V4 => vpc.add_client(&far, "10.0.2.10")?,
+            Stack::Dual => vpc.add_client_with(&far, &["10.0.2.10", "2600:1f18:1:2::10"])?,
+        };
         let dir = run_dir(vpc.prefix());
         std::fs::create_dir_all(&dir)?;
         let router = vpc.router().name().to_string();
         let mut dhcp = Dhcp::start(&router, &[&subnet, &far], &dir, LEASE_SECS)?;
-        let eth0 = vpc.attach_tap(
+        let eth0 = vpc.attach_tap(dual(
+            stack,
+            &subnet,
             EniSpec::new("eth0", &subnet)
                 .ip("10.0.1.10")
                 .config(Config::Unconfigured),
-        )?;
+        ))?;
         dhcp.add(&eth0)?;
         let imds = Imds::start_in_standard(&router)?;
         imds.set_instance(&InstanceMeta::new(INSTANCE_ID, eth0.mac()));
@@ -83,6 +107,7 @@ impl Lab {
             eth0,
             subnet,
             far,
+            stack,
             enis: Mutex::new(Vec::new()),
             vpc,
         })
@@ -96,11 +121,13 @@ impl Lab {
         let device_number = (1..)
             .find(|n| enis.iter().all(|a| a.device_number != *n))
             .unwrap();
-        let eni = self.vpc.attach_tap(
+        let eni = self.vpc.attach_tap(dual(
+            self.stack,
+            &self.subnet,
             EniSpec::new(&format!("eth{device_number}"), &self.subnet)
                 .ip(ip)
                 .config(Config::Unconfigured),
-        )?;
+        ))?;
         lock(&self.dhcp).add(&eni)?;
         self.imds
             .put_eni(&EniMeta::from_eni(&eni, device_number, 0, id));
@@ -147,6 +174,32 @@ impl Lab {
     pub fn dhcp_log(&self) -> String {
         lock(&self.dhcp).log()
     }
+
+    /// The IPv6 address the lab gives the ENI holding `ipv4` (see [`Stack::Dual`]); `None` in
+    /// an IPv4-only lab.
+    pub fn ipv6_of(&self, ipv4: &str) -> Option<String> {
+        let v4: std::net::Ipv4Addr = ipv4.parse().ok()?;
+        let subnet = [&self.subnet, &self.far]
+            .into_iter()
+            .find(|s| s.cidr().contains(&v4))?;
+        v6_for(subnet, v4)
+    }
+}
+
+/// The spec with its IPv6 address added in a dual-stack lab.
+fn dual(stack: Stack, subnet: &Subnet, spec: EniSpec) -> EniSpec {
+    match (stack, spec.primary_ipv4().and_then(|a| v6_for(subnet, a))) {
+        (Stack::Dual, Some(v6)) => spec.ipv6(&v6),
+        _ => spec,
+    }
+}
+
+/// `<subnet's /64>::<last octet>`, the last octet written as hex digits read as decimal
+/// (10.0.1.11 → `2600:1f18:1:1::11`), so that addresses read alike in both families.
+fn v6_for(subnet: &Subnet, v4: std::net::Ipv4Addr) -> Option<String> {
+    let net = subnet.ipv6_prefix()?;
+    let last = u128::from_str_radix(&v4.octets()[3].to_string(), 16).ok()?;
+    Some(std::net::Ipv6Addr::from(u128::from(net.network()) + last).to_string())
 }
 
 impl Drop for Lab {
