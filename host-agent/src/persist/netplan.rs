@@ -24,7 +24,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::ini::{self, Block};
+use super::ini::{self, Block, Section};
 use super::yaml::{self, Node};
 use super::{networkd, nm, owner_of, Backend, EniConfig, FileOp, Manager, Root};
 use crate::error::{Error, Result};
@@ -266,7 +266,9 @@ impl Manager for Netplan {
         &[DIR]
     }
 
-    /// netplan's generator, so that its output in /run follows the YAML at once.
+    /// netplan's generator, so that its output in /run follows the YAML at once. No networkd
+    /// reload: the generator rewrites the primary's file too, and the reload would reconfigure
+    /// the primary (see `touched`).
     fn after_change(&self, root: &Root) -> Result<Option<String>> {
         Ok((!generate(root)?).then(|| "netplan is not installed here: nothing generated".into()))
     }
@@ -363,7 +365,12 @@ pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
     // definition (`10-netplan-<id>.network` in /run/systemd/network); networkd merges drop-ins
     // from /etc for a .network file in /run.
     // The connmark mode's rules go there too: netplan's `mark` takes no mask.
-    if !local.is_empty() || !eni.marks.is_empty() {
+    // The IPv6 default networkd learns from the VPC router's RAs on this ENI goes there too:
+    // netplan 0.106 has no `ra-overrides`, and at networkd's default metric it ties with the
+    // primary's (networkd merges the two into one multipath route, and some of the primary's
+    // IPv6 replies leave by this ENI, where the VPC drops them).
+    let ra_metric = !eni.addrs_v6.is_empty();
+    if !local.is_empty() || !eni.marks.is_empty() || ra_metric {
         let mut blocks = vec![Block::Comment(vec![format!(
             "Local peers (docker0, VPNs, bridges) keep their routes in main for {} ({}); \
              netplan's routing-policy cannot say suppress_prefixlength.",
@@ -376,6 +383,16 @@ pub fn render(root: &Root, eni: &EniConfig) -> Vec<FileOp> {
             ]));
         }
         blocks.extend(eni.marks.iter().map(|m| networkd::mark_rule(m).into()));
+        if ra_metric {
+            blocks.push(Block::Comment(vec![
+                "The RA default behind the primary's: netplan 0.106 has no ra-overrides.".into(),
+            ]));
+            blocks.push(
+                Section::new("IPv6AcceptRA")
+                    .set("RouteMetric", eni.table)
+                    .into(),
+            );
+        }
         let d = ini::render(eni.header(), &blocks);
         ops.push(FileOp::text(
             Path::new(networkd::DIR)

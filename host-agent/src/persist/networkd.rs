@@ -102,32 +102,37 @@ impl Manager for Networkd {
     /// networkd guest until the next boot). A failed reload is a warning: the live routing is
     /// in place, and networkd reads the files at its next reload or boot.
     fn after_change(&self, root: &Root) -> Result<Option<String>> {
-        if root.path("/") != Path::new("/") || !running() {
-            return Ok(None);
-        }
-        let Some(bin) = NETWORKCTL.iter().find(|p| Path::new(p).exists()) else {
-            return Ok(Some(
-                "networkctl not found: networkd reads symroute's files at its next reload or boot"
-                    .into(),
-            ));
-        };
-        let why = match std::process::Command::new(bin).arg("reload").output() {
-            Ok(out) if out.status.success() => return Ok(None),
-            Ok(out) => {
-                let err = String::from_utf8_lossy(&out.stderr);
-                crate::model::clip(
-                    err.lines()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("")
-                        .trim(),
-                )
-            }
-            Err(e) => e.to_string(),
-        };
-        Ok(Some(format!(
-            "{bin} reload failed ({why}): networkd reads symroute's files at its next reload or boot"
-        )))
+        reload(root)
     }
+}
+
+/// See [`Networkd`]'s `after_change`; netplan's runs it after its generator too.
+pub(crate) fn reload(root: &Root) -> Result<Option<String>> {
+    if root.path("/") != Path::new("/") || !running() {
+        return Ok(None);
+    }
+    let Some(bin) = NETWORKCTL.iter().find(|p| Path::new(p).exists()) else {
+        return Ok(Some(
+            "networkctl not found: networkd reads symroute's files at its next reload or boot"
+                .into(),
+        ));
+    };
+    let why = match std::process::Command::new(bin).arg("reload").output() {
+        Ok(out) if out.status.success() => return Ok(None),
+        Ok(out) => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            crate::model::clip(
+                err.lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim(),
+            )
+        }
+        Err(e) => e.to_string(),
+    };
+    Ok(Some(format!(
+        "{bin} reload failed ({why}): networkd reads symroute's files at its next reload or boot"
+    )))
 }
 
 const NETWORKCTL: [&str; 2] = ["/usr/bin/networkctl", "/bin/networkctl"];
