@@ -115,15 +115,7 @@ pub(crate) fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> 
         None => Vec::new(),
     };
     // AWS delegates /80s of the subnet's /64; a prefix outside the subnet is not this ENI's.
-    if let Some(pre) = prefixes_v6
-        .iter()
-        .find(|pre| !subnets_v6.iter().any(|n| n.contains(*pre)))
-    {
-        return Err(Error::bad_metadata(
-            p("ipv6-prefix"),
-            format!("{pre} is in none of the subnet's IPv6 blocks"),
-        ));
-    }
+    in_subnets_v6(&p("ipv6-prefix"), &prefixes_v6, &subnets_v6, |n| *n)?;
     if subnet_v4.is_none() {
         // No IPv4: an IPv6-only ENI, routed by its IPv6 addresses, which must be there and lie
         // in its subnet (AWS assigns them from the subnet's /64). Without them the directory
@@ -138,15 +130,7 @@ pub(crate) fn parse_eni(mac: Mac, src: &mut dyn FieldSource) -> Result<ImdsEni> 
         if let Some(field) = missing {
             return Err(Error::bad_metadata(p(field), "missing"));
         }
-        if let Some(ip) = ipv6s
-            .iter()
-            .find(|ip| !subnets_v6.iter().any(|n| n.contains(*ip)))
-        {
-            return Err(Error::bad_metadata(
-                p("ipv6s"),
-                format!("{ip} is in none of the subnet's IPv6 blocks"),
-            ));
-        }
+        in_subnets_v6(&p("ipv6s"), &ipv6s, &subnets_v6, |a| Ipv6Net::from(*a))?;
     }
 
     // The VPC's blocks: a host route to any of them from this ENI's addresses must stay on the
@@ -326,6 +310,27 @@ where
 {
     let l = single(path, body)?;
     parse_one_net(path, l)
+}
+
+/// Malformed unless every item (an address, a delegated prefix) lies in one of the subnet's
+/// IPv6 blocks: AWS assigns both from the subnet's /64. `net` gives an item's block (an
+/// address is its /128).
+fn in_subnets_v6<T: std::fmt::Display>(
+    path: &str,
+    items: &[T],
+    subnets: &[Ipv6Net],
+    net: impl Fn(&T) -> Ipv6Net,
+) -> Result<()> {
+    match items
+        .iter()
+        .find(|i| !subnets.iter().any(|n| n.contains(&net(i))))
+    {
+        Some(i) => Err(Error::bad_metadata(
+            path,
+            format!("{i} is in none of the subnet's IPv6 blocks"),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn parse_nets<N>(path: &str, body: &str) -> Result<Vec<N>>

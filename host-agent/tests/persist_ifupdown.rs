@@ -215,17 +215,12 @@ fn ifcfg_lines_executed_as_ifup_routes_does_bring_it_back() {
 fn ifupdown_stanza_keeps_the_secondarys_ra_default_behind_the_primarys() {
     need_root!();
     let bed = common::Bed::new(true);
-    bed.attach(
+    bed.attach_with_router(
         symroute_testbed::EniSpec::new("eth1", &bed.a)
             .ip(PRIMARY)
             .ipv6("2600:1f18:1:1::20"),
-        1,
-        0,
         ENI,
     );
-    bed.inst
-        .wait_ipv6_default("eth1", 10)
-        .expect("eth1 learned an IPv6 default from RA");
     let t = ifupdown_tree();
     apply(&bed, "ifupdown", &t.dir);
     let ours = t.read("/etc/network/interfaces.d/symroute-eth1");

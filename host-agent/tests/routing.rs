@@ -354,18 +354,13 @@ fn publish_ping<'a>(bed: &'a Bed, addr: &str, to: &str) -> impl Fn() -> u64 + 'a
 fn a_dnatted_container_answers_over_ipv6_through_the_eni_it_was_reached_on_with_connmark() {
     need_root!();
     let bed = Bed::new(true);
-    bed.attach(
+    bed.attach_with_router(
         EniSpec::new("eth1", &bed.a)
             .ip("10.0.1.20")
             .ipv6("2600:1f18:1:1::20"),
-        1,
-        0,
         "eni-0a9c4b60624c0e41e",
     );
     let far = bed.v6_client();
-    bed.inst
-        .wait_ipv6_default("eth1", 10)
-        .expect("eth1 learned an IPv6 default from RA");
     let container = bed
         .vpc
         .add_local_peer(&bed.inst, "docker0", "172.17.0.1/16", "172.17.0.2")
@@ -654,19 +649,13 @@ fn several_enis_are_numbered_by_card_and_device() {
 fn ipv6_rules_and_ra_default() {
     need_root!();
     let bed = Bed::new(true);
-    let eth1 = bed.attach(
+    let eth1 = bed.attach_with_router(
         EniSpec::new("eth1", &bed.a)
             .ip("10.0.1.20")
             .ipv6("2600:1f18:1:1::20"),
-        1,
-        0,
         "eni-66666666666666661",
     );
     let client = bed.v6_client();
-    // Wait (bounded) for eth1 to learn the router from an RA.
-    bed.inst
-        .wait_ipv6_default("eth1", 10)
-        .expect("eth1 learned an IPv6 default from RA");
 
     let run = bed.apply(&[]);
     assert_eq!(run.json["enis"][0]["symmetric"], true, "{}", run.stdout);
@@ -706,18 +695,13 @@ fn ipv6_rules_and_ra_default() {
 fn the_secondarys_ra_default_goes_behind_the_primarys_and_the_primary_answers_over_ipv6() {
     need_root!();
     let bed = Bed::new(true);
-    bed.attach(
+    bed.attach_with_router(
         EniSpec::new("eth1", &bed.a)
             .ip("10.0.1.20")
             .ipv6("2600:1f18:1:1::20"),
-        1,
-        0,
         "eni-66666666666666662",
     );
     let far = bed.v6_client();
-    bed.inst
-        .wait_ipv6_default("eth1", 10)
-        .expect("eth1 learned an IPv6 default from RA");
     let defaults = || -> Vec<(String, u64)> {
         bed.ip_json(&["-6", "route", "show", "default"])
             .as_array()
@@ -819,18 +803,13 @@ fn the_secondarys_ra_default_goes_behind_the_primarys_and_the_primary_answers_ov
 fn a_daemons_multipath_ra_default_is_read_per_next_hop_and_the_secondarys_leaves_main() {
     need_root!();
     let bed = Bed::new(true);
-    bed.attach(
+    bed.attach_with_router(
         EniSpec::new("eth1", &bed.a)
             .ip("10.0.1.20")
             .ipv6("2600:1f18:1:1::20"),
-        1,
-        0,
         "eni-66666666666666663",
     );
     let far = bed.v6_client();
-    bed.inst
-        .wait_ipv6_default("eth1", 10)
-        .expect("eth1 learned an IPv6 default from RA");
     // What networkd does: the kernel learns nothing from RAs, the daemon adds each link's
     // default, the second one appended (ECMP).
     let router = bed.a.ipv6_router_link_local().to_string();
@@ -1036,19 +1015,14 @@ fn an_ipv6_only_eni_is_routed_by_its_ipv6_addresses_and_the_primary_keeps_answer
 fn an_address_from_a_delegated_ipv6_prefix_answers_through_its_eni() {
     need_root!();
     let bed = Bed::new(true);
-    bed.attach(
+    bed.attach_with_router(
         EniSpec::new("eth1", &bed.a)
             .ip("10.0.1.20")
             .ipv6("2600:1f18:1:1::20")
             .ipv6_prefix("2600:1f18:1:1:8000::/80"),
-        1,
-        0,
         "eni-88888888888888881",
     );
     let far = bed.v6_client();
-    bed.inst
-        .wait_ipv6_default("eth1", 10)
-        .expect("eth1 learned an IPv6 default from RA");
     // A container's address from the prefix, held by the host.
     bed.inst
         .exec(&[

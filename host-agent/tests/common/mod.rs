@@ -72,6 +72,16 @@ impl Bed {
         eni
     }
 
+    /// Attaches a dual-stack ENI as device 1 on card 0 and waits (bounded) until its link has
+    /// learned the VPC router from an RA, where every IPv6 routing test starts.
+    pub fn attach_with_router(&self, spec: EniSpec, eni_id: &str) -> symroute_testbed::Eni {
+        let eni = self.attach(spec, 1, 0, eni_id);
+        self.inst
+            .wait_ipv6_default(eni.ifname(), 10)
+            .unwrap_or_else(|e| panic!("{} learned no IPv6 default from RA: {e}", eni.ifname()));
+        eni
+    }
+
     pub fn agent(&self, args: &[&str]) -> Run {
         self.agent_with(args, &self.imds.endpoint())
     }
