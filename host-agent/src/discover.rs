@@ -65,6 +65,9 @@ fn v6_only_pending(
         .iter()
         .filter(|e| e.is_ipv6_only() && selects(inst, sel, e) && inst.is_settled(e))
         .filter_map(|e| links.iter().find(|l| l.mac == Some(e.mac)).map(|l| (e, l)))
+        // A link that is down has no manager to wait for: the run brings it up, adds the
+        // addresses and then waits for the router itself (`apply`'s router wait).
+        .filter(|(_, l)| l.up)
         .collect();
     if enis.is_empty() {
         return Ok(Vec::new());

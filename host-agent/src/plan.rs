@@ -184,8 +184,12 @@ pub(crate) fn learned_v6_router(snap: &Snapshot, link: &Link, table: u32) -> Opt
         .filter(|r| r.table == RT_TABLE_MAIN && r.protocol != RTPROT_SYMROUTE)
         .collect();
     defaults.sort_by_key(|r| r.effective_metric());
-    // Else the router this ENI's table already has: the kernel's RA default in main is gone
-    // for a moment after a demotion (the next RA brings it back at the new metric).
+    // Else the router this ENI's table already has, whoever put it there: ours, after a
+    // demotion took the kernel's RA default out of main for a moment (the next RA brings it
+    // back at the new metric); or the network manager's copy of our persisted file, at boot
+    // before the first RA (`proto static`). Ignoring the manager's copy made the boot run
+    // render the file without the router, and the manager, reloaded, dropped the ENI's IPv6
+    // default until the next apply (seen in the lab's dual-stack networkd guest).
     defaults
         .iter()
         .copied()
@@ -193,7 +197,7 @@ pub(crate) fn learned_v6_router(snap: &Snapshot, link: &Link, table: u32) -> Opt
             snap.routes
                 .iter()
                 .filter(v6_default_on_link)
-                .filter(|r| r.table == table && r.protocol == RTPROT_SYMROUTE),
+                .filter(|r| r.table == table),
         )
         .find_map(|r| match r.gateway {
             Some(IpAddr::V6(g)) => Some(g),
@@ -229,6 +233,30 @@ pub fn desired(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Desired {
                 } else {
                     crate::kernel::owner_label(&link.name)
                 },
+            });
+        }
+    }
+    // IPv6 addresses come by DHCPv6, which only a manager of the link runs. A link that is
+    // down has no manager (Ubuntu's netplan matches eth0 alone): there the agent adds them, as
+    // /128 as DHCPv6 on AWS does; once added they are its own, kept by later runs.
+    for ip in &eni.ipv6s {
+        let held = snap
+            .addrs
+            .iter()
+            .find(|a| a.index == link.index && a.ip == IpAddr::V6(*ip));
+        let wanted = match held {
+            None => !link.up,
+            Some(a) => a.protocol == RTPROT_SYMROUTE,
+        };
+        if wanted {
+            d.addrs.push(AddrSpec {
+                index: link.index,
+                dev: link.name.clone(),
+                ip: IpAddr::V6(*ip),
+                prefix_len: 128,
+                protocol: RTPROT_SYMROUTE,
+                // The kernel has no labels for IPv6 addresses.
+                label: None,
             });
         }
     }
@@ -933,6 +961,50 @@ mod tests {
             metric: 1024,
             was: 10001
         }));
+    }
+
+    /// At boot, before the first RA, the only trace of the ENI's IPv6 router is the copy the
+    /// network manager installed from symroute's own persisted file (`proto static`, in the
+    /// ENI's table). That is the router: a run that ignored it rendered the file without it,
+    /// and the reloaded manager dropped the ENI's IPv6 default (the lab's networkd reboot).
+    #[test]
+    fn before_the_first_ra_the_managers_copy_of_the_persisted_router_is_the_router() {
+        let mut a = eni(A, "eni-00000000000000001", 1, Some(0), "10.0.1.11");
+        a.ipv6s = vec!["2600:1f18:1:1::11".parse().unwrap()];
+        a.subnets_v6 = vec!["2600:1f18:1:1::/64".parse().unwrap()];
+        let eth1 = link(3, "eth1", A);
+        let router: Ipv6Addr = "fe80::5eff:fe00:101".parse().unwrap();
+        let default_in = |table: u32, protocol: u8| RouteSpec {
+            table,
+            dst: "::/0".parse().unwrap(),
+            gateway: Some(IpAddr::V6(router)),
+            oif: eth1.index,
+            dev: eth1.name.clone(),
+            prefsrc: None,
+            scope_link: false,
+            protocol,
+            metric: Some(1024),
+        };
+        const RTPROT_STATIC: u8 = 4;
+        let mut snap = Snapshot {
+            links: vec![link(2, "eth0", P), eth1.clone()],
+            routes: vec![default_in(10001, RTPROT_STATIC)],
+            ..Snapshot::default()
+        };
+        assert_eq!(learned_v6_router(&snap, &eth1, 10001), Some(router));
+        let d = desired(&a, &eth1, &snap);
+        assert!(
+            d.routes.iter().any(|r| r.dst.addr().is_ipv6()
+                && r.is_default()
+                && r.gateway == Some(IpAddr::V6(router))),
+            "{:?}",
+            d.routes
+        );
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        // Another table's default on the link names no router of this ENI's.
+        snap.routes = vec![default_in(10002, RTPROT_STATIC)];
+        assert_eq!(learned_v6_router(&snap, &eth1, 10001), None);
+        assert_eq!(desired(&a, &eth1, &snap).warnings.len(), 1);
     }
 
     #[test]

@@ -685,6 +685,150 @@ fn ipv6_rules_and_ra_default() {
     assert!(client.ping(ip(&eth1.primary_ipv4().to_string()), 1, 2));
 }
 
+/// An ENI whose link nobody brings up (Ubuntu: netplan matches eth0 alone, so nothing runs
+/// DHCPv6 or hears an RA on eth1): the run brings the link up and adds its IPv6 addresses, then
+/// waits (bounded) for the VPC router's first RA, so that the ENI answers over IPv6 when the
+/// run ends, its table has the router, and the RA default the kernel learned does not tie with
+/// the primary's. Before, the run ended with no IPv6 address on eth1 and no router in its table
+/// ("no IPv6 router learned ... until the next apply").
+#[test]
+fn a_link_nobody_manages_gets_its_ipv6_addresses_and_router_within_the_run() {
+    need_root!();
+    let bed = Bed::new(true);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a)
+            .ip("10.0.1.20")
+            .ipv6("2600:1f18:1:1::20")
+            .config(Config::Unconfigured),
+        1,
+        0,
+        "eni-66666666666666663",
+    );
+    let far = bed.v6_client();
+    assert!(
+        !far.ping(ip("2600:1f18:1:1::20"), 1, 1),
+        "testbed sanity: eth1's IPv6 address answers before apply"
+    );
+
+    let run = bed.apply(&["--eni", "eni-66666666666666663"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let eni = &run.json["enis"][0];
+    assert_eq!(eni["symmetric"], true, "{}", run.stdout);
+    assert!(
+        eni["warnings"].as_array().is_none_or(|w| w.is_empty()),
+        "{}",
+        run.stdout
+    );
+    // The proof covered IPv6 (it is skipped where the table has no router).
+    assert!(
+        eni["verify"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["source"] == "2600:1f18:1:1::20" && c["ok"] == true),
+        "{}",
+        run.stdout
+    );
+    let v6 = bed.table_routes(10001, "-6");
+    let def = v6
+        .iter()
+        .find(|r| r["dst"] == "default")
+        .unwrap_or_else(|| panic!("no IPv6 default in eth1's table: {v6:?}"));
+    assert_eq!(def["dev"], "eth1");
+    // Answers at once, from another subnet, and the primary's IPv6 replies still leave by eth0.
+    assert!(
+        far.ping(ip("2600:1f18:1:1::20"), 1, 2),
+        "eth1's IPv6 address answers another subnet when the run ends"
+    );
+    assert_eq!(bed.v6_out_dev(Some("2600:1f18:1:1::10")), "eth0");
+    assert!(far.ping(ip("2600:1f18:1:1::10"), 1, 2));
+    let again = bed.apply(&["--eni", "eni-66666666666666663"]);
+    assert_eq!(again.json["enis"][0]["symmetric"], true, "{}", again.stdout);
+
+    // remove takes the addresses it added with the rest.
+    let rm = bed.agent(&["remove", "--all", "--json", "--persist", "none"]);
+    assert_eq!(rm.code, 0, "{}\n{}", rm.stdout, rm.stderr);
+    let addrs = bed.ip_json(&["-6", "addr", "show", "dev", "eth1"]);
+    assert!(
+        !addrs[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["local"] == "2600:1f18:1:1::20"),
+        "{addrs}"
+    );
+}
+
+/// An IPv6-only ENI that arrives down: the wait for the ENI does not hold out for an address
+/// and a router that only the run itself can bring (it used to, until `--wait` ran out: exit
+/// 3). With no router advertising, the run proves nothing, fails (exit 1) and leaves the link
+/// as it found it; with the router, it is routed within the run.
+#[test]
+fn an_ipv6_only_eni_that_arrives_down_is_brought_up_and_routed_or_left_as_it_was() {
+    need_root!();
+    let bed = Bed::new(true);
+    // New links take `default`'s setting: eth1 will not hear the router at first.
+    bed.inst
+        .sysctl("net.ipv6.conf.default.accept_ra", "0")
+        .expect("accept_ra");
+    let eth1 = bed.attach(
+        EniSpec::new("eth1", &bed.a)
+            .ipv6_only()
+            .ipv6("2600:1f18:1:1::31")
+            .config(Config::Unconfigured),
+        1,
+        0,
+        "eni-77777777777777772",
+    );
+    let deaf = bed.agent(&[
+        "apply",
+        "--eni",
+        "eni-77777777777777772",
+        "--wait",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(deaf.code, 1, "{}\n{}", deaf.stdout, deaf.stderr);
+    // A failed run leaves nothing (eth0's own RAs may change main meanwhile: not compared).
+    assert!(bed.rules_for_table(10001).is_empty());
+    assert!(bed.table_routes(10001, "-6").is_empty());
+    let addrs = bed.ip_json(&["-6", "addr", "show", "dev", "eth1"]);
+    assert!(
+        addrs[0]["addr_info"]
+            .as_array()
+            .is_none_or(|a| !a.iter().any(|a| a["local"] == "2600:1f18:1:1::31")),
+        "{addrs}"
+    );
+    let link = bed.ip_json(&["link", "show", "eth1"]);
+    assert!(
+        !link[0]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "UP"),
+        "the link is down again: {link}"
+    );
+
+    bed.inst
+        .sysctl("net.ipv6.conf.eth1.accept_ra", "1")
+        .expect("accept_ra");
+    let run = bed.agent(&[
+        "apply",
+        "--eni",
+        "eni-77777777777777772",
+        "--wait",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.json["enis"][0]["symmetric"], true, "{}", run.stdout);
+    assert!(
+        bed.v6_client().ping(ip("2600:1f18:1:1::31"), 1, 2),
+        "{} answers over IPv6 when the run ends",
+        eth1.ifname()
+    );
+}
+
 /// The kernel learns eth1's IPv6 default from the VPC router's RA at the primary's metric
 /// (1024), and its FIB then sends the primary's IPv6 replies and every new outbound IPv6
 /// connection out of eth1 (where the VPC drops what carries the primary's address). apply

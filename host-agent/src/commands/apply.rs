@@ -13,7 +13,7 @@ use crate::kernel::Kernel;
 use crate::lock;
 use crate::model::Target;
 use crate::ops::Link;
-use crate::plan::{plan_apply, EniStatus};
+use crate::plan::{learned_v6_router, plan_apply, EniStatus};
 use crate::report::{EniReport, Report};
 use crate::verify;
 
@@ -51,6 +51,102 @@ pub fn run(args: &ApplyArgs, report: &mut Report) -> Result<()> {
         install_trigger(&root, report);
     }
     result
+}
+
+/// The longest a run waits, after its changes, for the VPC router's first advertisement on an
+/// ENI with IPv6 whose router is not known yet (never longer than `--wait`). The router answers
+/// a solicitation at once; the host sends one when the link comes up, after duplicate address
+/// detection of its link-local address (about a second), so 5 s covers a link the run itself
+/// brought up.
+const ROUTER_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the router wait reads the kernel's routes.
+const ROUTER_POLL: Duration = Duration::from_millis(200);
+
+/// Where nothing had taught an ENI its IPv6 router before the run (the run brought the link up
+/// itself, or its manager has not heard an advertisement yet), waits for the first one,
+/// bounded, and completes that ENI's routing with it: the router in its table, and the
+/// demotion of a default that ties with the primary's. Without it, IPv6 replies to other
+/// subnets left by the main table until the next run (seen in the lab's netplan guest, where
+/// eth1 is nobody's). Returns whether it waited (the snapshot in hand is then stale).
+#[allow(clippy::too_many_arguments)]
+fn await_routers(
+    args: &ApplyArgs,
+    inst: &crate::model::Instance,
+    host: &crate::plan::HostOwners,
+    kernel: &mut Kernel,
+    plan: &mut crate::plan::Plan,
+    report: &mut Report,
+    applied: &mut [execute::Applied],
+    failures: &mut Vec<String>,
+) -> Result<bool> {
+    let without_router = |snap: &crate::kernel::Snapshot, p: &crate::plan::EniPlan| {
+        p.status == EniStatus::Configure
+            && !p.eni.ipv6s.is_empty()
+            && snap
+                .link_by_mac(p.eni.mac)
+                .is_some_and(|l| learned_v6_router(snap, l, p.eni.table()).is_none())
+    };
+    let bound = ROUTER_WAIT.min(Duration::from_secs(args.wait));
+    if bound.is_zero() || !plan.enis.iter().any(|p| !p.eni.ipv6s.is_empty()) {
+        return Ok(false);
+    }
+    let mut snap = kernel.snapshot()?;
+    let waiting: Vec<usize> = (0..plan.enis.len())
+        .filter(|&i| without_router(&snap, &plan.enis[i]))
+        .collect();
+    if waiting.is_empty() {
+        return Ok(false);
+    }
+    let start = std::time::Instant::now();
+    while waiting
+        .iter()
+        .any(|&i| without_router(&snap, &plan.enis[i]))
+        && start.elapsed() < bound
+    {
+        std::thread::sleep(ROUTER_POLL.min(bound.saturating_sub(start.elapsed())));
+        snap = kernel.snapshot()?;
+    }
+    for i in waiting {
+        let (p, r) = (&mut plan.enis[i], &mut report.enis[i]);
+        if without_router(&snap, p) {
+            info!(
+                "{}: no IPv6 router advertised within {} s",
+                p.eni.eni_id,
+                bound.as_secs()
+            );
+            continue;
+        }
+        info!(
+            "{}: IPv6 router learned after {} ms",
+            p.eni.eni_id,
+            start.elapsed().as_millis()
+        );
+        let again = plan_apply(inst, &snap, &Target::Mac(p.eni.mac), args.force, host);
+        let Some(q) = again.enis.into_iter().find(|q| q.eni.mac == p.eni.mac) else {
+            continue;
+        };
+        if q.status != EniStatus::Configure {
+            continue;
+        }
+        match execute::run(kernel, &q.ops) {
+            Ok(a) => applied[i].changed.extend(a.changed),
+            Err(e) => {
+                // The ENI's transaction: what the first pass changed goes too.
+                let rollback = applied[i].rollback(kernel);
+                warn!("{}: {e}; {rollback}", p.eni.eni_id);
+                failures.push(format!("{}: {e} ({rollback})", p.eni.eni_id));
+                p.status = EniStatus::Failed;
+                r.status = EniStatus::Failed;
+                continue;
+            }
+        }
+        r.changes.extend(q.ops.iter().map(|o| o.to_string()));
+        p.ops.extend(q.ops);
+        r.warnings.clone_from(&q.warnings);
+        p.warnings = q.warnings;
+    }
+    Ok(true)
 }
 
 /// At most one metadata request per this interval in the periodic check: 200 a second, a fifth
@@ -142,7 +238,8 @@ fn apply(
         report.notes.push(format!("skipped {}", u.describe()));
     }
     let snap = kernel.snapshot()?;
-    let plan = plan_apply(&inst, &snap, sel, args.force, &super::host_owners(root));
+    let host = super::host_owners(root);
+    let plan = plan_apply(&inst, &snap, sel, args.force, &host);
     debug!("plan: {} change(s)", plan.ops().len());
     report.enis = plan.enis.iter().map(EniReport::from_plan).collect();
     report.pruned = plan.prune.iter().map(|o| o.to_string()).collect();
@@ -190,6 +287,16 @@ fn apply(
             }
         }
     }
+    let waited = await_routers(
+        args,
+        &inst,
+        &host,
+        kernel,
+        &mut plan,
+        report,
+        &mut applied,
+        &mut failures,
+    )?;
     let mut pruned = match execute::run(kernel, &plan.prune) {
         Ok(a) => a,
         Err(e) => {
@@ -204,7 +311,7 @@ fn apply(
     debug!("applied: {} change(s)", report.changes);
 
     // Prove it, with the kernel's own route lookups.
-    let snap = if report.changes == 0 {
+    let snap = if report.changes == 0 && !waited {
         snap
     } else {
         kernel.snapshot()?
