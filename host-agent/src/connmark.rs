@@ -389,7 +389,7 @@ mod tests {
         assert!(!rules[0].v6 && rules[1].v6);
         assert_eq!(
             Op::AddMarkRule(rules[1].clone()).to_string(),
-            "ip -6 rule add fwmark 0x27110000/0x7fff0000 lookup 10001 pref 7001 proto 177"
+            "ip -6 rule add fwmark 0x27110000/0x7fff0000 lookup 10001 priority 7001 protocol 177"
         );
         // The highest table the numbering allows still fits the mask.
         assert_eq!((19_999u32 << 16) & !CONNMARK_MASK, 0);

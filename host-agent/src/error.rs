@@ -172,8 +172,9 @@ mod tests {
     #[test]
     fn errors_keep_their_cause_as_source_and_say_rolled_back_one_way() {
         let e = Error::ApplyFailed {
-            failed: "`ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177` failed"
-                .into(),
+            failed:
+                "`ip rule add from 10.0.1.20/32 lookup 10001 priority 10001 protocol 177` failed"
+                    .into(),
             source: NlError::Errno(22, "Invalid argument (os error 22)".into()),
             rollback: Rollback {
                 undone: 2,
@@ -182,7 +183,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "`ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177` failed: Invalid argument (os error 22); rolled back 2 change(s)"
+            "`ip rule add from 10.0.1.20/32 lookup 10001 priority 10001 protocol 177` failed: Invalid argument (os error 22); rolled back 2 change(s)"
         );
         assert!(e.source().unwrap().to_string().contains("os error 22"));
         let e = Error::PersistRolledBack {

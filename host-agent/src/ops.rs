@@ -227,14 +227,28 @@ fn proto_name(p: u8) -> String {
     }
 }
 
-fn family(net: &IpNet) -> &'static str {
-    match net {
-        IpNet::V4(_) => "",
-        IpNet::V6(_) => "-6 ",
+/// `-6 ` for IPv6, nothing for IPv4: what goes between `ip ` and the object.
+pub(crate) fn family_flag(v6: bool) -> &'static str {
+    if v6 {
+        "-6 "
+    } else {
+        ""
     }
 }
 
+fn family(net: &IpNet) -> &'static str {
+    family_flag(matches!(net, IpNet::V6(_)))
+}
+
+// The one renderer of routes and rules in `ip` syntax: the report's commands and the files that
+// other tools run (network-scripts' `route-`/`rule-` files, ifupdown's hooks, persist/ipcmd.rs)
+// say them alike. Tables and protocols as numbers where `ip` has no name for them in its default
+// rt_tables/rt_protos; the persisted files' lines are unchanged from before the renderers were
+// one (a changed line would rewrite every host's files at an upgrade).
+
 impl fmt::Display for RouteSpec {
+    /// `<dst> [via <gw>] dev <dev> [scope link] [src <ip>] [metric <m>] [table <t>] proto <p>`,
+    /// as `ip route add|del|replace` takes it (the table left out for main).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_default() {
             write!(f, "default")?;
@@ -245,10 +259,6 @@ impl fmt::Display for RouteSpec {
             write!(f, " via {g}")?;
         }
         write!(f, " dev {}", self.dev)?;
-        if self.table != 254 {
-            write!(f, " table {}", self.table)?;
-        }
-        write!(f, " proto {}", proto_name(self.protocol))?;
         if self.scope_link {
             write!(f, " scope link")?;
         }
@@ -258,27 +268,28 @@ impl fmt::Display for RouteSpec {
         if let Some(m) = self.metric {
             write!(f, " metric {m}")?;
         }
-        Ok(())
+        if self.table != RT_TABLE_MAIN {
+            write!(f, " table {}", self.table)?;
+        }
+        write!(f, " proto {}", proto_name(self.protocol))
     }
 }
 
 impl fmt::Display for RuleSpec {
+    /// `from <src> [to <dst>] lookup <t> [suppress_prefixlength <n>] priority <p> protocol
+    /// <proto>`, as `ip rule add|del` takes it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "from {}", self.src)?;
         if let Some(d) = self.dst {
             write!(f, " to {d}")?;
         }
-        if self.table == RT_TABLE_MAIN {
-            write!(f, " lookup main")?;
-        } else {
-            write!(f, " lookup {}", self.table)?;
-        }
+        write!(f, " lookup {}", self.table)?;
         if let Some(n) = self.suppress_prefixlength {
             write!(f, " suppress_prefixlength {n}")?;
         }
         write!(
             f,
-            " pref {} proto {}",
+            " priority {} protocol {}",
             self.priority,
             proto_name(self.protocol)
         )
@@ -289,7 +300,7 @@ impl fmt::Display for MarkRuleSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "fwmark {:#x}/{:#x} lookup {} pref {} proto {}",
+            "fwmark {:#x}/{:#x} lookup {} priority {} protocol {}",
             self.mark,
             self.mask,
             self.table,
@@ -322,8 +333,8 @@ impl fmt::Display for Op {
             Op::DelRoute(r) => write!(f, "ip {}route del {r}", family(&r.dst)),
             Op::AddRule(r) => write!(f, "ip {}rule add {r}", family(&r.src)),
             Op::DelRule(r) => write!(f, "ip {}rule del {r}", family(&r.src)),
-            Op::AddMarkRule(r) => write!(f, "ip {}rule add {r}", if r.v6 { "-6 " } else { "" }),
-            Op::DelMarkRule(r) => write!(f, "ip {}rule del {r}", if r.v6 { "-6 " } else { "" }),
+            Op::AddMarkRule(r) => write!(f, "ip {}rule add {r}", family_flag(r.v6)),
+            Op::DelMarkRule(r) => write!(f, "ip {}rule del {r}", family_flag(r.v6)),
             // Slashes: a device name may hold dots (VLANs), which sysctl reads as separators.
             Op::SetRaMetric { dev, metric, .. } => {
                 write!(f, "sysctl -w net/ipv6/conf/{dev}/ra_defrtr_metric={metric}")

@@ -318,12 +318,7 @@ pub(crate) fn foreign_owner(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Opti
                 .iter()
                 .any(|rt| rt.table == r.table && rt.oif == link.index)
         })
-        .map(|r| {
-            format!(
-                "rule `from {} lookup {} pref {}` (protocol {}) already routes it via {}",
-                r.src, r.table, r.priority, r.protocol, link.name
-            )
-        })
+        .map(|r| format!("rule `{r}` already routes it via {}", link.name))
 }
 
 /// What the host's files say about who routes its ENIs, beside the kernel's rules.
@@ -1094,10 +1089,10 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "from 10.0.1.11/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
-                "from 10.0.1.11/32 to 192.168.0.0/16 lookup 10001 pref 8001 proto 177",
-                "from 10.0.1.11/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
-                "from 10.0.1.11/32 lookup 10001 pref 10001 proto 177",
+                "from 10.0.1.11/32 to 10.0.0.0/16 lookup 10001 priority 8001 protocol 177",
+                "from 10.0.1.11/32 to 192.168.0.0/16 lookup 10001 priority 8001 protocol 177",
+                "from 10.0.1.11/32 lookup 254 suppress_prefixlength 0 priority 9001 protocol 177",
+                "from 10.0.1.11/32 lookup 10001 priority 10001 protocol 177",
             ]
         );
         // `apply --all` keeps them: stale pruning sees what desired() wants.

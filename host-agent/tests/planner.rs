@@ -90,11 +90,11 @@ fn cases() -> Vec<Case> {
             snap: dhcp_secondary.clone(),
             sel: Target::All,
             want: &[
-                "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
+                "ip route add 10.0.1.0/24 dev eth1 scope link src 10.0.1.20 table 10001 proto 177",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
-                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 priority 8001 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 254 suppress_prefixlength 0 priority 9001 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 10001 priority 10001 protocol 177",
             ],
         },
         Case {
@@ -105,11 +105,11 @@ fn cases() -> Vec<Case> {
             want: &[
                 "ip link set eth1 up",
                 "ip addr add 10.0.1.20/24 dev eth1 label eth1:sr",
-                "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
+                "ip route add 10.0.1.0/24 dev eth1 scope link src 10.0.1.20 table 10001 proto 177",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
-                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 priority 8001 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 254 suppress_prefixlength 0 priority 9001 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 10001 priority 10001 protocol 177",
             ],
         },
         Case {
@@ -120,11 +120,11 @@ fn cases() -> Vec<Case> {
             want: &[
                 "ip link set eth1 up",
                 "ip addr add 10.0.1.20/24 dev eth1",
-                "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
+                "ip route add 10.0.1.0/24 dev eth1 scope link src 10.0.1.20 table 10001 proto 177",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
-                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 priority 8001 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 254 suppress_prefixlength 0 priority 9001 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 10001 priority 10001 protocol 177",
             ],
         },
         Case {
@@ -134,14 +134,14 @@ fn cases() -> Vec<Case> {
             sel: Target::All,
             want: &[
                 "ip addr add 10.0.1.21/24 dev eth1 label eth1:sr",
-                "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
+                "ip route add 10.0.1.0/24 dev eth1 scope link src 10.0.1.20 table 10001 proto 177",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
-                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
-                "ip rule add from 10.0.1.21/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
-                "ip rule add from 10.0.1.21/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
-                "ip rule add from 10.0.1.21/32 lookup 10001 pref 10001 proto 177",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 priority 8001 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 254 suppress_prefixlength 0 priority 9001 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 10001 priority 10001 protocol 177",
+                "ip rule add from 10.0.1.21/32 to 10.0.0.0/16 lookup 10001 priority 8001 protocol 177",
+                "ip rule add from 10.0.1.21/32 lookup 254 suppress_prefixlength 0 priority 9001 protocol 177",
+                "ip rule add from 10.0.1.21/32 lookup 10001 priority 10001 protocol 177",
             ],
         },
         Case {
@@ -154,14 +154,14 @@ fn cases() -> Vec<Case> {
             snap: dhcp_secondary.clone(),
             sel: Target::All,
             want: &[
-                "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
+                "ip route add 10.0.1.0/24 dev eth1 scope link src 10.0.1.20 table 10001 proto 177",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
-                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
-                "ip rule add from 10.0.1.48/28 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
-                "ip rule add from 10.0.1.48/28 lookup main suppress_prefixlength 0 pref 9001 proto 177",
-                "ip rule add from 10.0.1.48/28 lookup 10001 pref 10001 proto 177",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 priority 8001 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 254 suppress_prefixlength 0 priority 9001 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 10001 priority 10001 protocol 177",
+                "ip rule add from 10.0.1.48/28 to 10.0.0.0/16 lookup 10001 priority 8001 protocol 177",
+                "ip rule add from 10.0.1.48/28 lookup 254 suppress_prefixlength 0 priority 9001 protocol 177",
+                "ip rule add from 10.0.1.48/28 lookup 10001 priority 10001 protocol 177",
             ],
         },
         Case {
@@ -177,10 +177,10 @@ fn cases() -> Vec<Case> {
             snap: configured.clone(),
             sel: Target::All,
             want: &[
-                "ip rule del from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
-                "ip rule del from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
-                "ip rule del from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
-                "ip route del 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
+                "ip rule del from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 priority 8001 protocol 177",
+                "ip rule del from 10.0.1.20/32 lookup 254 suppress_prefixlength 0 priority 9001 protocol 177",
+                "ip rule del from 10.0.1.20/32 lookup 10001 priority 10001 protocol 177",
+                "ip route del 10.0.1.0/24 dev eth1 scope link src 10.0.1.20 table 10001 proto 177",
                 "ip route del default via 10.0.1.1 dev eth1 table 10001 proto 177",
             ],
         },
@@ -194,8 +194,8 @@ fn cases() -> Vec<Case> {
             },
             sel: Target::All,
             want: &[
-                "ip route add default via 10.0.1.1 dev eth1 proto dhcp metric 10001",
-                "ip route del default via 10.0.1.1 dev eth1 proto dhcp metric 100",
+                "ip route add default via 10.0.1.1 dev eth1 metric 10001 proto dhcp",
+                "ip route del default via 10.0.1.1 dev eth1 metric 100 proto dhcp",
             ],
         },
         Case {
@@ -225,15 +225,15 @@ fn cases() -> Vec<Case> {
             },
             sel: Target::All,
             want: &[
-                "ip route add 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
+                "ip route add 10.0.1.0/24 dev eth1 scope link src 10.0.1.20 table 10001 proto 177",
                 "ip route add default via 10.0.1.1 dev eth1 table 10001 proto 177",
                 "ip -6 route add 2600:1f18::/64 dev eth1 table 10001 proto 177",
                 "ip -6 route add default via fe80::1 dev eth1 table 10001 proto 177",
-                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
-                "ip -6 rule add from 2600:1f18::20/128 lookup main suppress_prefixlength 0 pref 9001 proto 177",
-                "ip -6 rule add from 2600:1f18::20/128 lookup 10001 pref 10001 proto 177",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 priority 8001 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 254 suppress_prefixlength 0 priority 9001 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 10001 priority 10001 protocol 177",
+                "ip -6 rule add from 2600:1f18::20/128 lookup 254 suppress_prefixlength 0 priority 9001 protocol 177",
+                "ip -6 rule add from 2600:1f18::20/128 lookup 10001 priority 10001 protocol 177",
             ],
         },
         Case {
@@ -246,15 +246,15 @@ fn cases() -> Vec<Case> {
             snap: configured.clone(),
             sel: Target::Eni(format!("eni-{:017x}", 2).parse().unwrap()),
             want: &[
-                "ip route add 10.0.1.0/24 dev eth1 table 10002 proto 177 scope link src 10.0.1.20",
+                "ip route add 10.0.1.0/24 dev eth1 scope link src 10.0.1.20 table 10002 proto 177",
                 "ip route add default via 10.0.1.1 dev eth1 table 10002 proto 177",
-                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10002 pref 8002 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9002 proto 177",
-                "ip rule add from 10.0.1.20/32 lookup 10002 pref 10002 proto 177",
-                "ip rule del from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 pref 8001 proto 177",
-                "ip rule del from 10.0.1.20/32 lookup main suppress_prefixlength 0 pref 9001 proto 177",
-                "ip rule del from 10.0.1.20/32 lookup 10001 pref 10001 proto 177",
-                "ip route del 10.0.1.0/24 dev eth1 table 10001 proto 177 scope link src 10.0.1.20",
+                "ip rule add from 10.0.1.20/32 to 10.0.0.0/16 lookup 10002 priority 8002 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 254 suppress_prefixlength 0 priority 9002 protocol 177",
+                "ip rule add from 10.0.1.20/32 lookup 10002 priority 10002 protocol 177",
+                "ip rule del from 10.0.1.20/32 to 10.0.0.0/16 lookup 10001 priority 8001 protocol 177",
+                "ip rule del from 10.0.1.20/32 lookup 254 suppress_prefixlength 0 priority 9001 protocol 177",
+                "ip rule del from 10.0.1.20/32 lookup 10001 priority 10001 protocol 177",
+                "ip route del 10.0.1.0/24 dev eth1 scope link src 10.0.1.20 table 10001 proto 177",
                 "ip route del default via 10.0.1.1 dev eth1 table 10001 proto 177",
             ],
         },
@@ -481,7 +481,7 @@ proptest! {
 fn ownership_says_who_routes_an_eni_for_apply_and_status() {
     use symroute_agent::plan::Ownership;
     let foreign = || {
-        Some("rule `from 10.0.1.20/32 lookup 200 pref 32765` (protocol 2) already routes it via eth1".to_string())
+        Some("rule `from 10.0.1.20/32 lookup 200 priority 32765 protocol kernel` already routes it via eth1".to_string())
     };
     let persisted_text = "symroute (persisted configuration, installed by the network manager)";
     // (foreign rule, ours, persisted) -> (apply leaves it to another tool?, status says)

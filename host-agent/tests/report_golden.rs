@@ -116,7 +116,7 @@ fn cases() -> Vec<(&'static str, Report)> {
         let mut r = Report::new(Action::Remove, false);
         r.instance_id = Some("i-0123456789abcdef0".into());
         r.pruned = vec![
-            "ip rule del from 10.0.1.20/32 lookup 10001 pref 10001 proto 177".into(),
+            "ip rule del from 10.0.1.20/32 lookup 10001 priority 10001 protocol 177".into(),
             "ip route del default via 10.0.1.1 dev eth1 table 10001 proto 177".into(),
         ];
         r.changes = 2;
@@ -146,7 +146,8 @@ fn cases() -> Vec<(&'static str, Report)> {
         .to_string()];
         r.enis[0].set_checks(checks(true));
         r.enis[1].addresses = vec!["10.0.1.30/24".into()];
-        r.enis[1].rules = vec!["from 10.0.1.30/32 lookup 200 pref 32765 proto kernel".into()];
+        r.enis[1].rules =
+            vec!["from 10.0.1.30/32 lookup 200 priority 32765 protocol kernel".into()];
         r.enis[1].set_checks(
             checks(true)
                 .into_iter()

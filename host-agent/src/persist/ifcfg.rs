@@ -9,10 +9,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::ipcmd;
 use super::{owner_of, Backend, EniConfig, FileOp, Manager, Root};
 use crate::error::{Error, Result};
-use crate::model::{Mac, RTPROT_SYMROUTE};
+use crate::model::Mac;
 
 pub const DIR: &str = "/etc/sysconfig/network-scripts";
 
@@ -141,21 +140,23 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
     };
     // An IPv6-only ENI has no IPv4 routing to write.
     if !eni.addrs_v4.is_empty() {
-        ops.push(lines("route", eni.routes_v4().map(ipcmd::route).collect()));
+        ops.push(lines(
+            "route",
+            eni.routes_v4().map(|r| r.to_string()).collect(),
+        ));
         ops.push(lines(
             "rule",
-            eni.rules_v4()
-                .map(|r| format!("{} protocol {RTPROT_SYMROUTE}", ipcmd::rule(r)))
-                .collect(),
+            eni.rules_v4().map(|r| r.to_string()).collect(),
         ));
     }
     if !eni.addrs_v6.is_empty() {
-        ops.push(lines("route6", eni.routes_v6().map(ipcmd::route).collect()));
+        ops.push(lines(
+            "route6",
+            eni.routes_v6().map(|r| r.to_string()).collect(),
+        ));
         ops.push(lines(
             "rule6",
-            eni.rules_v6()
-                .map(|r| format!("{} protocol {RTPROT_SYMROUTE}", ipcmd::rule(r)))
-                .collect(),
+            eni.rules_v6().map(|r| r.to_string()).collect(),
         ));
     }
     Ok(ops)
