@@ -17,8 +17,9 @@ lab-setup: setup-apt
 	@command -v qemu-img >/dev/null || { echo "lab-setup: installing qemu-utils"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-utils >/dev/null; }
 
-lab-image: lab-setup ## the VM lab's Debian 12 guest image (root; debootstrap, cached by content in target/lab/)
+lab-image: lab-setup ## the VM lab's Debian 12 and 13 guest images (root; debootstrap, cached by content in target/lab/)
 	SYMROUTE_LAB_DIR=$(LAB_DIR) tests/lab/image.sh bookworm $(LAB_DIR)
+	SYMROUTE_LAB_DIR=$(LAB_DIR) tests/lab/image.sh trixie $(LAB_DIR)
 
 test-lab: setup lab-image agent demo-build ## the VM lab grid: each network manager in a real guest (root); writes docs/lab-grid.md
 	@rm -f $(LAB_DIR)/grid-*.md
@@ -26,7 +27,7 @@ test-lab: setup lab-image agent demo-build ## the VM lab grid: each network mana
 	  $(CARGO) test --workspace --locked --test lab -- --ignored --skip bench_ --test-threads=$(LAB_THREADS) $(LAB_TESTS)
 	@# A subset (LAB_TESTS) leaves docs/lab-grid.md, the whole grid, as it was.
 	@[ -n "$(LAB_TESTS)" ] || { echo "# The VM lab's grid"; echo; \
-	   echo "Written by \`make test-lab\` on $$(date -u +%F): Debian 12 guests (kernel $$(sed -n 's/^linux-image-cloud-amd64 //p' $(LAB_DIR)/bookworm/versions.txt), systemd $$(sed -n 's/^systemd //p' $(LAB_DIR)/bookworm/versions.txt), NetworkManager $$(sed -n 's/^network-manager //p' $(LAB_DIR)/bookworm/versions.txt), netplan $$(sed -n 's/^netplan.io //p' $(LAB_DIR)/bookworm/versions.txt), ifupdown $$(sed -n 's/^ifupdown //p' $(LAB_DIR)/bookworm/versions.txt)) under QEMU/TCG, $$(nproc) cores."; \
+	   echo "Written by \`make test-lab\` on $$(date -u +%F): Debian 12 guests (kernel $$(sed -n 's/^linux-image-cloud-amd64 //p' $(LAB_DIR)/bookworm/versions.txt), systemd $$(sed -n 's/^systemd //p' $(LAB_DIR)/bookworm/versions.txt), NetworkManager $$(sed -n 's/^network-manager //p' $(LAB_DIR)/bookworm/versions.txt), netplan $$(sed -n 's/^netplan.io //p' $(LAB_DIR)/bookworm/versions.txt), ifupdown $$(sed -n 's/^ifupdown //p' $(LAB_DIR)/bookworm/versions.txt)); the rows marked Debian 13 (kernel $$(sed -n 's/^linux-image-cloud-amd64 //p' $(LAB_DIR)/trixie/versions.txt), systemd $$(sed -n 's/^systemd //p' $(LAB_DIR)/trixie/versions.txt), netplan $$(sed -n 's/^netplan.io //p' $(LAB_DIR)/trixie/versions.txt)); under QEMU/TCG, $$(nproc) cores."; \
 	   echo "Each row is a promise proved in a booted guest; figures are this run's (TCG is slow: read them as relative)."; echo; \
 	   for f in $(LAB_DIR)/grid-*.md; do cat $$f; echo; done; } > docs/lab-grid.md
 

@@ -51,18 +51,21 @@ for unit in networking.service NetworkManager.service NetworkManager-wait-online
             apt-daily.timer apt-daily-upgrade.timer e2scrub_reap.service; do
     chroot "$tree" systemctl disable "$unit" >/dev/null 2>&1 || true
 done
-# amazon-ec2-net-utils is there for the coexistence row only: its udev rule, networkd file and
-# units wait under /usr/local/lib/lab/net-utils (same paths below it), where nothing reads them;
-# that row puts them back. (Its rule and file match EC2's drivers, not the lab's virtio NICs:
-# the row adds virtio_net to both, the one change it makes to the real package.)
-stash="$tree/usr/local/lib/lab/net-utils"
-for f in usr/lib/udev/rules.d/99-vpc-policy-routes.rules usr/lib/systemd/network/80-ec2.network \
-         usr/lib/systemd/system/policy-routes@.service \
-         usr/lib/systemd/system/refresh-policy-routes@.service \
-         usr/lib/systemd/system/refresh-policy-routes@.timer; do
-    mkdir -p "$stash/$(dirname "$f")"
-    mv "$tree/$f" "$stash/$f"
-done
+# amazon-ec2-net-utils is there for the coexistence row only (where the suite's list has it):
+# its udev rule, networkd file and units wait under /usr/local/lib/lab/net-utils (same paths
+# below it), where nothing reads them; that row puts them back. (Its rule and file match EC2's
+# drivers, not the lab's virtio NICs: the row adds virtio_net to both, the one change it makes
+# to the real package.)
+if grep -qx amazon-ec2-net-utils "$list"; then
+    stash="$tree/usr/local/lib/lab/net-utils"
+    for f in usr/lib/udev/rules.d/99-vpc-policy-routes.rules usr/lib/systemd/network/80-ec2.network \
+             usr/lib/systemd/system/policy-routes@.service \
+             usr/lib/systemd/system/refresh-policy-routes@.service \
+             usr/lib/systemd/system/refresh-policy-routes@.timer; do
+        mkdir -p "$stash/$(dirname "$f")"
+        mv "$tree/$f" "$stash/$f"
+    done
+fi
 echo "/dev/vda / ext4 rw,errors=remount-ro 0 1" >"$tree/etc/fstab"
 echo lab >"$tree/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 lab\n' >"$tree/etc/hosts"

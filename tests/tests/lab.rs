@@ -194,23 +194,40 @@ struct Cell {
 
 struct Grid {
     manager: Manager,
+    suite: Suite,
     cells: Vec<Cell>,
     figures: Vec<(String, String)>,
 }
 
 impl Grid {
+    /// The row's name in logs and its file: the manager's, with the release where it is not
+    /// the lab's first (Debian 12).
+    fn slug(&self) -> String {
+        match self.suite {
+            Suite::Bookworm => self.manager.slug().to_string(),
+            Suite::Trixie => format!("{}-debian13", self.manager.slug()),
+        }
+    }
+
+    fn title(&self) -> String {
+        match self.suite {
+            Suite::Bookworm => self.manager.name().to_string(),
+            Suite::Trixie => format!("{} (Debian 13)", self.manager.name()),
+        }
+    }
+
     fn check(&mut self, what: &'static str, ok: bool, detail: impl Into<String>) {
         let detail = detail.into();
         eprintln!(
             "[{}] {} {what}: {detail}",
-            self.manager.slug(),
+            self.slug(),
             if ok { "ok  " } else { "FAIL" }
         );
         self.cells.push(Cell { what, ok, detail });
     }
 
     fn figure(&mut self, what: &str, value: String) {
-        eprintln!("[{}] {what}: {value}", self.manager.slug());
+        eprintln!("[{}] {what}: {value}", self.slug());
         self.figures.push((what.to_string(), value));
     }
 
@@ -219,7 +236,7 @@ impl Grid {
     fn finish(self) {
         let text = self.render();
         eprintln!("{text}");
-        let out = symroute_testbed::lab::lab_dir().join(format!("grid-{}.md", self.manager.slug()));
+        let out = symroute_testbed::lab::lab_dir().join(format!("grid-{}.md", self.slug()));
         let _ = std::fs::create_dir_all(out.parent().unwrap());
         std::fs::write(&out, &text).expect("write grid");
         let failed: Vec<&str> = self
@@ -231,14 +248,14 @@ impl Grid {
         assert!(
             failed.is_empty(),
             "{}: failed cells {failed:?}\n{text}",
-            self.manager.name()
+            self.title()
         );
     }
 
     fn render(&self) -> String {
         let mut s = format!(
             "### {}\n\n| promise | result | detail |\n|---|---|---|\n",
-            self.manager.name()
+            self.title()
         );
         for c in &self.cells {
             let _ = writeln!(
@@ -267,14 +284,31 @@ struct Prereqs {
     python: PathBuf,
 }
 
-fn prerequisites() -> Option<Prereqs> {
+/// The Debian release a row's guest runs: 12 for every row, 13 (systemd 257, netplan 1.1,
+/// Linux 6.12) for the rows where a newer manager may behave otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Suite {
+    Bookworm,
+    Trixie,
+}
+
+impl Suite {
+    fn codename(self) -> &'static str {
+        match self {
+            Suite::Bookworm => "bookworm",
+            Suite::Trixie => "trixie",
+        }
+    }
+}
+
+fn prerequisites(suite: Suite) -> Option<Prereqs> {
     if !require_root() {
         return None;
     }
     let dist = std::env::var_os("SYMROUTE_LAB_DIST")
         .map_or_else(|| repo_root().join("dist/agent"), PathBuf::from);
     let python = repo_root().join(".venv/bin/python");
-    let image = Image::find("bookworm");
+    let image = Image::find(suite.codename());
     let why = match &image {
         Err(e) => Some(e.to_string()),
         Ok(_) if !dist.join("symroute-linux-x86_64").is_file() => Some(format!(
@@ -572,10 +606,17 @@ fn bring_up(lab: &Lab, manager: Manager) {
 }
 
 fn grid(manager: Manager) {
-    let Some(p) = prerequisites() else { return };
+    grid_on(manager, Suite::Bookworm);
+}
+
+fn grid_on(manager: Manager, suite: Suite) {
+    let Some(p) = prerequisites(suite) else {
+        return;
+    };
     let started = Instant::now();
     let mut g = Grid {
         manager,
+        suite,
         cells: Vec::new(),
         figures: Vec::new(),
     };
@@ -1065,11 +1106,14 @@ fn routing_snapshot(lab: &Lab) -> String {
 /// document must find it routed by another tool and change nothing, leave no trigger and no
 /// file, and nothing may flap, across a reboot and a detach.
 fn coexist_with_net_utils() {
-    let Some(p) = prerequisites() else { return };
+    let Some(p) = prerequisites(Suite::Bookworm) else {
+        return;
+    };
     let started = Instant::now();
     let manager = Manager::NetUtils;
     let mut g = Grid {
         manager,
+        suite: Suite::Bookworm,
         cells: Vec::new(),
         figures: Vec::new(),
     };
@@ -1262,6 +1306,18 @@ fn grid_unit_backend() {
     grid(Manager::Unit);
 }
 
+#[test]
+#[ignore = "VM lab: run by `make test-lab` (needs the images and the static agent)"]
+fn grid_debian13_systemd_networkd() {
+    grid_on(Manager::Networkd, Suite::Trixie);
+}
+
+#[test]
+#[ignore = "VM lab: run by `make test-lab` (needs the images and the static agent)"]
+fn grid_debian13_netplan_networkd() {
+    grid_on(Manager::NetplanNetworkd, Suite::Trixie);
+}
+
 /// The benches' first ENI: attached and configured through the document (which leaves the
 /// on-host trigger behind).
 fn attach_by_document(p: &Prereqs, lab: &Lab, work: &Path) -> symroute_testbed::lab::Attached {
@@ -1291,7 +1347,9 @@ fn today() -> String {
 #[test]
 #[ignore = "VM lab benchmark: run by `make bench` (needs the image and the static agent)"]
 fn bench_boot_time_with_and_without_persisted_files() {
-    let Some(p) = prerequisites() else { return };
+    let Some(p) = prerequisites(Suite::Bookworm) else {
+        return;
+    };
     let out = std::env::var_os("SYMROUTE_LAB_BENCH_OUT")
         .expect("SYMROUTE_LAB_BENCH_OUT: where to write the results (make bench sets it)");
     let lab = Lab::start(&p.image).expect("lab");
@@ -1437,7 +1495,9 @@ fn bench_boot_time_with_and_without_persisted_files() {
 #[test]
 #[ignore = "VM lab benchmark: run by `make bench` (needs the image and the static agent)"]
 fn bench_trigger_attach_and_detach() {
-    let Some(p) = prerequisites() else { return };
+    let Some(p) = prerequisites(Suite::Bookworm) else {
+        return;
+    };
     let out = std::env::var_os("SYMROUTE_LAB_TRIGGER_OUT")
         .expect("SYMROUTE_LAB_TRIGGER_OUT: where to write the results (make bench sets it)");
     // Every manager a fleet runs: what the trigger waits on after its own run differs (none,
