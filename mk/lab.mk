@@ -4,8 +4,10 @@
 APT_PACKAGES += $(filter-out $(APT_PACKAGES),qemu-system-x86 debootstrap dnsmasq-base e2fsprogs curl)
 TEST_STEPS   += test-lab
 LAB_DIR      := $(ROOT)/target/lab
-# Two guests at a time on a 2-core machine: TCG is single-threaded per guest.
-LAB_THREADS  ?= 2
+# Three guests at a time on a 2-core machine. TCG is single-threaded per guest, but a row spends
+# much of its time waiting (lease renewals, reboots, RAs): with 9 rows, 3 at a time took 958 s
+# where 2 at a time took 937 s for 7 rows (bench/RESULTS.md).
+LAB_THREADS  ?= 3
 # e.g. `make test-lab LAB_TESTS=grid_ifupdown`
 LAB_TESTS    ?=
 
