@@ -642,6 +642,7 @@ fn parse_route(r: &RouteMessage, links: &[Link]) -> Vec<RouteSpec> {
     let mut prefsrc = None;
     let mut metric = None;
     let mut hops = None;
+    let mut nh_id = None;
     for a in &r.attributes {
         match a {
             RouteAttribute::Table(t) => table = *t,
@@ -651,6 +652,7 @@ fn parse_route(r: &RouteMessage, links: &[Link]) -> Vec<RouteSpec> {
             RouteAttribute::PrefSource(s) => prefsrc = route_ip(s),
             RouteAttribute::Priority(p) => metric = Some(*p),
             RouteAttribute::MultiPath(h) => hops = Some(h),
+            RouteAttribute::NhId(id) => nh_id = Some(*id),
             _ => {}
         }
     }
@@ -660,7 +662,7 @@ fn parse_route(r: &RouteMessage, links: &[Link]) -> Vec<RouteSpec> {
     ) else {
         return Vec::new();
     };
-    let route = |oif: u32, gateway: Option<IpAddr>| RouteSpec {
+    let route = |oif: u32, gateway: Option<IpAddr>, nh_id: Option<u32>| RouteSpec {
         table,
         dst,
         gateway,
@@ -670,9 +672,14 @@ fn parse_route(r: &RouteMessage, links: &[Link]) -> Vec<RouteSpec> {
         scope_link: r.header.scope == RouteScope::Link,
         protocol: u8::from(r.header.protocol),
         metric,
+        nh_id,
     };
     match (oif, hops) {
-        (Some(oif), _) => vec![route(oif, gateway)],
+        // A route over one nexthop object: the kernel's dump (nexthop_compat_mode, on by
+        // default) also says its gateway and device.
+        (Some(oif), _) => vec![route(oif, gateway, nh_id)],
+        // A next hop of a multipath route. (Of a nexthop group's route, a hop cannot be
+        // deleted on its own: no id for it, and a delete by its gateway would take the route.)
         (None, Some(hops)) if dst.addr().is_ipv6() => hops
             .iter()
             .map(|h| {
@@ -680,7 +687,7 @@ fn parse_route(r: &RouteMessage, links: &[Link]) -> Vec<RouteSpec> {
                     RouteAttribute::Gateway(g) => route_ip(g),
                     _ => None,
                 });
-                route(h.interface_index, gateway)
+                route(h.interface_index, gateway, None)
             })
             .collect(),
         _ => Vec::new(),
@@ -721,11 +728,17 @@ fn route_msg(r: &RouteSpec, delete: bool) -> RouteMessage {
                 r.dst.addr(),
             )));
     }
-    if let Some(g) = r.gateway {
-        m.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::from(g)));
+    if let Some(id) = r.nh_id {
+        // The kernel refuses a gateway or a device beside a nexthop id; the id alone names the
+        // route (see RouteSpec::nh_id).
+        m.attributes.push(RouteAttribute::NhId(id));
+    } else {
+        if let Some(g) = r.gateway {
+            m.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(g)));
+        }
+        m.attributes.push(RouteAttribute::Oif(r.oif));
     }
-    m.attributes.push(RouteAttribute::Oif(r.oif));
     if let Some(s) = r.prefsrc {
         m.attributes
             .push(RouteAttribute::PrefSource(RouteAddress::from(s)));

@@ -52,6 +52,12 @@ pub struct RouteSpec {
     pub scope_link: bool,
     pub protocol: u8,
     pub metric: Option<u32>,
+    /// The nexthop object the route holds (`nhid`, RTA_NH_ID), as systemd-networkd 257 installs
+    /// its RA defaults. A delete must name it: for such a route the kernel ignores the gateway
+    /// and the device of a delete and takes the first route of that destination and metric
+    /// (checked on Linux 6.18: deleting eth1's tying default by `via ... dev eth1` took eth0's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nh_id: Option<u32>,
 }
 
 impl RouteSpec {
@@ -254,6 +260,17 @@ impl fmt::Display for RouteSpec {
             write!(f, "default")?;
         } else {
             write!(f, "{}", self.dst)?;
+        }
+        // `ip` takes a nexthop id instead of a gateway and a device, never beside them.
+        if let Some(id) = self.nh_id {
+            write!(f, " nhid {id}")?;
+            if let Some(m) = self.metric {
+                write!(f, " metric {m}")?;
+            }
+            if self.table != RT_TABLE_MAIN {
+                write!(f, " table {}", self.table)?;
+            }
+            return write!(f, " proto {}", proto_name(self.protocol));
         }
         if let Some(g) = self.gateway {
             write!(f, " via {g}")?;

@@ -271,6 +271,7 @@ pub fn desired(eni: &ImdsEni, link: &Link, snap: &Snapshot) -> Desired {
             scope_link,
             protocol: RTPROT_SYMROUTE,
             metric: None,
+            nh_id: None,
         }
     };
     if let Some((primary, subnet)) = eni.v4() {
@@ -477,6 +478,9 @@ fn v4_demotion(eni: &ImdsEni, link: &Link, snap: &Snapshot, primary: &Link) -> V
         .flat_map(|old| {
             let new = RouteSpec {
                 metric: Some(new_metric),
+                // The copy by gateway and device: it outlives a nexthop object the DHCP client
+                // may delete with its own route.
+                nh_id: None,
                 ..old.clone()
             };
             let exists = snap.routes.iter().any(|r| r.same_route(&new));
@@ -892,6 +896,7 @@ mod tests {
             scope_link: false,
             protocol: RTPROT_RA,
             metric: Some(metric),
+            nh_id: None,
         };
         let eth0 = link(2, "eth0", P);
         let mut eth1 = link(3, "eth1", A);
@@ -979,6 +984,7 @@ mod tests {
             scope_link: false,
             protocol,
             metric: Some(1024),
+            nh_id: None,
         };
         const RTPROT_STATIC: u8 = 4;
         let mut snap = Snapshot {
@@ -1068,6 +1074,7 @@ mod tests {
             scope_link: gateway.is_none(),
             protocol: 4,
             metric: None,
+            nh_id: None,
         }
     }
 

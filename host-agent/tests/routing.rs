@@ -1025,6 +1025,89 @@ fn a_daemons_multipath_ra_default_is_read_per_next_hop_and_the_secondarys_leaves
     assert_eq!(again.json["changes"], 0, "{}", again.stdout);
 }
 
+/// systemd-networkd 257 (Debian 13) installs each link's RA default over a nexthop object:
+/// `default nhid N via <router> dev ethX proto ra metric 1024`, eth1's appended beside eth0's as
+/// a separate route, tying. For such a route the kernel ignores the gateway and the device of a
+/// delete and takes the first route of that destination and metric: the agent's delete of eth1's
+/// tie by `via ... dev eth1` took eth0's default (the primary's) instead. The delete now names the
+/// nexthop id; eth0's default stays, eth1's leaves main, its router goes to eth1's table.
+#[test]
+fn a_daemons_ra_default_over_a_nexthop_object_is_deleted_by_its_id_not_the_primarys() {
+    need_root!();
+    let bed = Bed::new(true);
+    bed.attach_with_router(
+        EniSpec::new("eth1", &bed.a)
+            .ip("10.0.1.20")
+            .ipv6("2600:1f18:1:1::20"),
+        "eni-66666666666666664",
+    );
+    let far = bed.v6_client();
+    let router = bed.a.ipv6_router_link_local().to_string();
+    for dev in ["eth0", "eth1"] {
+        bed.inst
+            .sysctl(&format!("net.ipv6.conf.{dev}.accept_ra"), "0")
+            .expect("accept_ra");
+        bed.inst
+            .exec(&["ip", "-6", "route", "del", "default", "dev", dev])
+            .expect("delete the kernel's RA default");
+    }
+    for (id, dev, verb) in [("7", "eth0", "add"), ("8", "eth1", "append")] {
+        bed.inst
+            .exec(&["ip", "nexthop", "add", "id", id, "via", &router, "dev", dev])
+            .expect("nexthop object");
+        bed.inst
+            .exec(&[
+                "ip", "-6", "route", verb, "default", "nhid", id, "metric", "1024", "proto", "ra",
+            ])
+            .expect("the daemon's RA default");
+    }
+    let main_defaults = || -> Vec<(String, u64)> {
+        bed.ip_json(&["-6", "route", "show", "default"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["dev"].as_str().unwrap_or("").to_string(),
+                    r["metric"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        main_defaults(),
+        vec![("eth0".to_string(), 1024), ("eth1".to_string(), 1024)],
+        "testbed sanity: two tying defaults over nexthop objects"
+    );
+
+    let run = bed.apply(&[]);
+    assert_eq!(run.json["enis"][0]["symmetric"], true, "{}", run.stdout);
+    assert_eq!(
+        main_defaults(),
+        vec![("eth0".to_string(), 1024)],
+        "eth1's default left main, the primary's stayed: {}",
+        run.stdout
+    );
+    let table = bed.table_routes(10001, "-6");
+    let def = table
+        .iter()
+        .find(|r| r["dst"] == "default")
+        .unwrap_or_else(|| panic!("no IPv6 default in eth1's table: {table:?}"));
+    assert_eq!(
+        (def["dev"].as_str(), def["gateway"].as_str()),
+        (Some("eth1"), Some(router.as_str()))
+    );
+    assert_eq!(bed.v6_out_dev(Some("2600:1f18:1:1::10")), "eth0");
+    assert!(
+        far.ping(ip("2600:1f18:1:1::10"), 2, 2),
+        "the primary answers over IPv6"
+    );
+    assert!(
+        far.ping(ip("2600:1f18:1:1::20"), 2, 2),
+        "eth1 answers over IPv6"
+    );
+}
+
 /// An ENI in an IPv6-only subnet (metadata publishes neither `local-ipv4s` nor
 /// `subnet-ipv4-cidr-block` for it) is routed by its IPv6 addresses. Until its link has learned
 /// the VPC router it is waited for (exit 3 when the wait ends), since nothing could be proven;

@@ -123,6 +123,7 @@ pub fn config(
             scope_link: false,
             protocol: 9,
             metric: Some(1024),
+            nh_id: None,
         });
     }
     EniConfig::new(&eni, &link, &desired(&eni, &link, &snap))

@@ -86,6 +86,7 @@ pub fn route(
         scope_link: false,
         protocol,
         metric,
+        nh_id: None,
     }
 }
 
