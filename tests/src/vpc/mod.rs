@@ -236,6 +236,12 @@ impl Drop for Vpc {
         }
         // Instances and clients first: processes tests started there (the agent) go too.
         for ns in st.namespaces.iter().rev() {
+            // The agent's run lock for that namespace (`/run/symroute/lock-<its inode>`): the
+            // namespaces share this machine's /run, so the file would outlive the test.
+            use std::os::unix::fs::MetadataExt as _;
+            if let Ok(m) = std::fs::metadata(format!("/run/netns/{ns}")) {
+                let _ = std::fs::remove_file(format!("/run/symroute/lock-{}", m.ino()));
+            }
             netns::destroy(ns);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
