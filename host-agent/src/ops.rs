@@ -264,23 +264,17 @@ impl fmt::Display for RouteSpec {
         // `ip` takes a nexthop id instead of a gateway and a device, never beside them.
         if let Some(id) = self.nh_id {
             write!(f, " nhid {id}")?;
-            if let Some(m) = self.metric {
-                write!(f, " metric {m}")?;
+        } else {
+            if let Some(g) = self.gateway {
+                write!(f, " via {g}")?;
             }
-            if self.table != RT_TABLE_MAIN {
-                write!(f, " table {}", self.table)?;
+            write!(f, " dev {}", self.dev)?;
+            if self.scope_link {
+                write!(f, " scope link")?;
             }
-            return write!(f, " proto {}", proto_name(self.protocol));
-        }
-        if let Some(g) = self.gateway {
-            write!(f, " via {g}")?;
-        }
-        write!(f, " dev {}", self.dev)?;
-        if self.scope_link {
-            write!(f, " scope link")?;
-        }
-        if let Some(s) = self.prefsrc {
-            write!(f, " src {s}")?;
+            if let Some(s) = self.prefsrc {
+                write!(f, " src {s}")?;
+            }
         }
         if let Some(m) = self.metric {
             write!(f, " metric {m}")?;

@@ -846,19 +846,7 @@ fn the_secondarys_ra_default_goes_behind_the_primarys_and_the_primary_answers_ov
         "eni-66666666666666662",
     );
     let far = bed.v6_client();
-    let defaults = || -> Vec<(String, u64)> {
-        bed.ip_json(&["-6", "route", "show", "default"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["dev"].as_str().unwrap_or("").to_string(),
-                    r["metric"].as_u64().unwrap_or(0),
-                )
-            })
-            .collect()
-    };
+    let defaults = || bed.v6_main_defaults();
     let ra_metric = || {
         let out = bed
             .inst
@@ -957,14 +945,7 @@ fn a_daemons_multipath_ra_default_is_read_per_next_hop_and_the_secondarys_leaves
     // What networkd does: the kernel learns nothing from RAs, the daemon adds each link's
     // default, the second one appended (ECMP).
     let router = bed.a.ipv6_router_link_local().to_string();
-    for dev in ["eth0", "eth1"] {
-        bed.inst
-            .sysctl(&format!("net.ipv6.conf.{dev}.accept_ra"), "0")
-            .expect("accept_ra");
-        bed.inst
-            .exec(&["ip", "-6", "route", "del", "default", "dev", dev])
-            .expect("delete the kernel's RA default");
-    }
+    bed.hand_ras_to_a_daemon();
     for (dev, verb) in [("eth0", "add"), ("eth1", "append")] {
         bed.inst
             .exec(&[
@@ -1043,14 +1024,7 @@ fn a_daemons_ra_default_over_a_nexthop_object_is_deleted_by_its_id_not_the_prima
     );
     let far = bed.v6_client();
     let router = bed.a.ipv6_router_link_local().to_string();
-    for dev in ["eth0", "eth1"] {
-        bed.inst
-            .sysctl(&format!("net.ipv6.conf.{dev}.accept_ra"), "0")
-            .expect("accept_ra");
-        bed.inst
-            .exec(&["ip", "-6", "route", "del", "default", "dev", dev])
-            .expect("delete the kernel's RA default");
-    }
+    bed.hand_ras_to_a_daemon();
     for (id, dev, verb) in [("7", "eth0", "add"), ("8", "eth1", "append")] {
         bed.inst
             .exec(&["ip", "nexthop", "add", "id", id, "via", &router, "dev", dev])
@@ -1061,19 +1035,7 @@ fn a_daemons_ra_default_over_a_nexthop_object_is_deleted_by_its_id_not_the_prima
             ])
             .expect("the daemon's RA default");
     }
-    let main_defaults = || -> Vec<(String, u64)> {
-        bed.ip_json(&["-6", "route", "show", "default"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["dev"].as_str().unwrap_or("").to_string(),
-                    r["metric"].as_u64().unwrap_or(0),
-                )
-            })
-            .collect()
-    };
+    let main_defaults = || bed.v6_main_defaults();
     assert_eq!(
         main_defaults(),
         vec![("eth0".to_string(), 1024), ("eth1".to_string(), 1024)],

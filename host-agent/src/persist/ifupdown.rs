@@ -227,7 +227,7 @@ pub fn render(root: &Root, eni: &EniConfig) -> Result<Vec<FileOp>> {
     let flush = |v6: bool| {
         format!(
             "ip {}route flush table {} proto {RTPROT_SYMROUTE} || true",
-            ipcmd::family(v6),
+            crate::ops::family_flag(v6),
             eni.table
         )
     };

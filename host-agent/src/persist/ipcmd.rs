@@ -6,17 +6,12 @@
 
 use crate::ops::{family_flag, RouteSpec, RuleSpec};
 
-/// `-6 ` for IPv6, nothing for IPv4: what goes between `ip ` and the object.
-pub(crate) fn family(v6: bool) -> &'static str {
-    family_flag(v6)
-}
-
 /// A whole `ip [-6] rule <verb> ...` command.
 pub(crate) fn rule_cmd(verb: &str, r: &RuleSpec) -> String {
-    format!("ip {}rule {verb} {r}", family(r.src.addr().is_ipv6()))
+    format!("ip {}rule {verb} {r}", family_flag(r.src.addr().is_ipv6()))
 }
 
 /// A whole `ip [-6] route <verb> ...` command.
 pub(crate) fn route_cmd(verb: &str, r: &RouteSpec) -> String {
-    format!("ip {}route {verb} {r}", family(r.dst.addr().is_ipv6()))
+    format!("ip {}route {verb} {r}", family_flag(r.dst.addr().is_ipv6()))
 }

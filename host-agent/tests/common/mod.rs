@@ -267,6 +267,35 @@ impl Bed {
             _ => Vec::new(),
         }
     }
+
+    /// Main's IPv6 defaults as (device, metric), in the kernel's order.
+    pub fn v6_main_defaults(&self) -> Vec<(String, u64)> {
+        self.ip_json(&["-6", "route", "show", "default"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["dev"].as_str().unwrap_or("").to_string(),
+                    r["metric"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
+    /// What a daemon that handles RAs (networkd, NetworkManager) leaves: the kernel learns
+    /// nothing from them on eth0 and eth1, and the defaults it had learned are gone (the test
+    /// then adds the daemon's own).
+    pub fn hand_ras_to_a_daemon(&self) {
+        for dev in ["eth0", "eth1"] {
+            self.inst
+                .sysctl(&format!("net.ipv6.conf.{dev}.accept_ra"), "0")
+                .expect("accept_ra");
+            self.inst
+                .exec(&["ip", "-6", "route", "del", "default", "dev", dev])
+                .expect("delete the kernel's RA default");
+        }
+    }
 }
 
 fn strip_timers(line: &str) -> String {
