@@ -61,6 +61,11 @@ pub enum Error {
     #[error("verification failed: {0}")]
     Verify(String),
 
+    /// The run's changes moved a path of the primary interface's traffic; they were undone
+    /// (the message says so, and what could not be brought back).
+    #[error("refused: {0}")]
+    PrimaryHarmed(String),
+
     #[error("persisting the routing failed: {0}")]
     Persist(String),
 
@@ -130,6 +135,7 @@ impl Error {
             | Error::LockIo { .. }
             | Error::ApplyFailed { .. }
             | Error::Verify(_)
+            | Error::PrimaryHarmed(_)
             | Error::Persist(_)
             | Error::PersistIo { .. }
             | Error::PersistRolledBack { .. }

@@ -257,15 +257,27 @@ impl Kernel {
         src: IpAddr,
         dst: IpAddr,
     ) -> std::result::Result<Option<u32>, NlError> {
+        Ok(self.route_hop(Some(src), dst)?.map(|h| h.oif))
+    }
+
+    /// The next hop the kernel would send a packet from `src` (none: the host's own new
+    /// connection, which picks its source after the lookup) to `dst` to: its link and gateway.
+    pub(crate) fn route_hop(
+        &mut self,
+        src: Option<IpAddr>,
+        dst: IpAddr,
+    ) -> std::result::Result<Option<Hop>, NlError> {
         let mut msg = RouteMessage::default();
-        let len = if src.is_ipv4() { 32 } else { 128 };
-        msg.header.address_family = family_of(&src);
+        let len = if dst.is_ipv4() { 32 } else { 128 };
+        msg.header.address_family = family_of(&dst);
         msg.header.destination_prefix_length = len;
-        msg.header.source_prefix_length = len;
         msg.attributes
             .push(RouteAttribute::Destination(RouteAddress::from(dst)));
-        msg.attributes
-            .push(RouteAttribute::Source(RouteAddress::from(src)));
+        if let Some(src) = src {
+            msg.header.source_prefix_length = len;
+            msg.attributes
+                .push(RouteAttribute::Source(RouteAddress::from(src)));
+        }
         self.route_get_msg(msg)
     }
 
@@ -282,19 +294,33 @@ impl Kernel {
         msg.attributes
             .push(RouteAttribute::Destination(RouteAddress::from(dst)));
         msg.attributes.push(RouteAttribute::Mark(mark));
-        self.route_get_msg(msg)
+        Ok(self.route_get_msg(msg)?.map(|h| h.oif))
     }
 
-    fn route_get_msg(&mut self, msg: RouteMessage) -> std::result::Result<Option<u32>, NlError> {
+    fn route_get_msg(&mut self, msg: RouteMessage) -> std::result::Result<Option<Hop>, NlError> {
         let answer = self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_REQUEST)?;
         Ok(answer.iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewRoute(r) => r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            }),
+            RouteNetlinkMessage::NewRoute(r) => {
+                let oif = r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                })?;
+                let gateway = r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(g) => route_ip(g),
+                    _ => None,
+                });
+                Some(Hop { oif, gateway })
+            }
             _ => None,
         }))
     }
+}
+
+/// Where a route lookup sends a packet: the link (its index) and the gateway, if not on-link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hop {
+    pub oif: u32,
+    pub gateway: Option<IpAddr>,
 }
 
 /// A netlink failure, keeping the errno so callers can tell "exists" from real failures.

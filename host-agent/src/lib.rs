@@ -7,6 +7,7 @@ pub(crate) mod discover;
 pub mod error;
 pub(crate) mod execute;
 pub mod fixed_metadata;
+pub mod guard;
 pub mod imds;
 pub mod kernel;
 pub(crate) mod lock;

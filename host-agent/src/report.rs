@@ -38,6 +38,10 @@ pub struct Report {
     /// The on-host trigger: `install`, `uninstall`, `apply --install-trigger`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trigger: Option<crate::trigger::TriggerReport>,
+    /// The primary interface's paths, read before the run's changes and again after (apply
+    /// with changes only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary: Option<crate::guard::PrimaryReport>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -124,6 +128,7 @@ impl Report {
             imds_requests: 0,
             persist: crate::persist::PersistReport::none("not asked"),
             trigger: None,
+            primary: None,
             notes: Vec::new(),
             error: None,
             duration_ms: 0,
@@ -208,6 +213,13 @@ impl Report {
                     "pruned: "
                 },
                 p
+            );
+        }
+        if let Some(p) = self.primary.as_ref().filter(|p| p.moved.is_empty()) {
+            let _ = writeln!(
+                s,
+                "primary {}: {} path(s) as before the run",
+                p.interface, p.paths
             );
         }
         for n in &self.notes {

@@ -1554,3 +1554,79 @@ fn the_primary_opted_in_answers_its_subnet_when_the_kernel_prefers_eth1() {
         "the main table is left as it was"
     );
 }
+
+/// Never harm the primary: where the primary's traffic leaves through a gateway of the user's
+/// own (an egress appliance in its subnet, `default via 10.0.1.50`), opting the primary in
+/// would send it to the subnet router instead, from its own table. The run reads the primary's
+/// paths before and after its changes, refuses (exit 1, saying which path moved) and leaves the
+/// kernel as it was. A secondary ENI's run on the same host changes none of the primary's paths
+/// and says so.
+#[test]
+fn a_run_that_would_move_the_primarys_traffic_off_its_gateway_is_undone() {
+    need_root!();
+    let bed = Bed::new(false);
+    bed.attach(
+        EniSpec::new("eth1", &bed.a).ip("10.0.1.20"),
+        1,
+        0,
+        "eni-0a9c4b60624c0e41d",
+    );
+    bed.inst
+        .exec(&[
+            "ip",
+            "route",
+            "replace",
+            "default",
+            "via",
+            "10.0.1.50",
+            "dev",
+            "eth0",
+        ])
+        .expect("egress appliance as the default");
+    let path = || {
+        let r = bed.ip_json(&["-4", "route", "get", "198.51.100.1", "from", "10.0.1.10"]);
+        (r[0]["gateway"].clone(), r[0]["dev"].clone())
+    };
+    let before = path();
+    assert_eq!(before.0, "10.0.1.50", "testbed sanity: {before:?}");
+    let state_before = bed.routing_state();
+
+    let run = bed.agent(&[
+        "apply",
+        "--eni",
+        "eni-00000000000000000",
+        "--force",
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let error = run.json["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("primary interface's (eth0) traffic")
+            && error.contains(
+                "from 10.0.1.10 to 192.0.2.1: via 10.0.1.50 dev eth0 before, via 10.0.1.1 dev eth0 after"
+            ),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.json["enis"][0]["status"], "failed", "{}", run.stdout);
+    assert_eq!(path(), before, "the primary's path is back");
+    assert!(bed.rules_for_table(10000).is_empty());
+    assert!(bed.table_routes(10000, "-4").is_empty());
+    assert_eq!(
+        bed.routing_state(),
+        state_before,
+        "nothing of the run is left"
+    );
+
+    // eth1's own run leaves every path of the primary where it was, and says so.
+    let ok = bed.apply(&[]);
+    assert_eq!(ok.json["enis"][0]["symmetric"], true, "{}", ok.stdout);
+    assert_eq!(ok.json["primary"]["interface"], "eth0", "{}", ok.stdout);
+    assert!(
+        ok.json["primary"]["paths"].as_u64().unwrap_or(0) >= 3,
+        "{}",
+        ok.stdout
+    );
+    assert!(ok.json["primary"].get("moved").is_none(), "{}", ok.stdout);
+    assert_eq!(path(), before);
+}

@@ -8,6 +8,7 @@ use crate::discover::{ready_macs, wait_until_ready};
 use crate::error::{Error, Result};
 use crate::execute;
 use crate::fixed_metadata;
+use crate::guard::Guard;
 use crate::imds::Imds;
 use crate::kernel::Kernel;
 use crate::lock;
@@ -271,13 +272,36 @@ fn apply(
     let mut plan = plan;
     let mut applied: Vec<execute::Applied> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
+    // The primary's paths before the first change: each ENI's transaction, and the run as a
+    // whole, must leave them as they were.
+    let guard =
+        if plan.enis.iter().any(|p| p.status == EniStatus::Configure) || !plan.prune.is_empty() {
+            Guard::read(kernel, &snap, &inst)?
+        } else {
+            None
+        };
     for (p, r) in plan.enis.iter_mut().zip(report.enis.iter_mut()) {
         if p.status != EniStatus::Configure || p.ops.is_empty() {
             applied.push(execute::Applied::default());
             continue;
         }
         match execute::run(kernel, &p.ops) {
-            Ok(a) => applied.push(a),
+            Ok(mut a) => {
+                let harm = match &guard {
+                    Some(g) => guard_primary(kernel, g, &snap, |k| a.rollback(k))?.err(),
+                    None => None,
+                };
+                match harm {
+                    None => applied.push(a),
+                    Some(harm) => {
+                        warn!("{}: {harm}", p.eni.eni_id);
+                        failures.push(format!("{}: {harm}", p.eni.eni_id));
+                        p.status = EniStatus::Failed;
+                        r.status = EniStatus::Failed;
+                        applied.push(execute::Applied::default());
+                    }
+                }
+            }
             Err(e) => {
                 warn!("{}: {e}", p.eni.eni_id);
                 failures.push(format!("{}: {e}", p.eni.eni_id));
@@ -359,6 +383,20 @@ fn apply(
     }
     debug!("verified");
     report.changes = changed(&applied, &pruned);
+    // The run as a whole (the router wait's additions, the pruning of stale state) must leave
+    // the primary's paths as they were too; if it did not, all of it goes.
+    if let Some(g) = &guard {
+        let undo = |k: &mut Kernel| undo_all(k, &mut pruned, &mut applied);
+        match guard_primary(kernel, g, &snap, undo)? {
+            Ok(seen) => report.primary = Some(seen),
+            Err(harm) => {
+                report.changes = 0;
+                // An ENI's own harm, undone but not repaired, shows here again: name it first.
+                failures.push(harm);
+                return Err(Error::PrimaryHarmed(failures.join("; ")));
+            }
+        }
+    }
     // Nothing configured at all: the error says what failed, and nothing is persisted.
     if !failures.is_empty() && !plan.enis.iter().any(|p| p.status == EniStatus::Configure) {
         pruned.rollback(kernel);
@@ -379,12 +417,7 @@ fn apply(
     let flows = match flows {
         Ok(a) => a,
         Err(e) => {
-            let mut rollback = pruned.rollback(kernel);
-            for a in applied.iter_mut().rev() {
-                let r = a.rollback(kernel);
-                rollback.undone += r.undone;
-                rollback.errors.extend(r.errors);
-            }
+            let rollback = undo_all(kernel, &mut pruned, &mut applied);
             report.changes = 0;
             return Err(Error::ConnmarkRolledBack {
                 source: Box::new(e),
@@ -441,6 +474,50 @@ fn apply(
         });
     }
     Ok(())
+}
+
+/// Undoes every kernel change of the run: the pruning, then each ENI's transaction, last first.
+fn undo_all(
+    kernel: &mut Kernel,
+    pruned: &mut execute::Applied,
+    applied: &mut [execute::Applied],
+) -> crate::error::Rollback {
+    let mut rollback = pruned.rollback(kernel);
+    for a in applied.iter_mut().rev() {
+        let r = a.rollback(kernel);
+        rollback.undone += r.undone;
+        rollback.errors.extend(r.errors);
+    }
+    rollback
+}
+
+/// Reads the primary's held paths again: what the report says if none moved. Where one moved,
+/// undoes the changes (`undo`) and says what moved, and what is still moved if undoing did not
+/// bring it back (a route the kernel deleted for a daemon is not ours to put back).
+fn guard_primary(
+    kernel: &mut Kernel,
+    guard: &Guard,
+    snap: &crate::kernel::Snapshot,
+    undo: impl FnOnce(&mut Kernel) -> crate::error::Rollback,
+) -> Result<std::result::Result<crate::guard::PrimaryReport, String>> {
+    let seen = guard.check(kernel, snap)?;
+    if seen.moved.is_empty() {
+        return Ok(Ok(seen));
+    }
+    let rollback = undo(kernel);
+    let still = guard.check(kernel, snap)?;
+    let mut harm = format!(
+        "the change would move the primary interface's ({}) traffic: {}; {rollback}",
+        seen.interface,
+        seen.moved.join("; ")
+    );
+    if !still.moved.is_empty() {
+        harm.push_str(&format!(
+            "; still moved after undoing: {}",
+            still.moved.join("; ")
+        ));
+    }
+    Ok(Err(harm))
 }
 
 /// The connmark mode's plan for the ENIs this run configured (their links from `snap`).
