@@ -66,6 +66,11 @@ if grep -qx amazon-ec2-net-utils "$list"; then
         mv "$tree/$f" "$stash/$f"
     done
 fi
+# cloud-init is there for its coexistence row only: its documented marker file keeps it from
+# running (its generator and ds-identify read it); that row removes the file and reboots.
+if grep -qx cloud-init "$list"; then
+    touch "$tree/etc/cloud/cloud-init.disabled"
+fi
 echo "/dev/vda / ext4 rw,errors=remount-ro 0 1" >"$tree/etc/fstab"
 echo lab >"$tree/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 lab\n' >"$tree/etc/hosts"

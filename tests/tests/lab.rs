@@ -53,6 +53,10 @@ enum Manager {
     /// amazon-ec2-net-utils (Debian's package) with systemd-networkd, as on Amazon Linux 2023:
     /// another tool already routes every ENI, and symroute must step aside.
     NetUtils,
+    /// cloud-init with its EC2 datasource rendering netplan → networkd, its network hot-plug on
+    /// (the EC2 datasource's default since 24.1, as on Ubuntu 24.04): it routes a hot-plugged
+    /// ENI itself (policy routing, tables 100 + device), and symroute must step aside.
+    CloudInit,
 }
 
 impl Manager {
@@ -65,6 +69,9 @@ impl Manager {
             Manager::NetplanNm => "netplan → NetworkManager",
             Manager::Unit => "no manager (dhclient unit) → symroute's unit backend",
             Manager::NetUtils => "amazon-ec2-net-utils with systemd-networkd (coexistence)",
+            Manager::CloudInit => {
+                "cloud-init (EC2 datasource, hot-plug) with netplan → networkd (coexistence)"
+            }
         }
     }
 
@@ -88,6 +95,7 @@ impl Manager {
             Manager::NetplanNm => "netplan-nm",
             Manager::Unit => "unit",
             Manager::NetUtils => "net-utils",
+            Manager::CloudInit => "cloud-init",
         }
     }
 
@@ -168,6 +176,21 @@ impl Manager {
                  systemctl daemon-reload && udevadm control --reload && \
                  systemctl enable --now systemd-networkd.service systemd-networkd.socket",
             ),
+            // cloud-init as on a fresh instance: the image's marker file gone, the EC2
+            // datasource and netplan named (as an AMI's config does: Debian's package leaves
+            // the renderer to cloud-init's default order, which picks ifupdown's `eni` where
+            // ifupdown is installed), networkd enabled for netplan's files; then a boot, in
+            // which cloud-init runs for a new instance.
+            Manager::CloudInit => (
+                vec![(
+                    "/etc/cloud/cloud.cfg.d/90-lab.cfg",
+                    "datasource_list: [ Ec2 ]\nsystem_info:\n  network:\n    \
+                     renderers: [ netplan ]\n    activators: [ netplan ]\n"
+                        .into(),
+                )],
+                "rm -f /etc/cloud/cloud-init.disabled && \
+                 systemctl enable systemd-networkd.service systemd-networkd.socket",
+            ),
         };
         for (path, text) in files {
             // netplan warns about (and future versions refuse) files others can read;
@@ -182,6 +205,30 @@ impl Manager {
                 .expect("write config");
         }
         lab.guest.sh_ok(script).expect("enable the manager");
+        if self == Manager::CloudInit {
+            lab.guest.reboot().expect("the boot cloud-init runs in");
+            // Its four stages are slow under TCG: bounded, polled (a command is bounded too).
+            let done = wait_for(Duration::from_secs(300), || {
+                lab.guest
+                    .sh("cloud-init status")
+                    .is_ok_and(|o| o.stdout.contains("done") || o.stdout.contains("error"))
+            });
+            assert!(
+                done.is_some(),
+                "cloud-init did not finish within 300 s:\n{}",
+                journal(lab)
+            );
+            // Its hot-plug rule matches EC2's drivers (vif, ena, ixgbevf): extended to the
+            // lab's virtio NICs, the one change to the real package (written once per
+            // instance, so it stays).
+            lab.guest
+                .sh_ok(
+                    "r=/etc/udev/rules.d/90-cloud-init-hook-hotplug.rules; \
+                     sed -i 's/vif|ena|ixgbevf/vif|ena|ixgbevf|virtio_net/' $r && \
+                     grep -q virtio_net $r && udevadm control --reload",
+                )
+                .expect("cloud-init's hot-plug rule");
+        }
     }
 }
 
@@ -857,6 +904,12 @@ fn grid_on(manager: Manager, suite: Suite) {
     // routes; the primary must stay preferred and the ENI symmetric. eth1 renews too where the
     // manager runs a DHCP client on it (it got a lease during the boot).
     let (eth0_now, eth1_now) = (acks(&lab, ETH0), acks(&lab, ETH1));
+    // DHCPv6's counts are read now too: its T1 falls at about the same time as DHCPv4's, and
+    // counting from after the DHCPv4 renewal waited for the renewal after that (52 s a row).
+    let v6_now = eth0_v6
+        .as_deref()
+        .zip(eth1_v6.as_deref())
+        .map(|(p6, e6)| (acks(&lab, p6), acks(&lab, e6)));
     let eth1_dhcp = eth1_now > eth1_at_reboot;
     let renewed = wait_for(Duration::from_secs(150), || {
         acks(&lab, ETH0) > eth0_now && (!eth1_dhcp || acks(&lab, ETH1) > eth1_now)
@@ -875,8 +928,7 @@ fn grid_on(manager: Manager, suite: Suite) {
     // DHCPv6 renews at T1 too (half the lease), and networkd then rewrites its routes. eth1
     // renews where the manager runs DHCPv6 on it (it got a lease during the boot; netplan's
     // file for it is symroute's, static).
-    if let (Some(p6), Some(e6)) = (&eth0_v6, &eth1_v6) {
-        let (p_now, e_now) = (acks(&lab, p6), acks(&lab, e6));
+    if let (Some(p6), Some(e6), Some((p_now, e_now))) = (&eth0_v6, &eth1_v6, v6_now) {
         let e_dhcp = e_now > eth1_v6_at_reboot;
         let renewed = wait_for(Duration::from_secs(150), || {
             acks(&lab, p6) > p_now && (!e_dhcp || acks(&lab, e6) > e_now)
@@ -906,7 +958,7 @@ fn grid_on(manager: Manager, suite: Suite) {
 
     // 3. The manager reloads or restarts.
     let reload = match manager {
-        Manager::Networkd | Manager::NetplanNetworkd | Manager::NetUtils => {
+        Manager::Networkd | Manager::NetplanNetworkd | Manager::NetUtils | Manager::CloudInit => {
             "networkctl reload && networkctl reconfigure eth1"
         }
         Manager::Nm | Manager::NetplanNm => "nmcli connection reload && nmcli device reapply eth1",
@@ -1226,6 +1278,145 @@ fn coexist_with_net_utils() {
     g.finish();
 }
 
+/// cloud-init routes the ENI itself (its EC2 datasource, hot-plug on, netplan → networkd):
+/// symroute's document must find it routed by another tool and change nothing, leave no
+/// trigger and no file, and nothing may flap, across a reboot and a detach.
+fn coexist_with_cloud_init() {
+    let Some(p) = prerequisites(Suite::Trixie) else {
+        return;
+    };
+    let started = Instant::now();
+    let manager = Manager::CloudInit;
+    let mut g = Grid {
+        manager,
+        suite: Suite::Trixie,
+        cells: Vec::new(),
+        figures: Vec::new(),
+    };
+    let lab = Lab::start(&p.image).expect("lab");
+    let t_boot = Instant::now();
+    bring_up(&lab, manager);
+    g.figure(
+        "cloud-init's first boot (reboot → eth0 answers)",
+        format!("{:.1} s", t_boot.elapsed().as_secs_f64()),
+    );
+    let ran = lab
+        .guest
+        .sh("cat /run/cloud-init/cloud-id; cloud-init status --format json | grep -o '\"datasource\": \"[a-z0-9]*\"'; ls /etc/netplan")
+        .map(|o| o.stdout.trim().replace('\n', "; "))
+        .unwrap_or_default();
+    g.check(
+        "cloud-init ran with its EC2 datasource and rendered netplan",
+        ran.starts_with("aws") && ran.contains("ec2") && ran.contains("50-cloud-init.yaml"),
+        ran,
+    );
+    let work = std::env::temp_dir().join(format!("symroute-lab-doc-{}", lab.vpc.prefix()));
+
+    let t0 = Instant::now();
+    let eni = lab.attach(ETH1, ENI_ID).expect("attach");
+    let routed = first_answer(&lab, ETH1, t0, Duration::from_secs(150));
+    g.figure(
+        "attach → first answer, cloud-init alone",
+        routed.map_or("never".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+    );
+    // Its own work, not an accident: its rule for the ENI's address, from its netplan file.
+    let theirs = lab
+        .guest
+        .sh(&format!(
+            "ip rule | grep -F 'from {ETH1} '; grep -c routing-policy /etc/netplan/50-cloud-init.yaml"
+        ))
+        .map(|o| o.stdout.trim().replace('\n', "; "))
+        .unwrap_or_default();
+    g.check(
+        "cloud-init alone makes the ENI symmetric",
+        routed.is_some() && theirs.contains("lookup") && !theirs.ends_with("; 0"),
+        format!("ping 10.0.2.10 → ENI address; {theirs}"),
+    );
+    if routed.is_none() {
+        eprintln!(
+            "cloud-init did not route the ENI:\n{}\n{}",
+            state(&lab),
+            journal(&lab)
+        );
+    }
+    // Settled: cloud-init's hook and networkd are done with the new link.
+    std::thread::sleep(Duration::from_secs(5));
+    let before = routing_snapshot(&lab);
+
+    let (code, out) = run_document(
+        &p,
+        &lab,
+        &work,
+        &["action=apply", &format!("target={ENI_ID}")],
+    );
+    g.check(
+        "document exits 0",
+        code == Some(0),
+        format!("exit {code:?}"),
+    );
+    g.check(
+        "symroute reports the ENI as another tool's",
+        out.contains("\"status\": \"managed-by-other\""),
+        "status managed-by-other",
+    );
+    g.check(
+        "the trigger steps aside",
+        out.contains("\"status\": \"stepped-aside\"") && out.contains("cloud-init"),
+        "trigger stepped-aside (cloud-init's network hotplug)",
+    );
+    if code != Some(0) || !out.contains("managed-by-other") {
+        eprintln!("{out}");
+    }
+    let left = leftovers_of_symroute(&lab);
+    g.check("nothing of symroute's installed", left.is_empty(), left);
+    std::thread::sleep(Duration::from_secs(10));
+    let after = routing_snapshot(&lab);
+    g.check(
+        "nothing flaps: the routing is what cloud-init made, 10 s on",
+        after == before && answers(&lab, ETH1),
+        if after == before {
+            String::new()
+        } else {
+            format!("before:\n{before}\nafter:\n{after}")
+        },
+    );
+
+    let reboot = lab.guest.reboot().expect("reboot");
+    g.figure(
+        "reboot (systemctl reboot → guest agent)",
+        format!("{:.1} s", reboot.as_secs_f64()),
+    );
+    let back = wait_for(Duration::from_secs(90), || answers(&lab, ETH1));
+    g.check(
+        "reboot: ENI symmetric (cloud-init's files), primary answers",
+        back.is_some() && answers(&lab, ETH0),
+        "",
+    );
+    let left = leftovers_of_symroute(&lab);
+    g.check("reboot: still nothing of symroute's", left.is_empty(), left);
+
+    lab.detach(&eni).expect("detach");
+    let (code, out) = run_document(
+        &p,
+        &lab,
+        &work,
+        &["action=remove", &format!("target={ENI_ID}")],
+    );
+    g.check(
+        "detach + remove: document exits 0, primary answers",
+        code == Some(0) && answers(&lab, ETH0),
+        format!("exit {code:?}"),
+    );
+    if code != Some(0) {
+        eprintln!("{out}");
+    }
+    g.figure(
+        "whole run",
+        format!("{:.0} s", started.elapsed().as_secs_f64()),
+    );
+    g.finish();
+}
+
 /// symroute's own state anywhere: rules and routes with its protocol, its files, its trigger.
 fn leftovers_of_symroute(lab: &Lab) -> String {
     lab.guest
@@ -1268,6 +1459,12 @@ fn boot_figure(lab: &Lab) -> String {
 #[ignore = "VM lab: run by `make test-lab` (needs the image and the static agent)"]
 fn grid_amazon_ec2_net_utils() {
     coexist_with_net_utils();
+}
+
+#[test]
+#[ignore = "VM lab: run by `make test-lab` (needs the images and the static agent)"]
+fn grid_debian13_cloud_init_hotplug() {
+    coexist_with_cloud_init();
 }
 
 #[test]

@@ -216,6 +216,49 @@ fn instance_and_eni_metadata_as_imds_lays_it_out() {
     assert_eq!(get(&imds, &format!("{macs}0a:00:00:00:00:09/mac")).0, 404);
 }
 
+/// What cloud-init's EC2 datasource reads besides `latest`: dated versions of the same tree, the
+/// list of versions at `/`, and the instance identity document. A version IMDS does not serve is
+/// a 404, not a copy of `latest`.
+#[test]
+fn dated_versions_the_version_list_and_the_identity_document() {
+    let imds = Imds::start_local().unwrap();
+    let (inst, eth0, _) = metadata();
+    imds.set_instance(&inst);
+    imds.put_eni(&eth0);
+
+    for ver in ["2021-03-23", "2018-09-24", "2016-09-02", "2009-04-04"] {
+        assert_eq!(
+            get(&imds, &format!("/{ver}/meta-data/instance-id")),
+            (200, "i-0123456789abcdef0".to_string()),
+            "{ver}"
+        );
+        assert_eq!(
+            get(&imds, &format!("/{ver}/meta-data/network/interfaces/macs/")),
+            get(&imds, "/latest/meta-data/network/interfaces/macs/"),
+        );
+    }
+    assert_eq!(get(&imds, "/2099-01-01/meta-data/instance-id").0, 404);
+    assert_eq!(get(&imds, "/meta-data/instance-id").0, 404);
+    let (code, list) = get(&imds, "/");
+    assert_eq!(code, 200);
+    assert!(list.lines().any(|l| l == "2021-03-23"), "{list}");
+    assert_eq!(list.lines().last(), Some("latest"));
+    assert_eq!(
+        get(&imds, "/2021-03-23/dynamic/instance-identity/").1,
+        "document"
+    );
+    let (code, doc) = get(&imds, "/2021-03-23/dynamic/instance-identity/document");
+    assert_eq!(code, 200);
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["instanceId"], "i-0123456789abcdef0");
+    assert_eq!(doc["region"], "us-east-1");
+    // The token is still required on every dated path.
+    assert_eq!(
+        request(&imds, "GET", "/2021-03-23/meta-data/instance-id", &[]).0,
+        401
+    );
+}
+
 #[test]
 fn changes_show_up_while_clients_read() {
     let imds = Imds::start_local().unwrap();

@@ -42,6 +42,24 @@ impl InstanceMeta {
         ]
         .into_iter()
         .map(|(k, v)| (format!("meta-data/{k}"), v))
+        // The instance identity document, as IMDS serves it (cloud-init's EC2 datasource reads
+        // its region and instance id; the agent never does).
+        .chain(std::iter::once((
+            "dynamic/instance-identity/document".to_string(),
+            serde_json::to_string_pretty(&serde_json::json!({
+                "accountId": "123456789012",
+                "architecture": "x86_64",
+                "availabilityZone": self.availability_zone,
+                "imageId": "ami-0abcdef1234567890",
+                "instanceId": self.instance_id,
+                "instanceType": self.instance_type,
+                "pendingTime": "2026-12-01T00:00:00Z",
+                "privateIp": null,
+                "region": self.region,
+                "version": "2017-09-30",
+            }))
+            .expect("a JSON literal"),
+        )))
         .collect()
     }
 }

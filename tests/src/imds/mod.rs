@@ -25,6 +25,18 @@ use tree::{Lookup, Tree};
 const LOOPBACK: &str = "127.0.0.1:0";
 const STANDARD: &str = "169.254.169.254:80";
 const TOKEN_PATH: &str = "/latest/api/token";
+
+/// The dated versions the stand-in serves besides `latest`, all with the same tree (the agent
+/// reads `latest`; cloud-init's EC2 datasource probes 2021-03-23, 2018-09-24, 2016-09-02 and
+/// 2009-04-04). Real IMDS lists more; a version not here is answered 404, which is stricter.
+const VERSIONS: [&str; 6] = [
+    "2009-04-04",
+    "2016-09-02",
+    "2018-09-24",
+    "2021-01-03",
+    "2021-03-23",
+    "2021-07-15",
+];
 const TTL_HEADER: &str = "X-aws-ec2-metadata-token-ttl-seconds";
 const TOKEN_HEADER: &str = "X-aws-ec2-metadata-token";
 /// How often idle keep-alive connections look whether the server is stopping.
@@ -314,9 +326,16 @@ fn answer(shared: &Shared, req: &HttpRequest, valid_token: bool) -> HttpResponse
             if !valid_token {
                 return HttpResponse::new(401, "");
             }
-            let Some(rel) =
-                path.strip_prefix("/latest/")
-                    .or(if path == "/latest" { Some("") } else { None })
+            if path == "/" {
+                let mut list = VERSIONS.join("\n");
+                list.push_str("\nlatest");
+                return HttpResponse::new(200, list);
+            }
+            let Some(rel) = path
+                .strip_prefix('/')
+                .and_then(|p| p.split_once('/').or(Some((p, ""))))
+                .filter(|(v, _)| *v == "latest" || VERSIONS.contains(v))
+                .map(|(_, rel)| rel)
             else {
                 return HttpResponse::new(404, "");
             };

@@ -20,9 +20,11 @@ use crate::Eni;
 /// PCIe root ports the machine is built with: one NIC each, hot-plugged or not (EC2 instance
 /// types of the lab's size take 3 or 4 ENIs).
 const ROOT_PORTS: usize = 6;
-/// Bounds: a TCG boot of the Debian cloud kernel takes 20-30 s here when the machine is idle;
-/// `make test` runs two guests and cargo at once.
-pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Bounds: a TCG boot of the Debian cloud kernel takes 20-30 s here when the machine is idle
+/// (Debian 13's about twice that), and cloud-init's first boot 100 s, since on Debian its
+/// network stage holds back sysinit.target (the guest agent included) until wait-online and
+/// its metadata crawl are done; `make test` runs three guests at once.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// From the guest agent's first answer to `systemctl is-system-running --wait`: more than
 /// systemd's own 90 s job timeout (wait-online), so a unit that hangs fails and is reported.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -111,6 +113,9 @@ impl Guest {
         c.args(["-name", &self.name, "-accel", "tcg", "-machine", "q35"])
             .args(["-m", "1024", "-smp", "1", "-nographic", "-nodefaults"])
             .args(["-no-user-config"])
+            // The DMI an EC2 instance shows: a system UUID (and serial) that start with "ec2",
+            // by which cloud-init and ds-identify tell AWS.
+            .args(["-smbios", &ec2_smbios(&self.name)])
             .arg("-kernel")
             .arg(&self.image.kernel)
             .arg("-initrd")
@@ -432,4 +437,25 @@ impl Drop for Guest {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// QEMU's `-smbios type=1` value for a guest: EC2's manufacturer, and a system UUID and serial
+/// that start with "ec2" (EC2's own form), the rest derived from the guest's name.
+fn ec2_smbios(name: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    let a = h.finish();
+    (a, name).hash(&mut h);
+    let b = h.finish();
+    let hex = format!("{a:016x}{b:016x}");
+    let uuid = format!(
+        "ec2{}-{}-{}-{}-{}",
+        &hex[0..5],
+        &hex[5..9],
+        &hex[9..13],
+        &hex[13..17],
+        &hex[17..29]
+    );
+    format!("type=1,manufacturer=Amazon EC2,product=t3.micro,uuid={uuid},serial={uuid}")
 }
