@@ -116,11 +116,22 @@ impl Manager {
             )
         };
         let (files, script): (Vec<(&str, String)>, &str) = match self {
+            // Beside the DHCP file for eth*, one for EC2's drivers that sorts first, as an
+            // image built for ENA may ship: networkd skips it for the lab's virtio NICs, and
+            // so must symroute (it copies the settings of the file that configures the ENI).
             Manager::Networkd => (
-                vec![(
-                    "/etc/systemd/network/20-eth.network",
-                    "[Match]\nName=eth*\n\n[Network]\nDHCP=yes\n".into(),
-                )],
+                vec![
+                    (
+                        "/etc/systemd/network/20-eth.network",
+                        "[Match]\nName=eth*\n\n[Network]\nDHCP=yes\n".into(),
+                    ),
+                    (
+                        "/etc/systemd/network/10-ec2-drivers.network",
+                        "[Match]\nDriver=ena ixgbevf vif\n\n[Network]\nDHCP=yes\n\n\
+                         [DHCPv4]\nRouteMetric=512\n"
+                            .into(),
+                    ),
+                ],
                 "systemctl enable --now systemd-networkd.service systemd-networkd.socket",
             ),
             Manager::Nm => (
@@ -715,6 +726,24 @@ fn grid_on(manager: Manager, suite: Suite) {
     );
     if code != Some(0) {
         eprintln!("{out}\n{}", state(&lab));
+    }
+    if manager == Manager::Networkd {
+        // networkd bound eth1 to 20-eth.network, not to 10-ec2-drivers.network (its Driver=
+        // does not fit virtio_net), and symroute's own file is a copy of the one it bound.
+        let copied = lab
+            .guest
+            .sh(
+                "networkctl --json=short status eth1 | grep -o '\"NetworkFile\":\"[^\"]*\"'; \
+                 grep -h '^# Copied from' /etc/systemd/network/05-symroute-eth1.network",
+            )
+            .map(|o| o.stdout.trim().replace('\n', "; "))
+            .unwrap_or_default();
+        g.check(
+            "attach: persisted as a copy of the file networkd configures eth1 with",
+            copied.contains("Copied from /etc/systemd/network/20-eth.network")
+                && !copied.contains("10-ec2-drivers"),
+            copied,
+        );
     }
     g.check(
         "attach: ENI symmetric after the run",

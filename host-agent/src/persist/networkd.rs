@@ -56,14 +56,73 @@ fn network_files(root: &Root) -> Vec<PathBuf> {
     by_name.into_iter().map(|(_, p)| p).collect()
 }
 
-/// The first file (ignoring symroute's own) whose [Match] fits the interface.
+/// The file that configures the interface (ignoring symroute's own). Where networkd runs and
+/// has bound the link to a file, its own answer (`networkctl status --json`); else, and under
+/// `--root`, the first file by name whose [Match] fits, as networkd chooses.
 pub(crate) fn winner(root: &Root, ifname: &str, mac: Mac) -> Option<Winner> {
+    if let Some(w) = bound(root, ifname, mac) {
+        return Some(w);
+    }
+    parsed_winner(root, ifname, mac)
+}
+
+/// What networkd says configures the link, when it runs here and has bound the link to a file
+/// that is not symroute's (for symroute's own, the file it replaced is found by parsing). The
+/// parser cannot judge `Driver=`, `Path=` or `Host=` and takes them as met, so a file networkd
+/// skipped (`Driver=ena` on another NIC) could pass for the link's: networkd knows.
+fn bound(root: &Root, ifname: &str, mac: Mac) -> Option<Winner> {
+    if root.path("/") != Path::new("/") || !running() {
+        return None;
+    }
+    let bin = NETWORKCTL.iter().find(|p| Path::new(p).exists())?;
+    let out = std::process::Command::new(bin)
+        .args(["--json=short", "--no-pager", "status", "--", ifname])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let path = network_file_of(&String::from_utf8_lossy(&out.stdout))?;
+    let text = root.read(&path)?;
+    if owner_of(&text).is_some() {
+        return None;
+    }
+    // networkd matched it, whatever the parser thinks of conditions it cannot judge; only a
+    // match by this MAC alone makes it this ENI's own file.
+    let specific = matches(&text, ifname, mac, None).unwrap_or(false);
+    Some(Winner {
+        path,
+        text,
+        specific,
+    })
+}
+
+/// The `NetworkFile` of `networkctl --json=short status <link>` (systemd 250 and later): the
+/// .network file networkd bound the link to. None for a link it has not bound (unmanaged, or
+/// not processed yet), and for output that is not that JSON (an older networkctl).
+pub(crate) fn network_file_of(json: &str) -> Option<PathBuf> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let file = v.get("NetworkFile")?.as_str()?;
+    Path::new(file).is_absolute().then(|| PathBuf::from(file))
+}
+
+/// The link's kernel driver (`virtio_net`, `ena`), which networkd's `Driver=` matches (udev's
+/// `ID_NET_DRIVER` is the same name); only for the live host, not under `--root`.
+fn live_driver(root: &Root, ifname: &str) -> Option<String> {
+    if root.path("/") != Path::new("/") || ifname.contains('/') {
+        return None;
+    }
+    let link = fs::read_link(format!("/sys/class/net/{ifname}/device/driver")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+/// The first file (ignoring symroute's own) whose [Match] fits the interface.
+fn parsed_winner(root: &Root, ifname: &str, mac: Mac) -> Option<Winner> {
+    let driver = live_driver(root, ifname);
     network_files(root).into_iter().find_map(|path| {
         let text = root.read(&path)?;
         if owner_of(&text).is_some() {
             return None;
         }
-        let specific = matches(&text, ifname, mac)?;
+        let specific = matches(&text, ifname, mac, driver.as_deref())?;
         Some(Winner {
             path,
             text,
@@ -168,9 +227,11 @@ pub fn detect(root: &Root, ifaces: &[(String, Mac)]) -> Option<String> {
 }
 
 /// Whether a .network file matches the interface: `None` if not, else whether it is specific
-/// to it. Conditions that cannot be judged from files (Driver=, Path=, Host=...) are taken as
-/// met: on EC2 they are written to match the ENIs (80-ec2.network has `Driver=ena ...`).
-pub fn matches(text: &str, ifname: &str, mac: Mac) -> Option<bool> {
+/// to it. `Driver=` is judged against the link's kernel driver where it is known (`driver`, as
+/// udev's `ID_NET_DRIVER` has it); unknown, and the conditions that cannot be judged from files
+/// (Path=, Host=...), are taken as met: on EC2 they are written to match the ENIs
+/// (80-ec2.network has `Driver=ena ...`).
+pub fn matches(text: &str, ifname: &str, mac: Mac, driver: Option<&str>) -> Option<bool> {
     let mut section = String::new();
     let mut names: Vec<String> = Vec::new();
     let mut macs: Vec<String> = Vec::new();
@@ -220,6 +281,11 @@ pub fn matches(text: &str, ifname: &str, mac: Mac) -> Option<bool> {
             }
             "Type" if !items.is_empty() => {
                 ok &= items.iter().any(|g| super::glob(g, "ether")) != neg;
+            }
+            "Driver" if !items.is_empty() => {
+                if let Some(d) = driver {
+                    ok &= items.iter().any(|g| super::glob(g, d)) != neg;
+                }
             }
             _ => {}
         }
@@ -381,6 +447,25 @@ pub(crate) fn mark_rule(m: &crate::ops::MarkRuleSpec) -> Section {
 mod tests {
     use super::*;
 
+    /// networkd's own answer, as `networkctl --json=short status eth1` prints it: the link's
+    /// object from networkd's `Describe`, on one line.
+    #[test]
+    fn the_file_networkd_bound_is_read_from_networkctls_json() {
+        let bound = r#"{"Index":3,"Name":"eth1","Type":"ether","Driver":"virtio_net","SetupState":"configured","NetworkFile":"/etc/systemd/network/20-eth.network","OperationalState":"routable"}"#;
+        assert_eq!(
+            network_file_of(bound),
+            Some(PathBuf::from("/etc/systemd/network/20-eth.network"))
+        );
+        // Unmanaged, or not processed yet: no file, so the parser decides.
+        let unmanaged = r#"{"Index":3,"Name":"eth1","SetupState":"unmanaged"}"#;
+        assert_eq!(network_file_of(unmanaged), None);
+        // An older networkctl's table, a relative path, garbage: none of it is an answer.
+        assert_eq!(network_file_of("IDX LINK TYPE\n  3 eth1 ether"), None);
+        assert_eq!(network_file_of(r#"{"NetworkFile":"20-eth.network"}"#), None);
+        assert_eq!(network_file_of(r#"{"NetworkFile":7}"#), None);
+        assert_eq!(network_file_of(""), None);
+    }
+
     fn mac() -> Mac {
         "0a:00:00:00:00:02".parse().unwrap()
     }
@@ -389,33 +474,56 @@ mod tests {
     fn match_rules() {
         let m = mac();
         // Matches, but by name: another ENI may carry the name later.
-        assert_eq!(matches("[Match]\nName=eth1\n", "eth1", m), Some(false));
-        assert_eq!(matches("[Match]\nName=eth*\n", "eth1", m), Some(false));
-        assert_eq!(matches("[Match]\nName=eth0\n", "eth1", m), None);
-        assert_eq!(matches("[Match]\nName=!eth0\n", "eth1", m), Some(false));
         assert_eq!(
-            matches("[Match]\nMACAddress=0A:00:00:00:00:02\n", "eth1", m),
+            matches("[Match]\nName=eth1\n", "eth1", m, None),
+            Some(false)
+        );
+        assert_eq!(
+            matches("[Match]\nName=eth*\n", "eth1", m, None),
+            Some(false)
+        );
+        assert_eq!(matches("[Match]\nName=eth0\n", "eth1", m, None), None);
+        assert_eq!(
+            matches("[Match]\nName=!eth0\n", "eth1", m, None),
+            Some(false)
+        );
+        assert_eq!(
+            matches("[Match]\nMACAddress=0A:00:00:00:00:02\n", "eth1", m, None),
             Some(true)
         );
         assert_eq!(
-            matches("[Match]\nMACAddress=0a:00:00:00:00:03\n", "eth1", m),
+            matches("[Match]\nMACAddress=0a:00:00:00:00:03\n", "eth1", m, None),
             None
         );
         assert_eq!(
             matches(
                 "[Match]\nDriver=ena ixgbevf vif\n[Network]\nDHCP=yes\n",
                 "eth1",
-                m
+                m,
+                None
             ),
             Some(false)
         );
-        assert_eq!(matches("[Match]\nType=wlan\n", "eth1", m), None);
-        assert_eq!(matches("[Network]\nDHCP=yes\n", "eth1", m), Some(false));
+        // With the link's driver known, `Driver=` is judged: EC2's drivers are not the
+        // lab's virtio NIC.
+        let ena = "[Match]\nDriver=ena ixgbevf vif\n[Network]\nDHCP=yes\n";
+        assert_eq!(matches(ena, "eth1", m, Some("virtio_net")), None);
+        assert_eq!(matches(ena, "eth1", m, Some("ena")), Some(false));
+        assert_eq!(
+            matches("[Match]\nDriver=!virtio*\n", "eth1", m, Some("virtio_net")),
+            None
+        );
+        assert_eq!(matches("[Match]\nType=wlan\n", "eth1", m, None), None);
+        assert_eq!(
+            matches("[Network]\nDHCP=yes\n", "eth1", m, None),
+            Some(false)
+        );
         assert_eq!(
             matches(
                 "[Match]\nName=eth1\nMACAddress=0a:00:00:00:00:09\n",
                 "eth1",
-                m
+                m,
+                None
             ),
             None
         );
