@@ -288,7 +288,7 @@ fn apply(
         match execute::run(kernel, &p.ops) {
             Ok(mut a) => {
                 let harm = match &guard {
-                    Some(g) => guard_primary(kernel, g, &snap, |k| a.rollback(k))?.err(),
+                    Some(g) => guard_primary(kernel, g, &snap, |k| a.rollback(k)).err(),
                     None => None,
                 };
                 match harm {
@@ -387,7 +387,7 @@ fn apply(
     // the primary's paths as they were too; if it did not, all of it goes.
     if let Some(g) = &guard {
         let undo = |k: &mut Kernel| undo_all(k, &mut pruned, &mut applied);
-        match guard_primary(kernel, g, &snap, undo)? {
+        match guard_primary(kernel, g, &snap, undo) {
             Ok(seen) => report.primary = Some(seen),
             Err(harm) => {
                 report.changes = 0;
@@ -492,32 +492,42 @@ fn undo_all(
 }
 
 /// Reads the primary's held paths again: what the report says if none moved. Where one moved,
-/// undoes the changes (`undo`) and says what moved, and what is still moved if undoing did not
-/// bring it back (a route the kernel deleted for a daemon is not ours to put back).
+/// or they cannot be read (a netlink failure: unproven is not unharmed), undoes the changes
+/// (`undo`) and says why, and what is still moved if undoing did not bring it back (a route the
+/// kernel deleted for a daemon is not ours to put back).
 fn guard_primary(
     kernel: &mut Kernel,
     guard: &Guard,
     snap: &crate::kernel::Snapshot,
     undo: impl FnOnce(&mut Kernel) -> crate::error::Rollback,
-) -> Result<std::result::Result<crate::guard::PrimaryReport, String>> {
-    let seen = guard.check(kernel, snap)?;
-    if seen.moved.is_empty() {
-        return Ok(Ok(seen));
-    }
+) -> std::result::Result<crate::guard::PrimaryReport, String> {
+    let seen = match guard.check(kernel, snap) {
+        Ok(seen) if seen.moved.is_empty() => return Ok(seen),
+        Ok(seen) => seen,
+        Err(e) => {
+            let rollback = undo(kernel);
+            return Err(format!(
+                "the primary interface's paths could not be read again ({e}); {rollback}"
+            ));
+        }
+    };
     let rollback = undo(kernel);
-    let still = guard.check(kernel, snap)?;
     let mut harm = format!(
         "the change would move the primary interface's ({}) traffic: {}; {rollback}",
         seen.interface,
         seen.moved.join("; ")
     );
-    if !still.moved.is_empty() {
+    if let Some(still) = guard
+        .check(kernel, snap)
+        .ok()
+        .filter(|s| !s.moved.is_empty())
+    {
         harm.push_str(&format!(
             "; still moved after undoing: {}",
             still.moved.join("; ")
         ));
     }
-    Ok(Err(harm))
+    Err(harm)
 }
 
 /// The connmark mode's plan for the ENIs this run configured (their links from `snap`).
