@@ -285,26 +285,19 @@ fn apply(
             applied.push(execute::Applied::default());
             continue;
         }
-        match execute::run(kernel, &p.ops) {
-            Ok(mut a) => {
-                let harm = match &guard {
-                    Some(g) => guard_primary(kernel, g, &snap, |k| a.rollback(k)).err(),
-                    None => None,
-                };
-                match harm {
-                    None => applied.push(a),
-                    Some(harm) => {
-                        warn!("{}: {harm}", p.eni.eni_id);
-                        failures.push(format!("{}: {harm}", p.eni.eni_id));
-                        p.status = EniStatus::Failed;
-                        r.status = EniStatus::Failed;
-                        applied.push(execute::Applied::default());
-                    }
-                }
-            }
-            Err(e) => {
-                warn!("{}: {e}", p.eni.eni_id);
-                failures.push(format!("{}: {e}", p.eni.eni_id));
+        // A change the kernel refuses and a change that moves the primary fail the ENI alike.
+        let outcome = match execute::run(kernel, &p.ops) {
+            Ok(mut a) => match &guard {
+                Some(g) => guard_primary(kernel, g, &snap, |k| a.rollback(k)).map(|_| a),
+                None => Ok(a),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(a) => applied.push(a),
+            Err(why) => {
+                warn!("{}: {why}", p.eni.eni_id);
+                failures.push(format!("{}: {why}", p.eni.eni_id));
                 p.status = EniStatus::Failed;
                 r.status = EniStatus::Failed;
                 applied.push(execute::Applied::default());
