@@ -918,15 +918,11 @@ fn grid_on(manager: Manager, suite: Suite) {
         );
     }
     g.figure("slowest units of that boot", blame(&lab));
-    let waits = lab
-        .guest
-        .sh("systemd-analyze blame | grep -i wait-online; systemctl --failed --no-legend")
-        .map(|o| o.stdout)
-        .unwrap_or_default();
+    let waits = waits_and_failures(&lab);
     g.check(
         "reboot: no failed unit, no wait-online in the boot",
-        waits.trim().is_empty(),
-        waits.trim().to_string(),
+        waits.is_empty(),
+        waits,
     );
 
     // 2b. A DHCP lease renewal (T1 is half the lab's 120 s lease): the manager rewrites its
@@ -1171,15 +1167,11 @@ fn grid_on(manager: Manager, suite: Suite) {
         boot_figure(&lab),
     );
     g.figure("slowest units of that boot", blame(&lab));
-    let waits = lab
-        .guest
-        .sh("systemd-analyze blame | grep -i wait-online; systemctl --failed --no-legend")
-        .map(|o| o.stdout)
-        .unwrap_or_default();
+    let waits = waits_and_failures(&lab);
     g.check(
         "stop/start: no failed unit, nothing waited for the missing devices",
-        waits.trim().is_empty(),
-        waits.trim().to_string(),
+        waits.is_empty(),
+        waits,
     );
     whole_run(&mut g, &lab, started);
 
@@ -1417,6 +1409,16 @@ fn leftovers_of_symroute(lab: &Lab) -> String {
                /etc/symroute 2>/dev/null; \
              ls {TRIGGER_RULE} /usr/local/sbin/symroute-boot 2>/dev/null; true"
         ))
+        .map(|o| o.stdout.trim().to_string())
+        .unwrap_or_else(|e| e.to_string())
+}
+
+/// What held back or broke the current boot: any wait-online unit that ran, and any failed
+/// unit; empty when neither. A guest that cannot be asked answers with the error, which is
+/// not empty either.
+fn waits_and_failures(lab: &Lab) -> String {
+    lab.guest
+        .sh("systemd-analyze blame | grep -i wait-online; systemctl --failed --no-legend")
         .map(|o| o.stdout.trim().to_string())
         .unwrap_or_else(|e| e.to_string())
 }
