@@ -682,7 +682,11 @@ fn grid_on(manager: Manager, suite: Suite) {
     let (eth0_v6, eth1_v6) = (lab.ipv6_of(ETH0), lab.ipv6_of(ETH1));
     g.figure(
         "first boot (QEMU start → guest agent)",
-        format!("{:.1} s", started.elapsed().as_secs_f64()),
+        format!(
+            "{:.1} s ({})",
+            started.elapsed().as_secs_f64(),
+            lab.guest.first_boot().describe()
+        ),
     );
     bring_up(&lab, manager);
     let work = std::env::temp_dir().join(format!("symroute-lab-doc-{}", lab.vpc.prefix()));
@@ -1120,7 +1124,7 @@ fn grid_on(manager: Manager, suite: Suite) {
     let eni2 = lab
         .attach("10.0.1.12", "eni-0b9c4b60624c0e41e")
         .expect("attach 2");
-    let (code, _) = run_document(
+    let (code, out) = run_document(
         &p,
         &lab,
         &work,
@@ -1131,6 +1135,9 @@ fn grid_on(manager: Manager, suite: Suite) {
         code == Some(0),
         format!("exit {code:?}"),
     );
+    if code != Some(0) {
+        eprintln!("{out}\n{}\n{}", state(&lab), journal(&lab));
+    }
     let start = lab.stop_start(&[&eni2]).expect("stop, detach, start");
     g.figure(
         "start without the ENIs (QEMU start → guest agent)",

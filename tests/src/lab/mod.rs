@@ -64,6 +64,7 @@ pub struct Attached {
 
 pub const INSTANCE_ID: &str = "i-0a1b2c3d4e5f60718";
 const PRIMARY_ENI_ID: &str = "eni-00000000000000000";
+const PRIMARY_MAC: &str = "0a:00:00:01:00:0a";
 
 impl Lab {
     /// A VPC (10.0.1.0/24 for the instance, 10.0.2.0/24 for the client at 10.0.2.10) and the
@@ -92,13 +93,23 @@ impl Lab {
             &subnet,
             EniSpec::new("eth0", &subnet)
                 .ip("10.0.1.10")
+                // One MAC for every lab's eth0: a guest's first boot is resumed from a booted
+                // state (guest.rs), whose NIC has the MAC it was booted with. The labs' VPCs
+                // never meet, so their eth0s never see each other.
+                .mac(PRIMARY_MAC)
                 .config(Config::Unconfigured),
         ))?;
         dhcp.add(&eth0)?;
         let imds = Imds::start_in_standard(&router)?;
         imds.set_instance(&InstanceMeta::new(INSTANCE_ID, eth0.mac()));
         imds.put_eni(&EniMeta::from_eni(&eth0, 0, 0, PRIMARY_ENI_ID));
-        let guest = Guest::boot("lab", &router, &dir.join("guest"), image, &[&eth0])?;
+        let guest =
+            Guest::boot("lab", &router, &dir.join("guest"), image, &[&eth0]).inspect_err(|_| {
+                // No Lab to drop yet: its directory (DHCP's files) goes here.
+                if std::env::var_os(crate::KEEP_ENV).is_none() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            })?;
         Ok(Lab {
             guest,
             imds,
