@@ -44,7 +44,7 @@ pub struct Guest {
     boots: Mutex<u32>,
     /// CPU time of the QEMU processes of earlier boots (power-offs), for the lab's CPU figure.
     cpu_done: Mutex<Duration>,
-    /// How the first boot came about (restored from the image's booted state, or booted cold
+    /// How the first boot came about (resumed from the image's booted state, or booted cold
     /// and saved first).
     first_boot: FirstBoot,
 }
@@ -96,13 +96,7 @@ impl Guest {
                 first_boot = FirstBoot::BootedAndSaved;
             }
         }
-        let disk = dir.join("disk.qcow2");
-        cmd::run(
-            std::process::Command::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-                .arg(booted.disk())
-                .arg(&disk),
-        )?;
+        overlay(&booted.disk(), "qcow2", &dir.join("disk.qcow2"))?;
         let guest = Guest::new(name, router_ns, dir, image, first_boot);
         guest.count_cpu(Some(template_cpu));
         guest.start(nics, Some(&booted.state()))?;
@@ -639,11 +633,10 @@ impl Booted {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
         std::fs::create_dir_all(work)?;
-        cmd::run(
-            std::process::Command::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-                .arg(std::fs::canonicalize(&image.rootfs)?)
-                .arg(work.join("disk.qcow2")),
+        overlay(
+            &std::fs::canonicalize(&image.rootfs)?,
+            "raw",
+            &work.join("disk.qcow2"),
         )?;
         let template = Guest::new(name, router_ns, work, image, FirstBoot::BootedAndSaved);
         let made = template
@@ -675,6 +668,18 @@ impl Booted {
         }
         Ok(cpu)
     }
+}
+
+/// Creates `disk`, a qcow2 overlay on `backing` (of format `format`): the guest writes there,
+/// and `backing` stays as it was.
+fn overlay(backing: &Path, format: &str, disk: &Path) -> Result<()> {
+    cmd::run(
+        std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
+            .arg(backing)
+            .arg(disk),
+    )?;
+    Ok(())
 }
 
 /// QEMU's command line for a guest in `dir` with `nics` (the first is eth0), without
