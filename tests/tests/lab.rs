@@ -255,6 +255,10 @@ struct Grid {
     suite: Suite,
     cells: Vec<Cell>,
     figures: Vec<(String, String)>,
+    /// Each phase of the row: its name, wall time and the guest's CPU time in it.
+    phases: Vec<(&'static str, Duration, Duration)>,
+    /// Where the current phase began: the wall clock and the guest's CPU time then.
+    phase_start: (Instant, Duration),
 }
 
 impl Grid {
@@ -282,6 +286,15 @@ impl Grid {
             if ok { "ok  " } else { "FAIL" }
         );
         self.cells.push(Cell { what, ok, detail });
+    }
+
+    /// Ends the phase that began at the last mark (or the row's start) and names it: where a
+    /// row's wall and guest CPU time go, for the lab's wall-time target.
+    fn phase(&mut self, name: &'static str, lab: &Lab) {
+        let (now, cpu) = (Instant::now(), lab.guest.cpu_time());
+        let (t, c) = self.phase_start;
+        self.phases.push((name, now - t, cpu.saturating_sub(c)));
+        self.phase_start = (now, cpu);
     }
 
     fn figure(&mut self, what: &str, value: String) {
@@ -677,6 +690,8 @@ fn grid_on(manager: Manager, suite: Suite) {
         suite,
         cells: Vec::new(),
         figures: Vec::new(),
+        phases: Vec::new(),
+        phase_start: (started, Duration::ZERO),
     };
     let lab = Lab::start_with(&p.image, manager.stack()).expect("lab");
     let (eth0_v6, eth1_v6) = (lab.ipv6_of(ETH0), lab.ipv6_of(ETH1));
@@ -688,8 +703,10 @@ fn grid_on(manager: Manager, suite: Suite) {
             lab.guest.first_boot().describe()
         ),
     );
+    g.phase("first boot", &lab);
     bring_up(&lab, manager);
     let work = std::env::temp_dir().join(format!("symroute-lab-doc-{}", lab.vpc.prefix()));
+    g.phase("manager install", &lab);
 
     // 1. Hot-attach, run the document: symmetric within the run, primary never lost.
     let primary = lab.client.spawn_ping_stream(ip(ETH0), 100);
@@ -781,6 +798,7 @@ fn grid_on(manager: Manager, suite: Suite) {
             route.replace('\n', "; "),
         );
     }
+    g.phase("attach + document", &lab);
 
     // 1b. The first run left the on-host trigger behind: a second ENI is routed the moment it
     // appears, with no document run, and its detach takes what was its own.
@@ -824,6 +842,7 @@ fn grid_on(manager: Manager, suite: Suite) {
         clean.is_some(),
         eni_leftovers(&lab, ETH2, &mac2),
     );
+    g.phase("trigger", &lab);
 
     // 1c. The connmark mode, switched on through the document (for the published-port cell
     // after the reboot, where only the kept choice can bring it back).
@@ -841,6 +860,7 @@ fn grid_on(manager: Manager, suite: Suite) {
     if code != Some(0) {
         eprintln!("{out}\n{}", state(&lab));
     }
+    g.phase("connmark", &lab);
 
     // 2. Reboot: the manager alone brings it back, no boot delay, primary untouched.
     let before = boot_figure(&lab);
@@ -928,6 +948,7 @@ fn grid_on(manager: Manager, suite: Suite) {
         waits.is_empty(),
         waits,
     );
+    g.phase("reboot", &lab);
 
     // 2b. A DHCP lease renewal (T1 is half the lab's 120 s lease): the manager rewrites its
     // routes; the primary must stay preferred and the ENI symmetric. eth1 renews too where the
@@ -984,6 +1005,7 @@ fn grid_on(manager: Manager, suite: Suite) {
             },
         );
     }
+    g.phase("lease renewal", &lab);
 
     // 3. The manager reloads or restarts.
     let reload = match manager {
@@ -1021,6 +1043,7 @@ fn grid_on(manager: Manager, suite: Suite) {
             format!("{p6}, {e6}"),
         );
     }
+    g.phase("reload", &lab);
 
     // 3b. The periodic check: its timer runs wherever the trigger ran (here since the boot), and
     // it puts back what drifted with no event (a rule dropped behind symroute's back).
@@ -1084,6 +1107,7 @@ fn grid_on(manager: Manager, suite: Suite) {
             asked.len()
         ),
     );
+    g.phase("check", &lab);
 
     // 4. Detach, then `remove`: nothing of ours left. The boot that proves nothing waits for
     // the missing device is the start of step 5: one boot proves both (it has the removed
@@ -1118,6 +1142,7 @@ fn grid_on(manager: Manager, suite: Suite) {
         left.is_empty(),
         left,
     );
+    g.phase("detach + remove", &lab);
 
     // 5. Stop with a configured ENI detached, start: nothing configures what is not there,
     // nothing waits for it or for the ENI removed in step 4.
@@ -1180,6 +1205,7 @@ fn grid_on(manager: Manager, suite: Suite) {
         waits.is_empty(),
         waits,
     );
+    g.phase("stop/start", &lab);
     whole_run(&mut g, &lab, started);
 
     g.finish();
@@ -1192,6 +1218,17 @@ fn whole_run(g: &mut Grid, lab: &Lab, started: Instant) {
     let wall = started.elapsed().as_secs_f64();
     let cpu = lab.guest.cpu_time().as_secs_f64();
     g.figure("whole run", format!("{wall:.0} s"));
+    if !g.phases.is_empty() {
+        let phases = g
+            .phases
+            .iter()
+            .map(|(name, wall, cpu)| {
+                format!("{name} {:.0}/{:.0}", wall.as_secs_f64(), cpu.as_secs_f64())
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        g.figure("by phase: wall / guest CPU (s)", phases);
+    }
     g.figure(
         "guest CPU time (QEMU, all boots)",
         format!(
@@ -1276,8 +1313,11 @@ fn coexist(manager: Manager) {
         suite: tool.suite,
         cells: Vec::new(),
         figures: Vec::new(),
+        phases: Vec::new(),
+        phase_start: (started, Duration::ZERO),
     };
     let lab = Lab::start(&p.image).expect("lab");
+    g.phase("first boot", &lab);
     let t_boot = Instant::now();
     bring_up(&lab, manager);
     if manager == Manager::CloudInit {
@@ -1297,6 +1337,7 @@ fn coexist(manager: Manager) {
         );
     }
     let work = std::env::temp_dir().join(format!("symroute-lab-doc-{}", lab.vpc.prefix()));
+    g.phase("manager install", &lab);
 
     let t0 = Instant::now();
     let eni = lab.attach(ETH1, ENI_ID).expect("attach");
@@ -1368,6 +1409,7 @@ fn coexist(manager: Manager) {
             format!("before:\n{before}\nafter:\n{after}")
         },
     );
+    g.phase("attach + document", &lab);
 
     let reboot = lab.guest.reboot().expect("reboot");
     g.figure(
@@ -1385,6 +1427,7 @@ fn coexist(manager: Manager) {
     );
     let left = leftovers_of_symroute(&lab);
     g.check("reboot: still nothing of symroute's", left.is_empty(), left);
+    g.phase("reboot", &lab);
 
     lab.detach(&eni).expect("detach");
     let (code, out) = run_document(
@@ -1401,6 +1444,7 @@ fn coexist(manager: Manager) {
     if code != Some(0) {
         eprintln!("{out}");
     }
+    g.phase("detach + remove", &lab);
     whole_run(&mut g, &lab, started);
     g.finish();
 }
