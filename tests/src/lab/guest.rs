@@ -693,6 +693,12 @@ fn qemu_args(name: &str, image: &Image, dir: &Path, nics: &[&Eni]) -> Vec<String
         "tcg",
         "-machine",
         "q35",
+        // Every EC2 x86 instance's CPU has RDRAND, and the guest kernel trusts it
+        // (random.trust_cpu): its random pool is ready 0.04 s into the boot. TCG's default CPU
+        // has none: the pool was ready 17-27 s into a boot, and a boot that needed it sooner
+        // spun the kernel's jitter-entropy loop. Measured (networkd row, the reboot: boot,
+        // checks after): 57 s of guest CPU and 44 s to the guest agent without it, 45 s and
+        // 33 s with it.
         "-cpu",
         "qemu64,+rdrand",
         "-m",
@@ -707,12 +713,6 @@ fn qemu_args(name: &str, image: &Image, dir: &Path, nics: &[&Eni]) -> Vec<String
     .map(|s| s.to_string())
     .collect();
     let mut push = |args: &[&str]| a.extend(args.iter().map(|s| s.to_string()));
-    // `-cpu qemu64,+rdrand` above: every EC2 x86 instance's CPU has RDRAND, and the guest kernel
-    // trusts it (random.trust_cpu), so its random pool is ready 0.04 s into the boot. TCG's
-    // default CPU has none: the pool was ready 17-27 s into a boot, and a boot that needed it
-    // sooner spun the kernel's jitter-entropy loop. Measured (networkd row, the reboot: boot,
-    // checks after): 57 s of guest CPU and 44 s to the guest agent without it, 45 s and 33 s
-    // with it.
     // The DMI an EC2 instance shows: a system UUID (and serial) that start with "ec2", by
     // which cloud-init and ds-identify tell AWS.
     push(&["-smbios", &ec2_smbios(name)]);
