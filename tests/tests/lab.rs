@@ -1233,17 +1233,15 @@ fn whole_run(g: &mut Grid, lab: &Lab, started: Instant) {
     let wall = started.elapsed().as_secs_f64();
     let cpu = lab.guest.cpu_time().as_secs_f64();
     g.figure("whole run", format!("{wall:.0} s"));
-    if !g.phases.is_empty() {
-        let phases = g
-            .phases
-            .iter()
-            .map(|(name, wall, cpu)| {
-                format!("{name} {:.0}/{:.0}", wall.as_secs_f64(), cpu.as_secs_f64())
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        g.figure("by phase: wall / guest CPU (s)", phases);
-    }
+    let phases = g
+        .phases
+        .iter()
+        .map(|(name, wall, cpu)| {
+            format!("{name} {:.0}/{:.0}", wall.as_secs_f64(), cpu.as_secs_f64())
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    g.figure("by phase: wall / guest CPU (s)", phases);
     g.figure(
         "guest CPU time (QEMU, all boots)",
         format!(
