@@ -70,8 +70,9 @@ bench: setup ## measure speed and memory into bench/RESULTS.md (root)
 	@for step in $(BENCH_STEPS); do $(MAKE) --no-print-directory $$step || exit 1; done
 	@$(MAKE) --no-print-directory bench-report
 
-bench-report: ## rebuild bench/RESULTS.md from bench/results/*.md (after running one bench step alone)
+bench-report: ## rebuild bench/RESULTS.md from bench/results/*.md, each followed by what bench/notes/ says of it (after running one bench step alone)
 	@{ echo "# symroute benchmarks"; echo; \
 	   echo "Written by \`make bench\` on $$(date -u +%F), $$(nproc) cores, kernel $$(uname -r)."; echo; \
-	   for f in bench/results/*.md; do cat $$f; echo; done; } > bench/RESULTS.md
+	   for f in bench/results/*.md; do cat $$f; echo; \
+	     n=bench/notes/$$(basename $$f); if [ -f $$n ]; then cat $$n; echo; fi; done; } > bench/RESULTS.md
 	@cat bench/RESULTS.md
