@@ -963,6 +963,10 @@ fn grid_on(manager: Manager, suite: Suite) {
             format!("ready {s:.2} s into the boot")
         }),
     );
+    g.figure(
+        "rp_filter after the reboot (the distribution's: neither the lab nor symroute sets it)",
+        rp_filter(&lab),
+    );
     g.phase("reboot", &lab);
 
     // 2b. A DHCP lease renewal (T1 is half the lab's 120 s lease): the manager rewrites its
@@ -1433,6 +1437,10 @@ fn coexist(manager: Manager) {
     );
     let left = leftovers_of_symroute(&lab);
     g.check("reboot: still nothing of symroute's", left.is_empty(), left);
+    g.figure(
+        "rp_filter after the reboot (the distribution's: neither the lab nor symroute sets it)",
+        rp_filter(&lab),
+    );
     g.phase("reboot", &lab);
 
     lab.detach(&eni).expect("detach");
@@ -1453,6 +1461,20 @@ fn coexist(manager: Manager) {
     g.phase("detach + remove", &lab);
     whole_run(&mut g, &lab, started);
     g.finish();
+}
+
+/// The reverse-path filter the guest booted with, per interface (`all`, `default`, eth0, eth1):
+/// the distribution's own settings, since the lab sets none. The kernel applies the larger of
+/// `all` and the interface's.
+fn rp_filter(lab: &Lab) -> String {
+    lab.guest
+        .sh_ok(
+            "for i in all default eth0 eth1; do \
+               printf '%s=%s ' $i $(cat /proc/sys/net/ipv4/conf/$i/rp_filter 2>/dev/null || echo none); \
+             done",
+        )
+        .map(|o| o.trim().to_string())
+        .unwrap_or_else(|e| e.to_string())
 }
 
 /// symroute's own state anywhere: rules and routes with its protocol, its files, its trigger.
