@@ -1504,26 +1504,20 @@ struct BootReport {
 
 fn boot_report(lab: &Lab) -> BootReport {
     const SPLIT: &str = "@@ waits and failures @@";
-    let out = lab.guest.sh(&format!(
+    // `sh_ok`: a blame that fails exits 1, which it turns into an error naming the command,
+    // its status and what it printed.
+    let out = lab.guest.sh_ok(&format!(
         "b=$(systemd-analyze blame --no-pager) || exit 1; echo \"$b\" | head -3; echo '{SPLIT}'; \
          echo \"$b\" | grep -i wait-online; systemctl --failed --no-legend; exit 0"
     ));
     match out {
-        Ok(o) if o.success() => {
-            let (slowest, waits) = o.stdout.split_once(SPLIT).unwrap_or((&o.stdout, "?"));
+        Ok(stdout) => {
+            let (slowest, waits) = stdout.split_once(SPLIT).unwrap_or((&stdout, "?"));
             BootReport {
                 slowest: slowest.split_whitespace().collect::<Vec<_>>().join(" "),
                 waits: waits.trim().to_string(),
             }
         }
-        Ok(o) => BootReport {
-            slowest: String::new(),
-            waits: format!(
-                "systemd-analyze blame: exit {:?}: {}",
-                o.code,
-                o.stderr.trim()
-            ),
-        },
         Err(e) => BootReport {
             slowest: String::new(),
             waits: e.to_string(),
